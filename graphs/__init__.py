@@ -1,0 +1,1 @@
+"""Compiled LangGraph graphs, one module each; every module exports ``builder`` and ``graph``."""

@@ -1,0 +1,1 @@
+"""LangChain tools that the agents call."""

