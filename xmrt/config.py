@@ -209,7 +209,8 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         redis_password=password,
         key_prefix=prefix,
         vector_store_dir=Path(vector_dir).expanduser() if vector_dir else data_dir / "chroma",
-        embedding_model=_opt(source, "RAGLIGHT_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+        embedding_model=_opt(source, "RAGLIGHT_EMBEDDING_MODEL")
+        or (DEFAULT_EMBEDDING_MODEL if emb_provider == "huggingface" else "text-embedding-3-small"),
         embedding_provider=emb_provider,
         llm_provider=provider,
         llm_model=_opt(source, "RAGLIGHT_LLM_MODEL"),

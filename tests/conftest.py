@@ -1,0 +1,78 @@
+"""Test fixtures: one real Redis Stack per session, started by the embedded launcher on a free port.
+
+Nothing here mocks Redis or Chroma. If Redis cannot start, the session fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LANGSMITH_TRACING", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from xmrt.config import Config, create_config  # noqa: E402
+from xmrt.redis_server import EmbeddedRedis  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_DIR = ROOT.parent / "shared" / "eval" / "msmarco"
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_config(data_dir: Path, port: int, **extra: str) -> Config:
+    """A configuration isolated from the developer's environment and .env file."""
+    env = {"XMRT_DATA_DIR": str(data_dir), "XMRT_REDIS_PORT": str(port), **extra}
+    return create_config(env, env_file=None)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> EmbeddedRedis:
+    """A real Redis 8 with RedisJSON and RediSearch, for the whole session."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port())
+    try:
+        server.start()
+    except Exception as exc:  # fail loudly: no test may be skipped because Redis is missing
+        pytest.exit(f"cannot start the embedded Redis Stack for the tests: {exc}", returncode=3)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xmrt-data")
+
+
+@pytest.fixture
+def config(redis_server, tmp_path) -> Config:
+    """Configuration pointing at the session's Redis, with a fresh data directory and key prefix."""
+    return make_config(tmp_path / "data", redis_server.port, XMRT_KEY_PREFIX=f"t{os.getpid()}-{tmp_path.name}"[:60])
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_server.client(timeout=10)
+    yield client
+    client.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run where nothing passed (everything skipped, or nothing collected) is a failure."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or exitstatus not in (0, 5):
+        return
+    passed = len(reporter.stats.get("passed", []))
+    skipped = len(reporter.stats.get("skipped", []))
+    if passed == 0:
+        session.exitstatus = 1
+        reporter.write_line(f"FAILED: no test passed ({skipped} skipped); an empty or skipped suite is not a pass")
