@@ -16,6 +16,7 @@ store both need RediSearch. Use ``XMRT_KEY_PREFIX`` to keep deployments apart in
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -234,3 +235,9 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         llm_temperature=_float(source, "XMRT_LLM_TEMPERATURE", 0.2, 0.0) or 0.0,
         llm_max_new_tokens=_int(source, "XMRT_LLM_MAX_NEW_TOKENS", 256, 1, 32768),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def get_config() -> Config:
+    """The process-wide configuration, read once. Call ``get_config.cache_clear()`` after changing the environment."""
+    return create_config()
