@@ -1,0 +1,556 @@
+"""The knowledge index: a Chroma collection (dense vectors, HNSW) plus a persistent BM25 index, searched together.
+
+``KnowledgeIndex(config, collection)`` opens (or creates) one named collection:
+
+* Chroma holds ids, texts, metadata and embeddings, with a cosine HNSW index. The collection metadata records
+  the embedding model id; opening it with another model is refused, since its vectors would be meaningless.
+* A BM25 inverted index (:mod:`xmrt.kb.lexical`) lives under ``<data_dir>/kb/bm25/<collection>``. It is updated
+  with every upsert and delete, and rebuilt from Chroma's texts only when it is missing or out of step
+  (for instance after Chroma was written by another machine through ``CHROMA_HOST``).
+
+``search`` runs in three modes: ``semantic`` (cosine similarity), ``bm25`` and ``hybrid`` (the two fused, see
+:mod:`xmrt.kb.fusion`), with metadata filters and optional maximal-marginal-relevance diversification.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import shutil
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmrt.config import Config
+from xmrt.errors import UserError
+from xmrt.kb.fusion import DEFAULT_FUSION, FusionParams, fuse
+from xmrt.kb.lexical import BM25Index
+
+log = logging.getLogger(__name__)
+
+SEARCH_MODES = ("semantic", "bm25", "hybrid")
+#: Collection metadata key holding the embedding model id.
+MODEL_KEY = "embedding_model"
+#: HNSW settings of new collections. ef_search 100 keeps recall@100 of the HNSW search close to exact search.
+HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 100, "max_neighbors": 16}
+#: Candidates each retriever contributes to a hybrid search (at least; more when k or fetch_k is larger).
+HYBRID_CANDIDATES = 100
+#: Texts embedded per call when upsert has to embed.
+EMBED_BATCH = 256
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def validate_collection_name(name: str) -> str:
+    """Check a collection name against Chroma's rules; returns it, or raises UserError naming the problem."""
+    if not isinstance(name, str) or not name:
+        raise UserError("collection name is empty")
+    if not 3 <= len(name) <= 512:
+        raise UserError(f"collection name {name!r} must be 3 to 512 characters long (it has {len(name)})")
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+    if bad:
+        raise UserError(f"collection name {name!r} may hold only letters, digits, '.', '_' and '-' (not {bad!r})")
+    if not _NAME.match(name):
+        raise UserError(f"collection name {name!r} must start and end with a letter or digit")
+    if ".." in name:
+        raise UserError(f"collection name {name!r} must not contain '..'")
+    return name
+
+
+@dataclass
+class Hit:
+    """One search result.
+
+    Attributes:
+        id: Chunk id.
+        text: Chunk text.
+        metadata: Chunk metadata as stored.
+        score: The mode's score, higher is better: cosine similarity (semantic), BM25 (bm25) or fused (hybrid).
+        dense_score: Cosine similarity to the query, when known.
+        bm25_score: BM25 score, when known (0.0 means no query term occurs in the chunk).
+        dense_rank: 1-based rank in the dense candidate list, None when not in it.
+        bm25_rank: 1-based rank in the BM25 candidate list, None when not in it.
+    """
+
+    id: str
+    text: str
+    metadata: dict
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+def _combine_where(where: dict | None, file_type: str | None, kind: str | None, source: str | None) -> dict | None:
+    clauses: list[dict] = []
+    if where:
+        clauses.append(where)
+    if file_type:
+        clauses.append({"file_type": file_type.lstrip(".")})
+    if kind:
+        clauses.append({"kind": kind})
+    if source:
+        clauses.append({"source": source})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _clean_metadata(meta: dict | None) -> dict | None:
+    if not meta:
+        return None
+    clean = {k: v for k, v in meta.items() if v is not None}
+    return clean or None
+
+
+def _chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class KnowledgeIndex:
+    """One knowledge-base collection: Chroma vectors plus a BM25 index, kept in step.
+
+    Args:
+        config: Runtime configuration (Chroma location, data directory, embedding model).
+        collection: Collection name (3..512 characters of letters, digits, '.', '_', '-', alphanumeric ends).
+        fusion: How hybrid search fuses its two rankings; defaults to the measured choice.
+
+    Raises:
+        UserError: The name is invalid, or the collection was built with another embedding model.
+    """
+
+    def __init__(self, config: Config, collection: str = "default", *, fusion: FusionParams = DEFAULT_FUSION) -> None:
+        from xmrt.embeddings import embedding_model_id
+        from xmrt.kb.chroma import chroma_client
+
+        self.config = config
+        self.name = validate_collection_name(collection)
+        self.embedding_model_id = embedding_model_id(config)
+        self.fusion = fusion
+        self._client = chroma_client(config)
+        self._collection = self._open_collection()
+        self._lock = threading.RLock()
+        self._bm25 = BM25Index(self.bm25_dir(config, self.name))
+        self._sync_bm25()
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def bm25_dir(config: Config, collection: str) -> Path:
+        """Directory of a collection's BM25 index."""
+        return Path(config.data_dir) / "kb" / "bm25" / collection
+
+    def _open_collection(self):
+        from chromadb.errors import NotFoundError
+
+        try:
+            col = self._client.get_collection(self.name, embedding_function=None)
+        except (NotFoundError, ValueError):
+            try:
+                col = self._client.create_collection(
+                    self.name,
+                    configuration={"hnsw": dict(HNSW_CONFIG)},
+                    metadata={MODEL_KEY: self.embedding_model_id},
+                    embedding_function=None,
+                )
+            except Exception:  # created meanwhile by another process: open it
+                col = self._client.get_collection(self.name, embedding_function=None)
+        meta = dict(col.metadata or {})
+        built_with = meta.get(MODEL_KEY)
+        if built_with is None:
+            meta[MODEL_KEY] = self.embedding_model_id
+            col.modify(metadata=meta)
+        elif built_with != self.embedding_model_id:
+            raise UserError(
+                f"collection {self.name!r} was built with embedding model {built_with!r}, but the configured "
+                f"model is {self.embedding_model_id!r}; use another collection or re-ingest into a new one"
+            )
+        return col
+
+    def _sync_bm25(self) -> None:
+        """Rebuild the BM25 index from Chroma's texts when it is missing or out of step with the collection."""
+        n_chroma = self._collection.count()
+        if not self._bm25.needs_rebuild and self._bm25.count() == n_chroma:
+            return
+        log.info("rebuilding the BM25 index of collection %r from %d chunks", self.name, n_chroma)
+        self._bm25.clear()
+        page = self._page_size()
+        offset = 0
+        while True:
+            batch = self._collection.get(limit=page, offset=offset, include=["documents"])
+            if not batch["ids"]:
+                break
+            self._bm25.add(batch["ids"], [d or "" for d in batch["documents"]])
+            offset += len(batch["ids"])
+
+    def _page_size(self) -> int:
+        try:
+            return max(1, min(5000, int(self._client.get_max_batch_size())))
+        except Exception:  # older servers do not report it
+            return 1000
+
+    # -- writes ----------------------------------------------------------------------------------------------
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed texts with the configured model, in batches."""
+        from xmrt.embeddings import get_embeddings
+
+        model = get_embeddings(self.config)
+        vectors: list[list[float]] = []
+        for batch in _chunks(list(texts), EMBED_BATCH):
+            vectors.extend(model.embed_documents(batch))
+        return vectors
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query with the configured model."""
+        from xmrt.embeddings import get_embeddings
+
+        return get_embeddings(self.config).embed_query(text)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[dict | None] | None = None,
+        embeddings: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        """Add or replace chunks in Chroma and in the BM25 index.
+
+        Args:
+            ids: Chunk ids; a repeated id keeps its last occurrence.
+            texts: Chunk texts.
+            metadatas: Scalar metadata per chunk (None values are dropped), or None.
+            embeddings: Precomputed vectors from the same model; embedded in batches when None.
+        """
+        n = len(ids)
+        metadatas = list(metadatas) if metadatas is not None else [None] * n
+        if len(texts) != n or len(metadatas) != n or (embeddings is not None and len(embeddings) != n):
+            raise UserError("upsert needs as many texts, metadatas and embeddings as ids")
+        if n == 0:
+            return
+        last = {doc_id: i for i, doc_id in enumerate(ids)}
+        keep = sorted(last.values())
+        ids = [str(ids[i]) for i in keep]
+        texts = [texts[i] for i in keep]
+        metas = [_clean_metadata(metadatas[i]) for i in keep]
+        if embeddings is None:
+            vectors = self.embed_documents(texts)
+        else:
+            vectors = [list(map(float, embeddings[i])) for i in keep]
+        with self._lock:
+            page = self._page_size()
+            for start in range(0, len(ids), page):
+                end = start + page
+                self._collection.upsert(
+                    ids=ids[start:end], documents=texts[start:end], metadatas=metas[start:end],
+                    embeddings=vectors[start:end],
+                )
+            self._bm25.add(ids, texts)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove chunks from Chroma and from the BM25 index (unknown ids are ignored)."""
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids:
+            return
+        with self._lock:
+            for batch in _chunks(ids, self._page_size()):
+                self._collection.delete(ids=batch)
+            self._bm25.delete(ids)
+
+    def drop(self) -> None:
+        """Delete the whole collection and its BM25 index."""
+        from chromadb.errors import NotFoundError
+
+        with self._lock:
+            try:
+                self._client.delete_collection(self.name)
+            except (NotFoundError, ValueError):
+                pass
+            self._bm25.close()
+            shutil.rmtree(self.bm25_dir(self.config, self.name), ignore_errors=True)
+
+    # -- reads -----------------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of chunks in the collection."""
+        return self._collection.count()
+
+    def get(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        where: dict | None = None,
+        include_embeddings: bool = False,
+        limit: int | None = None,
+    ) -> dict[str, list]:
+        """Fetch chunks by id and/or metadata filter, paging through Chroma.
+
+        Returns:
+            ``{"ids", "documents", "metadatas"}`` (plus ``"embeddings"`` as lists of floats when asked).
+        """
+        include = ["documents", "metadatas"] + (["embeddings"] if include_embeddings else [])
+        out: dict[str, list] = {"ids": [], "documents": [], "metadatas": []}
+        if include_embeddings:
+            out["embeddings"] = []
+
+        def take(batch: dict) -> None:
+            out["ids"].extend(batch["ids"])
+            out["documents"].extend(batch["documents"] or [None] * len(batch["ids"]))
+            out["metadatas"].extend(dict(m) if m else {} for m in (batch["metadatas"] or [None] * len(batch["ids"])))
+            if include_embeddings:
+                out["embeddings"].extend([float(x) for x in e] for e in batch["embeddings"])
+
+        page = self._page_size()
+        if ids is not None:
+            for chunk in _chunks(list(dict.fromkeys(ids)), page):
+                take(self._collection.get(ids=list(chunk), where=where, include=include))
+                if limit is not None and len(out["ids"]) >= limit:
+                    break
+        else:
+            offset = 0
+            while limit is None or offset < limit:
+                size = page if limit is None else min(page, limit - offset)
+                batch = self._collection.get(where=where, limit=size, offset=offset, include=include)
+                if not batch["ids"]:
+                    break
+                take(batch)
+                offset += len(batch["ids"])
+                if len(batch["ids"]) < size:
+                    break
+        if limit is not None:
+            for key in out:
+                out[key] = out[key][:limit]
+        return out
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        mode: str = "hybrid",
+        *,
+        source_glob: str | None = None,
+        file_type: str | None = None,
+        kind: str | None = None,
+        where: dict | None = None,
+        mmr: bool = False,
+        fetch_k: int | None = None,
+        mmr_lambda: float = 0.5,
+        query_embedding: Sequence[float] | None = None,
+    ) -> list[Hit]:
+        """Search the collection.
+
+        Args:
+            query: The query text.
+            k: Number of hits.
+            mode: ``semantic``, ``bm25`` or ``hybrid``.
+            source_glob: Keep chunks whose ``source`` matches this fnmatch pattern (``*`` also crosses ``/``).
+            file_type: Keep chunks of this file type (extension without dot).
+            kind: Keep chunks of this kind (``text``, ``code``, ``signature``).
+            where: An extra Chroma metadata filter, combined with the others by ``$and``.
+            mmr: Diversify the k hits by maximal marginal relevance over the candidates' embeddings.
+            fetch_k: Candidates per retriever (default: 100 for hybrid, 4k with MMR, else k).
+            mmr_lambda: MMR trade-off: 1 is pure relevance, 0 pure diversity.
+            query_embedding: A precomputed query vector (skips embedding the query).
+
+        Returns:
+            Up to k hits, best first, each with metadata and score.
+
+        Raises:
+            UserError: Bad mode, k or mmr_lambda.
+        """
+        if mode not in SEARCH_MODES:
+            raise UserError(f"search mode {mode!r} must be one of {', '.join(SEARCH_MODES)}")
+        if not isinstance(k, int) or k < 1:
+            raise UserError(f"k={k!r} must be a positive integer")
+        if not 0.0 <= mmr_lambda <= 1.0:
+            raise UserError(f"mmr_lambda={mmr_lambda} must be within [0, 1]")
+        if fetch_k is not None and fetch_k < 1:
+            raise UserError(f"fetch_k={fetch_k} must be a positive integer")
+        exact_source = None
+        if source_glob and not _GLOB_CHARS.search(source_glob):
+            exact_source, source_glob = source_glob, None
+        where_all = _combine_where(where, file_type, kind, exact_source)
+        n_cand = max(k, fetch_k or 0, (4 * k if mmr else 0), HYBRID_CANDIDATES if mode == "hybrid" else 0)
+
+        qvec = None
+        if mode != "bm25":
+            qvec = np.asarray(query_embedding if query_embedding is not None else self.embed_query(query), np.float32)
+
+        dense: list[Hit] = []
+        lexical: list[Hit] = []
+        if mode in ("semantic", "hybrid"):
+            dense = self._dense(qvec, n_cand, where_all, source_glob)
+        if mode in ("bm25", "hybrid"):
+            lexical = self._lexical(query, n_cand, where_all, source_glob)
+
+        if mode == "semantic":
+            candidates = dense
+        elif mode == "bm25":
+            candidates = lexical
+        else:
+            candidates = self._hybrid(query, qvec, dense, lexical)
+        if mmr and candidates:
+            return self._mmr(candidates, k, mmr_lambda)
+        return candidates[:k]
+
+    # -- retrievers ------------------------------------------------------------------------------------------
+
+    def _dense(self, qvec: np.ndarray, n: int, where: dict | None, glob: str | None) -> list[Hit]:
+        total = self._collection.count()
+        if total == 0:
+            return []
+        want = n
+        fetch = min(total, n if glob is None else max(4 * n, 100))
+        while True:
+            res = self._collection.query(
+                query_embeddings=[qvec], n_results=fetch, where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+            ids = res["ids"][0]
+            hits = []
+            for i, doc_id in enumerate(ids):
+                meta = dict(res["metadatas"][0][i] or {})
+                if glob is not None and not fnmatch.fnmatchcase(str(meta.get("source", "")), glob):
+                    continue
+                sim = 1.0 - float(res["distances"][0][i])
+                hits.append(Hit(doc_id, res["documents"][0][i] or "", meta, sim, dense_score=sim))
+            if len(hits) >= want or len(ids) < fetch or fetch >= total:
+                break
+            fetch = min(total, fetch * 4)
+        hits = hits[:want]
+        for rank, hit in enumerate(hits, 1):
+            hit.dense_rank = rank
+        return hits
+
+    def _lexical(self, query: str, n: int, where: dict | None, glob: str | None) -> list[Hit]:
+        docs, scores = self._bm25.score_all(query)
+        positive = scores > 0
+        docs, scores = docs[positive], scores[positive]
+        if not len(docs):
+            return []
+        if where is None and glob is None:
+            ranked = self._bm25.rank(docs, scores, n)
+            return self._materialise(ranked, n, None, None)
+        ranked = self._bm25.rank(docs, scores)  # every match, best first; filtered page by page
+        return self._materialise(ranked, n, where, glob)
+
+    def _materialise(self, ranked: list[tuple[str, float]], n: int, where: dict | None, glob: str | None) -> list[Hit]:
+        hits: list[Hit] = []
+        step = max(n, 100) if where is None and glob is None else max(4 * n, 500)
+        for start in range(0, len(ranked), step):
+            part = ranked[start : start + step]
+            got = self._collection.get(ids=[i for i, _ in part], where=where, include=["documents", "metadatas"])
+            found = {
+                doc_id: (doc, meta) for doc_id, doc, meta in zip(got["ids"], got["documents"], got["metadatas"],
+                                                                   strict=True)
+            }
+            for doc_id, score in part:
+                if doc_id not in found:
+                    continue
+                doc, meta = found[doc_id]
+                meta = dict(meta or {})
+                if glob is not None and not fnmatch.fnmatchcase(str(meta.get("source", "")), glob):
+                    continue
+                hits.append(Hit(doc_id, doc or "", meta, score, bm25_score=score, bm25_rank=len(hits) + 1))
+                if len(hits) >= n:
+                    return hits
+        return hits
+
+    def _hybrid(self, query: str, qvec: np.ndarray, dense: list[Hit], lexical: list[Hit]) -> list[Hit]:
+        by_id: dict[str, Hit] = {}
+        for hit in dense:
+            by_id[hit.id] = hit
+        for hit in lexical:
+            if hit.id in by_id:
+                by_id[hit.id].bm25_score = hit.bm25_score
+                by_id[hit.id].bm25_rank = hit.bm25_rank
+            else:
+                by_id[hit.id] = hit
+        lexical_extra = dense_extra = None
+        if self.fusion.method == "convex":
+            missing_bm25 = [h.id for h in dense if h.bm25_score is None]
+            if missing_bm25:
+                lexical_extra = self._bm25.scores_for(query, missing_bm25)
+                for doc_id, score in lexical_extra.items():
+                    by_id[doc_id].bm25_score = score
+            missing_dense = [h.id for h in lexical if h.dense_score is None]
+            if missing_dense:
+                got = self._collection.get(ids=missing_dense, include=["embeddings"])
+                dense_extra = {
+                    doc_id: float(np.dot(np.asarray(vec, np.float32), qvec))
+                    for doc_id, vec in zip(got["ids"], got["embeddings"], strict=True)
+                }
+                for doc_id, score in dense_extra.items():
+                    by_id[doc_id].dense_score = score
+        fused = fuse(
+            [(h.id, h.dense_score) for h in dense],
+            [(h.id, h.bm25_score) for h in lexical],
+            self.fusion,
+            dense_extra=dense_extra,
+            lexical_extra=lexical_extra,
+        )
+        out = []
+        for doc_id, score in fused:
+            hit = by_id[doc_id]
+            hit.score = score
+            out.append(hit)
+        return out
+
+    def _mmr(self, candidates: list[Hit], k: int, lam: float) -> list[Hit]:
+        got = self._collection.get(ids=[h.id for h in candidates], include=["embeddings"])
+        vec_of = {doc_id: np.asarray(v, np.float32) for doc_id, v in zip(got["ids"], got["embeddings"], strict=True)}
+        cands = [h for h in candidates if h.id in vec_of]
+        if not cands:
+            return candidates[:k]
+        mat = np.stack([vec_of[h.id] for h in cands])
+        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+        rel = np.array([h.score for h in cands], dtype=np.float64)
+        span = rel.max() - rel.min()
+        rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
+        chosen: list[int] = []
+        remaining = list(range(len(cands)))
+        while remaining and len(chosen) < k:
+            if chosen:
+                redundancy = (mat[remaining] @ mat[chosen].T).max(axis=1)
+            else:
+                redundancy = np.zeros(len(remaining))
+            gain = lam * rel[remaining] - (1.0 - lam) * redundancy
+            best = remaining[int(np.argmax(gain))]
+            chosen.append(best)
+            remaining.remove(best)
+        return [cands[i] for i in chosen]
+
+    # -- collections -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def list_collections(config: Config) -> list[str]:
+        """Names of every collection in the configured Chroma store."""
+        from xmrt.kb.chroma import chroma_client
+
+        cols = chroma_client(config).list_collections()
+        return sorted(c if isinstance(c, str) else c.name for c in cols)
+
+    def close(self) -> None:
+        """Release the BM25 index's SQLite connection (Chroma's client is shared and stays open)."""
+        self._bm25.close()
+
+    def __repr__(self) -> str:
+        return f"KnowledgeIndex(collection={self.name!r}, model={self.embedding_model_id!r})"
+
+    @property
+    def bm25(self) -> BM25Index:
+        """The collection's BM25 index (read-only use)."""
+        return self._bm25
+
+    def stats(self) -> dict[str, Any]:
+        """Chunk counts of both indexes and the embedding model."""
+        return {"collection": self.name, "chunks": self.count(), "bm25_chunks": self._bm25.count(),
+                "embedding_model": self.embedding_model_id}

@@ -1,0 +1,373 @@
+r"""A persistent, incrementally updated Okapi BM25 index stored in SQLite.
+
+Layout (one SQLite file per collection, ``<data_dir>/kb/bm25/<collection>/bm25.sqlite3``):
+
+* ``docs(doc INTEGER PRIMARY KEY, id TEXT UNIQUE, length, terms BLOB)``: one row per chunk; ``terms``
+  holds the chunk's distinct term ids, so a delete knows which postings to remove.
+* ``terms(term_id INTEGER PRIMARY KEY, term TEXT UNIQUE, df)``: the vocabulary with document frequencies.
+* ``postings(term_id, doc, tf)``, clustered on ``(term_id, doc)``: an inverted index, so a query reads only the
+  postings of its own terms (one range scan per term).
+* ``meta(key, value)``: document count, total length (for the average length), a generation number bumped by
+  every write, and the tokenizer spec the index was built with.
+
+Every add or delete runs in one SQLite transaction (WAL journal), so a crash mid-update leaves the previous
+consistent state. Adding documents touches only their own postings and counters: nothing is rebuilt.
+
+Scoring is Okapi BM25 with ``k1 = 1.2`` and ``b = 0.75`` (the Robertson/Lucene defaults) and the
+non-negative Lucene idf ``ln(1 + (N - df + 0.5) / (df + 0.5))``. A query term that occurs twice counts twice.
+
+Tokenizer (``TOKENIZER_SPEC``): NFKC-normalise, lowercase, split on Unicode word characters (``\w+``, so
+``snake_case`` identifiers stay one token and digits are kept), then drop a short list of English stopwords.
+Dropping stopwords was measured on ``shared/eval/msmarco`` (see BENCHMARKS.md); it also keeps the posting
+lists that a query reads short. No stemming: it needs an extra dependency and measured no clear gain.
+
+The in-process reader caches the document lengths and the id mapping, and reloads them when the generation
+number in ``meta`` changes (another process, or this one, wrote to the index).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import threading
+import unicodedata
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Okapi BM25 term-frequency saturation.
+K1 = 1.2
+#: Okapi BM25 length normalisation.
+B = 0.75
+
+#: English stopwords dropped at index and query time (a common IR list, ~120 words).
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have having
+    he her here hers herself him himself his how i if in into is it its itself just me more most my myself no
+    nor not now of off on once only or other our ours ourselves out over own same she should so some such than
+    that the their theirs them themselves then there these they this those through to too under until up very
+    was we were what when where which while who whom why will with would you your yours yourself yourselves""".split()
+)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    r"""Turns text into BM25 terms: NFKC, lowercase, ``\w+`` words, optional stopword removal."""
+
+    stopwords: bool = True
+
+    @property
+    def spec(self) -> str:
+        """A string naming this tokenizer; an index built with another spec must be rebuilt."""
+        return f"nfkc-lower-w+{'-stop1' if self.stopwords else ''}"
+
+    def __call__(self, text: str) -> list[str]:
+        """Split ``text`` into terms."""
+        words = _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+        if self.stopwords:
+            return [w for w in words if w not in STOPWORDS]
+        return words
+
+
+DEFAULT_TOKENIZER = Tokenizer()
+TOKENIZER_SPEC = DEFAULT_TOKENIZER.spec
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (doc INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+                                 length INTEGER NOT NULL, terms BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS terms (term_id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE, df INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS postings (term_id INTEGER NOT NULL, doc INTEGER NOT NULL, tf INTEGER NOT NULL,
+                                     PRIMARY KEY (term_id, doc)) WITHOUT ROWID;
+"""
+
+
+class BM25Index:
+    """An Okapi BM25 inverted index in one SQLite file, updated in place.
+
+    Args:
+        path: Directory holding the index (created when missing).
+        tokenizer: How texts become terms. Opening an index built with another tokenizer empties it
+            (``needs_rebuild`` is then True until the caller re-adds the documents).
+        k1: BM25 term-frequency saturation.
+        b: BM25 length normalisation.
+    """
+
+    FILENAME = "bm25.sqlite3"
+
+    def __init__(self, path: Path, tokenizer: Tokenizer = DEFAULT_TOKENIZER, k1: float = K1, b: float = B) -> None:
+        self.path = Path(path)
+        self.tokenizer = tokenizer
+        self.k1 = k1
+        self.b = b
+        self.needs_rebuild = False
+        self._lock = threading.RLock()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path / self.FILENAME, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        with self._transaction() as cur:
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            spec = self._meta(cur, "tokenizer")
+            if spec is None:
+                self._set_meta(cur, tokenizer=tokenizer.spec, n_docs=0, total_len=0, generation=0)
+            elif spec != tokenizer.spec:
+                self._clear(cur)
+                self._set_meta(cur, tokenizer=tokenizer.spec)
+                self.needs_rebuild = True
+        self._cache_generation: int | None = None
+        self._lengths = np.zeros(0, dtype=np.float32)
+        self._doc_ids: list[str | None] = []
+        self._id_to_doc: dict[str, int] = {}
+        self._n_docs = 0
+        self._avgdl = 0.0
+
+    # -- storage helpers -------------------------------------------------------------------------------------
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Cursor:
+            self.cur = self.conn.cursor()
+            self.cur.execute("BEGIN IMMEDIATE")
+            return self.cur
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            if exc_type is None:
+                self.cur.execute("COMMIT")
+            else:
+                self.cur.execute("ROLLBACK")
+            self.cur.close()
+
+    def _transaction(self) -> _Tx:
+        return self._Tx(self._conn)
+
+    @staticmethod
+    def _meta(cur: sqlite3.Cursor, key: str) -> str | None:
+        row = cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _set_meta(cur: sqlite3.Cursor, **values: object) -> None:
+        cur.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, str(v)) for k, v in values.items()],
+        )
+
+    def _clear(self, cur: sqlite3.Cursor) -> None:
+        cur.execute("DELETE FROM postings")
+        cur.execute("DELETE FROM docs")
+        cur.execute("DELETE FROM terms")
+        generation = int(self._meta(cur, "generation") or 0) + 1
+        self._set_meta(cur, n_docs=0, total_len=0, generation=generation)
+
+    def _remove_docs(self, cur: sqlite3.Cursor, ids: Iterable[str]) -> tuple[int, int]:
+        """Delete the given ids (those present); returns (documents removed, total length removed)."""
+        removed = removed_len = 0
+        df_drop: Counter[int] = Counter()
+        postings: list[tuple[int, int]] = []
+        doomed: list[tuple[int]] = []
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for doc, length, blob in cur.execute(
+                f"SELECT doc, length, terms FROM docs WHERE id IN ({marks})", chunk
+            ).fetchall():
+                term_ids = array("q")
+                term_ids.frombytes(blob)
+                df_drop.update(term_ids)
+                postings.extend((t, doc) for t in term_ids)
+                doomed.append((doc,))
+                removed += 1
+                removed_len += length
+        if not doomed:
+            return 0, 0
+        cur.executemany("DELETE FROM postings WHERE term_id = ? AND doc = ?", postings)
+        cur.executemany("UPDATE terms SET df = df - ? WHERE term_id = ?", [(n, t) for t, n in df_drop.items()])
+        cur.execute("DELETE FROM terms WHERE df <= 0")
+        cur.executemany("DELETE FROM docs WHERE doc = ?", doomed)
+        return removed, removed_len
+
+    def _bump(self, cur: sqlite3.Cursor, d_docs: int, d_len: int) -> None:
+        n_docs = int(self._meta(cur, "n_docs") or 0) + d_docs
+        total = int(self._meta(cur, "total_len") or 0) + d_len
+        generation = int(self._meta(cur, "generation") or 0) + 1
+        self._set_meta(cur, n_docs=n_docs, total_len=total, generation=generation)
+
+    # -- writes ----------------------------------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        """Add or replace documents, in one transaction. Only these documents' postings are written."""
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+        if not ids:
+            return
+        latest = dict(zip(ids, texts, strict=True))  # a repeated id keeps its last text, like Chroma's upsert
+        tokenized = {i: Counter(self.tokenizer(t)) for i, t in latest.items()}
+        vocab = sorted({term for counts in tokenized.values() for term in counts})
+        with self._lock, self._transaction() as cur:
+            removed, removed_len = self._remove_docs(cur, latest)
+            term_ids: dict[str, int] = {}
+            for chunk in _chunks(vocab, 500):
+                marks = ",".join("?" * len(chunk))
+                term_ids.update(cur.execute(f"SELECT term, term_id FROM terms WHERE term IN ({marks})", chunk))
+            missing = [(t,) for t in vocab if t not in term_ids]
+            if missing:
+                cur.executemany("INSERT INTO terms(term, df) VALUES (?, 0)", missing)
+                for chunk in _chunks([t for (t,) in missing], 500):
+                    marks = ",".join("?" * len(chunk))
+                    term_ids.update(cur.execute(f"SELECT term, term_id FROM terms WHERE term IN ({marks})", chunk))
+            df_add: Counter[int] = Counter()
+            postings: list[tuple[int, int, int]] = []
+            added_len = 0
+            for doc_id, counts in tokenized.items():
+                length = sum(counts.values())
+                added_len += length
+                tids = array("q", (term_ids[t] for t in counts))
+                cur.execute("INSERT INTO docs(id, length, terms) VALUES (?, ?, ?)", (doc_id, length, tids.tobytes()))
+                doc = cur.lastrowid
+                postings.extend((term_ids[t], doc, tf) for t, tf in counts.items())
+                df_add.update(tids)
+            cur.executemany("INSERT INTO postings(term_id, doc, tf) VALUES (?, ?, ?)", postings)
+            cur.executemany("UPDATE terms SET df = df + ? WHERE term_id = ?", [(n, t) for t, n in df_add.items()])
+            self._bump(cur, len(tokenized) - removed, added_len - removed_len)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents (unknown ids are ignored), in one transaction. Returns how many were removed."""
+        if not ids:
+            return 0
+        with self._lock, self._transaction() as cur:
+            removed, removed_len = self._remove_docs(cur, ids)
+            if removed:
+                self._bump(cur, -removed, -removed_len)
+        return removed
+
+    def clear(self) -> None:
+        """Remove every document."""
+        with self._lock, self._transaction() as cur:
+            self._clear(cur)
+        self.needs_rebuild = False
+
+    # -- reads -----------------------------------------------------------------------------------------------
+
+    def _refresh(self, cur: sqlite3.Cursor) -> None:
+        """Reload the cached lengths and id mapping if the index changed (call inside a read transaction)."""
+        generation = int(self._meta(cur, "generation") or 0)
+        if generation == self._cache_generation:
+            return
+        rows = cur.execute("SELECT doc, id, length FROM docs").fetchall()
+        total = int(self._meta(cur, "total_len") or 0)
+        size = (max(r[0] for r in rows) + 1) if rows else 0
+        lengths = np.zeros(size, dtype=np.float32)
+        doc_ids: list[str | None] = [None] * size
+        for doc, doc_id, length in rows:
+            lengths[doc] = length
+            doc_ids[doc] = doc_id
+        self._lengths = lengths
+        self._doc_ids = doc_ids
+        self._id_to_doc = {doc_id: doc for doc, doc_id, _ in rows}
+        self._n_docs = len(rows)
+        self._avgdl = total / len(rows) if rows else 0.0
+        self._cache_generation = generation
+
+    def count(self) -> int:
+        """Number of indexed documents."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'n_docs'").fetchone()
+        return int(row[0]) if row else 0
+
+    def ids(self) -> list[str]:
+        """Every indexed id."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT id FROM docs ORDER BY doc")]
+
+    def doc_length(self, doc_id: str) -> int | None:
+        """Number of terms of one indexed document, or None when absent."""
+        with self._lock:
+            row = self._conn.execute("SELECT length FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def document_frequency(self, term: str) -> int:
+        """How many indexed documents contain ``term`` (already a token)."""
+        with self._lock:
+            row = self._conn.execute("SELECT df FROM terms WHERE term = ?", (term,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def score_all(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 scores of every document matching at least one query term.
+
+        Returns:
+            ``(docs, scores)``: internal document numbers and their scores (unsorted, float32).
+        """
+        terms = Counter(self.tokenizer(query))
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")  # one snapshot: cached lengths, vocabulary and postings agree
+            try:
+                self._refresh(cur)
+                if not terms or not self._n_docs:
+                    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+                marks = ",".join("?" * len(terms))
+                vocab = cur.execute(f"SELECT term, term_id, df FROM terms WHERE term IN ({marks})", list(terms))
+                scores = np.zeros(len(self._lengths), dtype=np.float32)
+                touched = np.zeros(len(self._lengths), dtype=bool)
+                n = self._n_docs
+                norm = self.k1 * (1.0 - self.b + self.b * self._lengths / max(self._avgdl, 1e-9))
+                for term, term_id, df in vocab.fetchall():
+                    rows = cur.execute("SELECT doc, tf FROM postings WHERE term_id = ?", (term_id,)).fetchall()
+                    if not rows:
+                        continue
+                    arr = np.array(rows, dtype=np.int64)
+                    docs, tf = arr[:, 0], arr[:, 1].astype(np.float32)
+                    idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+                    scores[docs] += terms[term] * idf * tf * (self.k1 + 1.0) / (tf + norm[docs])
+                    touched[docs] = True
+            finally:
+                cur.execute("COMMIT")
+                cur.close()
+            hit = np.flatnonzero(touched)
+            return hit, scores[hit]
+
+    def search(self, query: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` best documents for ``query`` as ``(id, score)``, best first."""
+        docs, scores = self.score_all(query)
+        return self.rank(docs, scores, k)
+
+    def rank(self, docs: np.ndarray, scores: np.ndarray, k: int | None = None) -> list[tuple[str, float]]:
+        """Sort ``score_all`` output, best first (ties by document number), and map to ids."""
+        if k is not None and 0 < k < len(docs):
+            part = np.argpartition(-scores, k - 1)[:k]
+            docs, scores = docs[part], scores[part]
+        order = np.lexsort((docs, -scores))
+        with self._lock:
+            names = self._doc_ids
+            return [(names[d], float(s)) for d, s in zip(docs[order], scores[order], strict=True) if names[d]]
+
+    def scores_for(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+        """BM25 scores of particular documents (0.0 for a document without any query term)."""
+        docs, scores = self.score_all(query)
+        by_doc = dict(zip(docs.tolist(), scores.tolist(), strict=True))
+        with self._lock:
+            lookup = self._id_to_doc
+            return {i: float(by_doc.get(lookup.get(i, -1), 0.0)) for i in ids}
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def _chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
