@@ -16,6 +16,7 @@ another label. Reads decode it back, so any label round-trips exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -230,3 +231,9 @@ class AgentMemory:
     def stats(self) -> dict[str, Any]:
         """Server figures: used_memory, connected_clients, keyspace hits/misses, uptime, keys."""
         return server_status(self.client)
+
+
+@functools.lru_cache(maxsize=4)
+def shared_memory(config: Config) -> AgentMemory:
+    """One :class:`AgentMemory` per process and configuration, for callers outside a graph."""
+    return AgentMemory(config)

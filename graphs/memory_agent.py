@@ -1,0 +1,69 @@
+"""The memory agent: recall relevant long-term memories, answer with the configured LLM, remember the exchange.
+
+Its conversation is checkpointed per ``thread_id``; its memories live in the Redis store per ``agent_id``
+and outlive threads, so a new thread still recalls what an earlier one learned.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from graphs.state import MessagesInput
+from nodes.generation import respond_with_memories
+from nodes.memory import recall, remember
+
+DEFAULT_PROMPT = (
+    "You are Eliza, the XMRT DAO assistant. Answer briefly and truthfully.\n"
+    "Things you remember from earlier conversations:\n{memories}\n"
+    "Use them when they are relevant; never invent memories."
+)
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Tunables of the memory agent (``runtime.context``)."""
+
+    agent_id: str = "eliza"
+    model: str = ""
+    recall_k: int = 4
+    min_similarity: float = 0.3
+    max_history: int = 12
+    max_attempts: int = 2
+    max_answer_chars: int = 600
+    remember: bool = True
+    system_prompt: str = DEFAULT_PROMPT
+
+
+class State(TypedDict):
+    """Conversation, the memories recalled for the last question, and the keys of memories stored."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    recalled: list[dict[str, Any]]
+    remembered: Annotated[list[str], operator.add]
+
+
+class Output(TypedDict):
+    """What callers get back."""
+
+    messages: list[AnyMessage]
+    recalled: list[dict[str, Any]]
+
+
+builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)
+builder.add_node("recall", recall)
+builder.add_node("respond", respond_with_memories)
+builder.add_node("remember", remember)
+builder.add_edge(START, "recall")
+builder.add_edge("recall", "respond")
+builder.add_edge("respond", "remember")
+builder.add_edge("remember", END)
+
+graph = builder.compile()
+graph.name = "memory_agent"

@@ -1,0 +1,105 @@
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import free_port, make_config
+from xmrt.redis_server import EmbeddedRedis, RedisSetupError, connect, server_binary
+
+XMRT = [sys.executable, "-m", "xmrt.cli"]
+
+
+def run_cli(*args, env_extra=None, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "XMRT_"))}
+    env.update(env_extra or {})
+    return subprocess.run([*XMRT, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def plain_redis(tmp_path):
+    """A Redis 8 server started WITHOUT the RedisJSON / RediSearch modules."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    server = EmbeddedRedis(tmp_path, port)
+    for _ in range(100):
+        if server.is_running():
+            break
+        time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_embedded_start_is_idempotent_and_data_survives_a_restart(tmp_path):
+    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    try:
+        assert server.start() is True
+        assert server.start() is False
+        assert server.pid_file.exists()
+        status = server.status()
+        assert {"ReJSON", "search"} <= set(status["modules"])
+        assert status["version"].startswith("8.") and status["aof_enabled"]
+        server.client().set("survivor", "yes")
+        assert server.stop() is True
+        assert not server.is_running()
+        server.start()
+        assert server.client().get("survivor") == b"yes"
+    finally:
+        server.stop()
+
+
+def test_cli_start_status_stop(tmp_path):
+    port = str(free_port())
+    env = {"XMRT_DATA_DIR": str(tmp_path), "XMRT_REDIS_PORT": port}
+    try:
+        first = run_cli("redis", "start", env_extra=env)
+        assert first.returncode == 0, first.stderr
+        assert "started" in first.stdout
+        again = run_cli("redis", "start", env_extra=env)
+        assert again.returncode == 0 and "already running" in again.stdout
+        status = run_cli("redis", "status", env_extra=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "ReJSON" in status.stdout and "search" in status.stdout and "memory" in status.stdout
+    finally:
+        stop = run_cli("redis", "stop", env_extra=env)
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+
+
+def test_external_redis_is_used_and_nothing_is_started(redis_server, tmp_path):
+    env = {"XMRT_DATA_DIR": str(tmp_path), "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"}
+    out = run_cli("redis", "start", env_extra=env)
+    assert out.returncode == 0, out.stderr
+    assert "nothing to start" in out.stdout
+    assert not (tmp_path / "redis").exists()
+
+
+def test_redis_without_modules_fails_with_one_clear_line(plain_redis, tmp_path):
+    config = make_config(tmp_path, 1, REDIS_URL=f"redis://127.0.0.1:{plain_redis}/0")
+    with pytest.raises(RedisSetupError) as err:
+        connect(config)
+    message = str(err.value)
+    assert "RedisJSON" in message and "RediSearch" in message and "Redis 8" in message
+    assert "\n" not in message
+    # The same through the CLI and the persistence factory: one line on stderr, no traceback.
+    out = run_cli("redis", "start", env_extra={"XMRT_DATA_DIR": str(tmp_path), "REDIS_URL": config.redis_url})
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr and "RediSearch" in out.stderr
+    from xmrt.persistence import make_store
+
+    with pytest.raises(RedisSetupError):
+        make_store(config)
+
+
+def test_unreachable_redis_fails_clearly(tmp_path):
+    config = make_config(tmp_path, free_port())
+    with pytest.raises(RedisSetupError, match="Cannot reach Redis .*xmrt redis start"):
+        connect(config, timeout=0.5)
+    external = make_config(tmp_path, 1, REDIS_HOST="127.0.0.1", REDIS_PORT=str(free_port()))
+    with pytest.raises(RedisSetupError, match="REDIS_URL/REDIS_HOST"):
+        connect(external, timeout=0.5)
