@@ -15,9 +15,11 @@ or one without RedisJSON/RediSearch fails with one clear line. Keys are namespac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,8 +54,14 @@ def _store_prefixes(config: Config) -> dict[str, str]:
     return {"store_prefix": f"{config.key_prefix}_store", "vector_prefix": f"{config.key_prefix}_store_vectors"}
 
 
-class _Dialect2GetFix:
-    r"""Make ``store.get`` work with redis-py >= 6, whose search queries default to DIALECT 2.
+def _expired_doc(exc: AttributeError) -> bool:
+    return "json" in str(exc)
+
+
+class _StoreFixes:
+    r"""Two fixes to langgraph-checkpoint-redis 0.5.2's store, on both the sync and async classes.
+
+    1. Make ``store.get`` work with redis-py >= 6, whose search queries default to DIALECT 2.
 
     langgraph-checkpoint-redis 0.5.2 looks items up with the exact-phrase query
     ``@prefix:("ns\\.label")``. Under DIALECT 2 RediSearch keeps the backslash inside quotes,
@@ -61,7 +69,34 @@ class _Dialect2GetFix:
     a prefix query). The unquoted term ``@prefix:ns\\.label`` matches the one indexed token under
     both dialects. Our namespace labels are encoded (xmrt.memory) so the term has no English
     suffix that stemming could expand.
+
+    2. An item whose TTL has just run out can still be listed by the search index while its JSON
+    document is gone; the library then fails with ``AttributeError: 'Document' has no attribute
+    'json'``. Loading the key makes Redis delete it, so the operation is retried (a few times) and
+    then sees the item as absent.
     """
+
+    _EXPIRY_RETRIES = 4
+
+    def batch(self, ops):
+        ops = list(ops)
+        for attempt in range(self._EXPIRY_RETRIES):
+            try:
+                return super().batch(ops)
+            except AttributeError as exc:
+                if not _expired_doc(exc) or attempt == self._EXPIRY_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
+    async def abatch(self, ops):
+        ops = list(ops)
+        for attempt in range(self._EXPIRY_RETRIES):
+            try:
+                return await super().abatch(ops)
+            except AttributeError as exc:
+                if not _expired_doc(exc) or attempt == self._EXPIRY_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
 
     def _get_batch_GET_ops_queries(self, get_ops):
         from collections import defaultdict
@@ -82,11 +117,11 @@ class _Dialect2GetFix:
 def _store_classes():
     from langgraph.store.redis import AsyncRedisStore, RedisStore
 
-    class XmrtRedisStore(_Dialect2GetFix, RedisStore):
-        """RedisStore with working ``get`` under DIALECT 2."""
+    class XmrtRedisStore(_StoreFixes, RedisStore):
+        """RedisStore with the fixes of :class:`_StoreFixes`."""
 
-    class AsyncXmrtRedisStore(_Dialect2GetFix, AsyncRedisStore):
-        """AsyncRedisStore with working ``get`` under DIALECT 2."""
+    class AsyncXmrtRedisStore(_StoreFixes, AsyncRedisStore):
+        """AsyncRedisStore with the fixes of :class:`_StoreFixes`."""
 
     return XmrtRedisStore, AsyncXmrtRedisStore
 
