@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 #: Modules that contribute subcommands. Each defines ``register(cli: CommandTree) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.redis",
+    "xmrt.commands.demo",
+    "xmrt.commands.kb",
+    "xmrt.commands.bench_checkpoint",
 )
 
 

