@@ -7,7 +7,6 @@ and outlive threads, so a new thread still recalls what an earlier one learned.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
@@ -15,30 +14,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
+from graphs.context import MemoryAgentContext
 from graphs.state import MessagesInput
 from nodes.generation import respond_with_memories
 from nodes.memory import recall, remember
 
-DEFAULT_PROMPT = (
-    "You are Eliza, the XMRT DAO assistant. Answer briefly and truthfully.\n"
-    "Things you remember from earlier conversations:\n{memories}\n"
-    "Use them when they are relevant; never invent memories."
-)
-
-
-@dataclass(kw_only=True)
-class Context:
-    """Tunables of the memory agent (``runtime.context``)."""
-
-    agent_id: str = "eliza"
-    model: str = ""
-    recall_k: int = 4
-    min_similarity: float = 0.3
-    max_history: int = 12
-    max_attempts: int = 2
-    max_answer_chars: int = 600
-    remember: bool = True
-    system_prompt: str = DEFAULT_PROMPT
+Context = MemoryAgentContext
 
 
 class State(TypedDict):

@@ -8,6 +8,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from graphs.context import MemoryAgentContext, context_of
 from graphs.state import message_text
 from nodes.models import chat_model
 
@@ -37,7 +38,7 @@ def invoke_with_retries(model, messages: list, attempts: int) -> str:
 
 def respond_with_memories(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Answer the conversation, with the recalled memories in the system prompt."""
-    ctx = runtime.context
+    ctx = context_of(runtime, MemoryAgentContext)
     system = SystemMessage(ctx.system_prompt.format(memories=format_memories(state.get("recalled") or [])))
     history = state["messages"][-ctx.max_history :]
     text = invoke_with_retries(chat_model(ctx.model), [system, *history], ctx.max_attempts)

@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
 from xmrt.config import get_config
 from xmrt.memory import AgentMemory
@@ -22,7 +23,7 @@ def _memory(runtime: Runtime) -> AgentMemory:
 
 def recall(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Search the agent's memories for the latest question; keep those above the similarity threshold."""
-    ctx = runtime.context
+    ctx = context_of(runtime, MemoryAgentContext)
     question = last_human_text(state["messages"])
     if not question.strip():
         return {"recalled": []}
@@ -34,7 +35,7 @@ def recall(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 def remember(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Store the exchange (question and answer) as a new memory of the agent."""
-    ctx = runtime.context
+    ctx = context_of(runtime, MemoryAgentContext)
     if not ctx.remember:
         return {}
     question = last_human_text(state["messages"])

@@ -26,12 +26,38 @@ from typing import Any
 import redis
 
 from xmrt.config import Config
-from xmrt.errors import UserError
-from xmrt.redis_server import server_status
+from xmrt.errors import UserError, XmrtError
+from xmrt.redis_server import describe, server_status
 
 MEMORY_NS = "memories"
 STATE_NS = "agentstate"
 STATE_KEY = "state"
+
+
+class MemoryStoreError(XmrtError):
+    """Redis failed underneath a memory operation (unreachable, stopped, out of memory)."""
+
+
+def _guarded(operation: str):
+    """Turn redis/redisvl failures of a memory operation into one clear :class:`MemoryStoreError`."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except (UserError, MemoryStoreError):
+                raise
+            except Exception as exc:
+                from redisvl.exceptions import RedisVLError
+
+                if not isinstance(exc, redis.RedisError | RedisVLError | OSError):
+                    raise
+                raise MemoryStoreError(f"Redis memory store at {self.where()} failed to {operation}: {exc}") from exc
+
+        return inner
+
+    return wrap
 
 
 def encode_label(label: str) -> str:
@@ -111,6 +137,13 @@ class AgentMemory:
             self._client = connect(self.config)
         return self._client
 
+    def where(self) -> str:
+        """Address of the Redis server behind the store, for messages."""
+        kwargs = getattr(getattr(getattr(self.store, "_redis", None), "connection_pool", None), "connection_kwargs", {})
+        if kwargs.get("host"):
+            return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}"
+        return describe(self.config.redis_url)
+
     @staticmethod
     def _ns(kind: str, agent_id: str) -> tuple[str, str]:
         return (kind, encode_label(agent_id))
@@ -122,6 +155,7 @@ class AgentMemory:
         return key
 
     # -- memories ---------------------------------------------------------------------------
+    @_guarded("store a memory")
     def remember(
         self,
         agent_id: str,
@@ -148,11 +182,13 @@ class AgentMemory:
         self.store.put(self._ns(MEMORY_NS, agent_id), key, value, **kwargs)
         return key
 
+    @_guarded("read a memory")
     def recall(self, agent_id: str, key: str) -> Memory | None:
         """The memory stored under ``key``, or None."""
         item = self.store.get(self._ns(MEMORY_NS, agent_id), self._check_key(key))
         return _memory_from_item(item) if item else None
 
+    @_guarded("delete a memory")
     def forget(self, agent_id: str, key: str) -> bool:
         """Delete a memory. Returns whether it existed."""
         ns = self._ns(MEMORY_NS, agent_id)
@@ -161,12 +197,14 @@ class AgentMemory:
             self.store.delete(ns, key)
         return existed
 
+    @_guarded("list memories")
     def list(self, agent_id: str, *, limit: int = 50, offset: int = 0) -> list[Memory]:
         """The agent's memories, most recently updated first."""
         ns = self._ns(MEMORY_NS, agent_id)
         items = [i for i in self.store.search(ns, limit=limit, offset=offset) if tuple(i.namespace) == ns]
         return sorted((_memory_from_item(i) for i in items), key=lambda m: m.updated_at or "", reverse=True)
 
+    @_guarded("search memories")
     def search(self, agent_id: str, query: str, *, limit: int = 5) -> list[Memory]:
         """Memories of the agent closest in meaning to ``query``, best first, with similarity scores."""
         if not query or not query.strip():
@@ -176,6 +214,7 @@ class AgentMemory:
         return [_memory_from_item(i) for i in items if tuple(i.namespace) == ns]
 
     # -- agent state ------------------------------------------------------------------------
+    @_guarded("save agent state")
     def save_state(self, agent_id: str, state: dict[str, Any]) -> None:
         """Persist the agent's state document (replaces the previous one)."""
         if not isinstance(state, dict):
@@ -186,6 +225,7 @@ class AgentMemory:
             raise UserError(f"agent state must be JSON-serialisable: {exc}") from None
         self.store.put(self._ns(STATE_NS, agent_id), STATE_KEY, {"state": state, "saved_at": time.time()}, index=False)
 
+    @_guarded("load agent state")
     def load_state(self, agent_id: str) -> dict[str, Any] | None:
         """The agent's last saved state, or None."""
         item = self.store.get(self._ns(STATE_NS, agent_id), STATE_KEY)
@@ -195,6 +235,7 @@ class AgentMemory:
     def _cache_key(self, key: str) -> str:
         return f"{self.config.key_prefix}:cache:{self._check_key(key)}"
 
+    @_guarded("write the cache")
     def cache_set(self, key: str, value: Any, ttl_seconds: float = 300) -> None:
         """Cache a JSON-serialisable value for ``ttl_seconds``."""
         if ttl_seconds <= 0:
@@ -205,15 +246,18 @@ class AgentMemory:
             raise UserError(f"cached values must be JSON-serialisable: {exc}") from None
         self.client.set(self._cache_key(key), payload, px=max(1, int(ttl_seconds * 1000)))
 
+    @_guarded("read the cache")
     def cache_get(self, key: str, default: Any = None) -> Any:
         """The cached value, or ``default`` when absent or expired."""
         raw = self.client.get(self._cache_key(key))
         return default if raw is None else json.loads(raw)
 
+    @_guarded("delete from the cache")
     def cache_delete(self, key: str) -> bool:
         """Remove a cached value. Returns whether it existed."""
         return bool(self.client.delete(self._cache_key(key)))
 
+    @_guarded("scan the cache")
     def cache_keys(self, pattern: str = "*") -> list[str]:
         """Cached keys matching a glob ``pattern`` (uses SCAN, never KEYS)."""
         head = f"{self.config.key_prefix}:cache:"
@@ -228,6 +272,7 @@ class AgentMemory:
         return int(self.client.delete(*keys)) if keys else 0
 
     # -- stats ------------------------------------------------------------------------------
+    @_guarded("read server stats")
     def stats(self) -> dict[str, Any]:
         """Server figures: used_memory, connected_clients, keyspace hits/misses, uptime, keys."""
         return server_status(self.client)

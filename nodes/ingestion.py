@@ -1,0 +1,161 @@
+"""Ingestion nodes: resolve a source, scan it, plan the changes, index changed files, remove stale ones, report.
+
+Each node is a thin step over :mod:`xmrt.kb.ingest` and returns only the keys it changes. Tunables come from
+``runtime.context`` (see ``graphs.ingest.IngestContext``): collection, chunk size and overlap, include and
+exclude globs, batch size, progress bar, and optionally the :class:`~xmrt.config.Config` to use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+
+from xmrt.config import Config, get_config
+from xmrt.kb.ingest import IngestSettings, index_files, now_iso, plan_ingest, remove_files, scan_source
+from xmrt.kb.sources import ResolvedSource
+from xmrt.kb.sources import resolve_source as resolve
+
+log = logging.getLogger(__name__)
+
+
+def _config(runtime: Runtime) -> Config:
+    return getattr(runtime.context, "config", None) or get_config()
+
+
+def _settings(runtime: Runtime) -> IngestSettings:
+    ctx = runtime.context
+    return IngestSettings(
+        collection=ctx.collection,
+        chunk_size=ctx.chunk_size,
+        chunk_overlap=ctx.chunk_overlap,
+        include=tuple(ctx.include or ()),
+        exclude=tuple(ctx.exclude or ()),
+        batch_chunks=ctx.batch_chunks,
+        progress=ctx.progress,
+    )
+
+
+def _resolved(state: dict[str, Any]) -> ResolvedSource:
+    data = dict(state["resolved"])
+    data["root"] = Path(data["root"])
+    return ResolvedSource(**data)
+
+
+def _open_index(runtime: Runtime):
+    from xmrt.kb.index import KnowledgeIndex
+
+    return KnowledgeIndex(_config(runtime), runtime.context.collection)
+
+
+def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Check the settings, then make the source local (a folder, a file, or a shallow git clone)."""
+    from xmrt.kb.index import validate_collection_name
+
+    settings = _settings(runtime)
+    settings.validate()
+    validate_collection_name(settings.collection)
+    resolved = resolve(_config(runtime), state["source"], state.get("branch"), bool(state.get("working_tree")))
+    data = asdict(resolved)
+    data["root"] = str(resolved.root)
+    return {"resolved": data, "started_at": now_iso()}
+
+
+def scan_files(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """List and hash the source's files; files that fail the cheap checks are skipped."""
+    files, skipped = scan_source(_resolved(state), _settings(runtime))
+    return {"files": files, "skipped": skipped}
+
+
+def plan_changes(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Compare file hashes with what the collection holds (one metadata read) and sort files by what to do."""
+    index = _open_index(runtime)
+    try:
+        plan = plan_ingest(index, state["resolved"]["source_root"], state["files"], _settings(runtime).chunker)
+    finally:
+        index.close()
+    return {"plan": plan}
+
+
+def route_after_plan(state: dict[str, Any]) -> Literal["index_files", "remove_files", "finish"]:
+    """Skip the work nobody needs: nothing changed goes straight to the report."""
+    plan = state["plan"]
+    if plan["add"] or plan["update"]:
+        return "index_files"
+    if plan["remove"]:
+        return "remove_files"
+    return "finish"
+
+
+def index_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Load, split, embed (in large batches) and write the added and updated files."""
+    plan = state["plan"]
+    index = _open_index(runtime)
+    try:
+        result = index_files(index, _resolved(state), plan["add"] + plan["update"], plan["old_ids"],
+                             _settings(runtime), ingested_at=state.get("started_at"))
+    finally:
+        index.close()
+    return {
+        "indexed": result["indexed"],
+        "skipped": result["skipped"],
+        "chunks_embedded": result["chunks_embedded"],
+        "chunks_removed": result["chunks_removed"],
+    }
+
+
+def remove_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Delete the chunks of files that disappeared from the source."""
+    plan = state["plan"]
+    if not plan["remove"]:
+        return {}
+    index = _open_index(runtime)
+    try:
+        removed = remove_files(index, plan["remove"], plan["old_ids"])
+    finally:
+        index.close()
+    return {"chunks_removed": removed}
+
+
+def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Build the summary (files added/updated/unchanged/removed/skipped, chunks) and record the ingest time."""
+    from xmrt.kb.stats import record_ingest
+
+    config = _config(runtime)
+    plan = state["plan"]
+    resolved = state["resolved"]
+    indexed = set(state.get("indexed") or ())
+    added = sum(1 for f in plan["add"] if f["source"] in indexed)
+    updated = sum(1 for f in plan["update"] if f["source"] in indexed)
+    index = _open_index(runtime)
+    try:
+        total = index.count()
+    finally:
+        index.close()
+    summary = {
+        "source": resolved["url"] or resolved["source_root"],
+        "source_root": resolved["source_root"],
+        "source_kind": resolved["kind"],
+        "branch": resolved["branch"],
+        "commit": resolved["commit"],
+        "collection": runtime.context.collection,
+        "files": {
+            "added": added,
+            "updated": updated,
+            "unchanged": len(plan["unchanged"]),
+            "removed": len(plan["remove"]),
+            "skipped": len(state.get("skipped") or ()),
+        },
+        "chunks_embedded": state.get("chunks_embedded", 0),
+        "chunks_removed": state.get("chunks_removed", 0),
+        "chunks_in_collection": total,
+        "skipped": list(state.get("skipped") or ()),
+        "ingested_at": state.get("started_at") or now_iso(),
+    }
+    record_ingest(config, runtime.context.collection, {
+        k: summary[k] for k in ("source", "source_root", "ingested_at", "files", "chunks_embedded", "chunks_removed")
+    })
+    return {"summary": summary}
