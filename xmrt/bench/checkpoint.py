@@ -1,0 +1,540 @@
+"""Checkpoint persistence benchmark: what a checkpointer adds to each super-step of a small graph.
+
+:func:`run_checkpoint_bench` compiles two graphs with trivial nodes (``linear3``: START → a → b → c;
+``fanout2``: START → a → {b, c} → d) against each persistence mode and invokes them in one process:
+
+* ``none`` (no checkpointer), ``InMemorySaver``, and ``SqliteSaver`` on a file in a temp dir (WAL,
+  the saver's default ``synchronous=FULL``: an fsync per commit) and on ``:memory:`` (persists
+  nothing; the fastest SQLite can be); both skipped when ``langgraph-checkpoint-sqlite`` is absent,
+* the library's ``RedisSaver`` and ``ShallowRedisSaver``,
+* our :class:`~xmrt.checkpoint.FastRedisSaver`,
+
+each Redis saver in langgraph's durability modes ``sync``, ``async`` and ``exit``. Every graph
+runs on fresh threads (a new ``thread_id`` per invoke) and on one growing thread (state and
+history grow with every invoke, like a conversation).
+
+The machine is shared and noisy, so the modes are interleaved: each round invokes every mode
+once, in a rotated order, and a mode's overhead sample is its invoke time minus the ``none``
+invoke of the same round. Overhead per super-step is that difference divided by the number of
+super-steps of an invoke: the checkpoints one ``sync`` invoke writes, minus one (the input step
+plus each step that runs nodes: 4 for both graphs). Compare the ratios, which share the
+conditions of one run, rather than absolute times across runs.
+
+Redis: the configured external server (REDIS_URL / REDIS_HOST) under a throw-away key prefix
+that is deleted afterwards, or else a temporary embedded Redis Stack on a free port, stopped
+and removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import platform
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import redis
+from redis.connection import Connection
+
+from xmrt.config import Config, create_config
+
+#: The target of the foundation issue: our default mode's persistence overhead, p50 per super-step.
+TARGET_OVERHEAD_MS = 1.0
+
+GRAPHS = ("linear3", "fanout2")
+PATTERNS = ("fresh", "growing")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One row of the comparison: a saver in one durability mode."""
+
+    label: str
+    saver: str  # none | memory | sqlite | sqlite-mem | redis-lib | redis-shallow | redis-fast
+    durability: str | None = None
+
+
+def default_modes() -> list[Mode]:
+    """Every mode the benchmark compares, baseline first."""
+    modes = [
+        Mode("none", "none"),
+        Mode("InMemorySaver", "memory", "sync"),
+        Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
+        Mode("SqliteSaver :memory:", "sqlite-mem", "sync"),
+    ]
+    for durability in ("sync", "async", "exit"):
+        modes.append(Mode(f"RedisSaver (library) {durability}", "redis-lib", durability))
+    modes.append(Mode("ShallowRedisSaver (library) sync", "redis-shallow", "sync"))
+    for durability in ("sync", "async", "exit"):
+        modes.append(Mode(f"FastRedisSaver (ours) {durability}", "redis-fast", durability))
+    return modes
+
+
+# --------------------------------------------------------------------------------------------
+# Graphs
+
+
+class BenchState(TypedDict):
+    """State of the benchmark graphs: a counter and a log that grows by one entry per node."""
+
+    steps: Annotated[int, operator.add]
+    log: Annotated[list[str], operator.add]
+
+
+def _node(name: str) -> Callable[[BenchState], dict]:
+    def node(state: BenchState) -> dict:
+        return {"steps": 1, "log": [name]}
+
+    node.__name__ = name
+    return node
+
+
+def build_graph(name: str):
+    """The uncompiled benchmark graph ``linear3`` or ``fanout2``."""
+    from langgraph.graph import END, START, StateGraph
+
+    builder = StateGraph(BenchState)
+    if name == "linear3":
+        for n in "abc":
+            builder.add_node(n, _node(n))
+        builder.add_edge(START, "a")
+        builder.add_edge("a", "b")
+        builder.add_edge("b", "c")
+        builder.add_edge("c", END)
+    elif name == "fanout2":
+        for n in "abcd":
+            builder.add_node(n, _node(n))
+        builder.add_edge(START, "a")
+        builder.add_edge("a", "b")
+        builder.add_edge("a", "c")
+        builder.add_edge(["b", "c"], "d")
+        builder.add_edge("d", END)
+    else:
+        raise ValueError(f"unknown benchmark graph {name!r}; choose from {', '.join(GRAPHS)}")
+    return builder
+
+
+def super_steps(name: str) -> int:
+    """Super-steps of one invoke: checkpoints written by a ``sync`` invoke on a new thread, minus one."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    saver = InMemorySaver()
+    graph = build_graph(name).compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "count"}}
+    graph.invoke({"log": []}, config, durability="sync")
+    return len(list(saver.list(config))) - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Round-trip counting (client side: one socket write per round trip)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+class _CountingConnection(Connection):
+    """A redis-py connection that counts the packets it sends (one per round trip)."""
+
+    counter: _Counter
+
+    def send_packed_command(self, command, check_health=True):  # noqa: D102 - redis-py's signature
+        self.counter.add()
+        return super().send_packed_command(command, check_health)
+
+
+def _counting_client(url: str, counter: _Counter) -> redis.Redis:
+    from xmrt.checkpoint import CLIENT_OPTIONS
+
+    connection_class = type("CountingConnection", (_CountingConnection,), {"counter": counter})
+    pool = redis.ConnectionPool.from_url(url, connection_class=connection_class, **CLIENT_OPTIONS)
+    return redis.Redis(connection_pool=pool)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis target
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class _Target:
+    url: str
+    prefix: str
+    embedded: bool
+    version: str = ""
+
+
+@contextlib.contextmanager
+def _redis_target(config: Config, workdir: Path) -> Iterator[_Target]:
+    """The configured external Redis (a throw-away prefix), or a temporary embedded server."""
+    from xmrt.redis_server import EmbeddedRedis, connect
+
+    tag = f"{config.key_prefix}-bench-{uuid.uuid4().hex[:8]}"
+    if config.redis_external:
+        client = connect(config)
+        target = _Target(config.redis_url, tag, embedded=False, version=client.info("server")["redis_version"])
+        try:
+            yield target
+        finally:
+            _cleanup_prefix(client, tag)
+            client.close()
+        return
+    server = EmbeddedRedis(workdir / "redis", _free_port())
+    server.start()
+    try:
+        client = server.client()
+        target = _Target(server.url, tag, embedded=True, version=client.info("server")["redis_version"])
+        client.close()
+        yield target
+    finally:
+        server.stop()
+
+
+def _cleanup_prefix(client: redis.Redis, tag: str) -> None:
+    """Delete every key and index the benchmark created on an external server."""
+    for pattern in (f"{tag}*", f"write_keys_zset:{tag}*"):
+        batch = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch = []
+        if batch:
+            client.delete(*batch)
+    for index in client.execute_command("FT._LIST"):
+        name = index.decode() if isinstance(index, bytes) else str(index)
+        if name.startswith(tag):
+            client.execute_command("FT.DROPINDEX", name)
+
+
+# --------------------------------------------------------------------------------------------
+# Savers
+
+
+@dataclass
+class _Savers:
+    target: _Target
+    workdir: Path
+    counter: _Counter = field(default_factory=_Counter)
+    _made: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def get(self, kind: str) -> Any:
+        if kind not in self._made:
+            self._made[kind] = self._make(kind)
+        return self._made[kind]
+
+    def _make(self, kind: str) -> Any:
+        from xmrt.checkpoint import FastRedisSaver, checkpoint_prefixes
+
+        if kind == "none":
+            return None
+        if kind == "memory":
+            from langgraph.checkpoint.memory import InMemorySaver
+
+            return InMemorySaver()
+        if kind in ("sqlite", "sqlite-mem"):
+            import sqlite3
+
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            where = ":memory:" if kind == "sqlite-mem" else str(self.workdir / "bench.sqlite")
+            conn = sqlite3.connect(where, check_same_thread=False)
+            self._closers.append(conn.close)
+            saver = SqliteSaver(conn)
+            saver.setup()
+            return saver
+        client = _counting_client(self.target.url, self.counter)
+        self._closers.append(client.close)
+        prefixes = checkpoint_prefixes(f"{self.target.prefix}-{kind}")
+        if kind == "redis-lib":
+            from langgraph.checkpoint.redis import RedisSaver
+
+            saver = RedisSaver(redis_client=client, **prefixes)
+        elif kind == "redis-shallow":
+            from langgraph.checkpoint.redis import ShallowRedisSaver
+
+            saver = ShallowRedisSaver(redis_client=client, **prefixes)
+        elif kind == "redis-fast":
+            saver = FastRedisSaver(redis_client=client, **prefixes)
+        else:
+            raise ValueError(f"unknown saver kind {kind!r}")
+        saver.setup()
+        return saver
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
+
+
+def sqlite_available() -> bool:
+    """True when ``langgraph-checkpoint-sqlite`` is installed."""
+    try:
+        import langgraph.checkpoint.sqlite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+@dataclass
+class Row:
+    """The figures of one mode on one graph and thread pattern (times in milliseconds)."""
+
+    graph: str
+    pattern: str
+    mode: str
+    saver: str
+    durability: str | None
+    invoke_p50_ms: float
+    invoke_p95_ms: float
+    overhead_p50_ms: float | None = None
+    overhead_p95_ms: float | None = None
+    ratio_to_sqlite: float | None = None
+    ratio_to_sqlite_memory: float | None = None
+    round_trips_per_invoke: float | None = None
+
+
+class _Runner:
+    """Invokes of one mode on one graph and thread pattern."""
+
+    def __init__(self, mode: Mode, graph: Any, pattern: str, tag: str) -> None:
+        self.mode = mode
+        self.graph = graph
+        self.pattern = pattern
+        self.tag = tag
+        self.kwargs = {"durability": mode.durability} if mode.durability else {}
+        self.thread = f"{tag}-{mode.saver}-{mode.durability}-growing"
+
+    def config(self) -> dict:
+        thread = self.thread if self.pattern == "growing" else f"{self.tag}-{uuid.uuid4().hex}"
+        return {"configurable": {"thread_id": thread}}
+
+    def invoke(self) -> float:
+        config = self.config()
+        start = time.perf_counter()
+        self.graph.invoke({"log": []}, config, **self.kwargs)
+        return time.perf_counter() - start
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were measured."""
+    import langgraph.version as lgv
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    versions = {"python": platform.python_version(), "langgraph": getattr(lgv, "__version__", "?")}
+    for dist in ("langgraph-checkpoint", "langgraph-checkpoint-redis", "langgraph-checkpoint-sqlite", "redis"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[dist] = version(dist)
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in load] if load else None,
+        "versions": versions,
+    }
+
+
+def run_checkpoint_bench(
+    config: Config | None = None,
+    *,
+    iterations: int = 200,
+    warmup: int = 20,
+    graphs: tuple[str, ...] = GRAPHS,
+    patterns: tuple[str, ...] = PATTERNS,
+    modes: list[Mode] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the comparison in this process and return its figures.
+
+    Args:
+        config: Settings (which Redis to use); ``create_config()`` when omitted.
+        iterations: Measured invokes per mode, graph and thread pattern.
+        warmup: Unmeasured invokes per mode before measuring.
+        graphs: Which of :data:`GRAPHS` to run.
+        patterns: ``fresh`` (a new thread per invoke) and/or ``growing`` (one thread throughout).
+        modes: The rows to compare (default: :func:`default_modes`); the ``none`` baseline is
+            always added.
+        progress: Called with a short message as each block starts.
+
+    Returns:
+        A JSON-ready dict: ``rows`` (one per graph, pattern and mode), ``super_steps`` per graph,
+        ``target`` (our default mode against :data:`TARGET_OVERHEAD_MS`), ``machine`` and ``redis``.
+    """
+    if iterations < 2:
+        raise ValueError("iterations must be at least 2")
+    config = config or create_config()
+    modes = list(modes or default_modes())
+    if not any(m.saver == "none" for m in modes):
+        modes.insert(0, Mode("none", "none"))
+    if not sqlite_available():
+        modes = [m for m in modes if not m.saver.startswith("sqlite")]
+    steps = {g: super_steps(g) for g in graphs}
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="xmrt-bench-") as tmp, _redis_target(config, Path(tmp)) as target:
+        savers = _Savers(target, Path(tmp))
+        try:
+            for graph_name in graphs:
+                builder = build_graph(graph_name)
+                for pattern in patterns:
+                    if progress:
+                        progress(f"{graph_name} / {pattern} threads: {len(modes)} modes x {iterations} invokes")
+                    tag = f"{target.prefix}-{graph_name}-{pattern}"
+                    runners = [
+                        _Runner(m, builder.compile(checkpointer=savers.get(m.saver)), pattern, tag) for m in modes
+                    ]
+                    rows += _measure(runners, graph_name, pattern, steps[graph_name], iterations, warmup, savers)
+        finally:
+            savers.close()
+    fast_default = [r for r in rows if r.saver == "redis-fast" and r.durability == config.durability]
+    worst = max((r.overhead_p50_ms for r in fast_default if r.overhead_p50_ms is not None), default=None)
+    return {
+        "iterations": iterations,
+        "warmup": warmup,
+        "super_steps": steps,
+        "rows": [asdict(r) for r in rows],
+        "target": {
+            "mode": f"FastRedisSaver (ours) {config.durability}",
+            "overhead_p50_ms_max": None if worst is None else round(worst, 3),
+            "limit_ms": TARGET_OVERHEAD_MS,
+            "met": None if worst is None else worst <= TARGET_OVERHEAD_MS,
+        },
+        "machine": machine_info(),
+        "redis": {"version": target.version, "embedded": target.embedded},
+    }
+
+
+def _measure(
+    runners: list[_Runner], graph: str, pattern: str, steps: int, iterations: int, warmup: int, savers: _Savers
+) -> list[Row]:
+    # Round trips: a short sequential pass per Redis mode, before the timed rounds.
+    round_trips: dict[str, float] = {}
+    for runner in runners:
+        for _ in range(warmup):
+            runner.invoke()
+        if runner.mode.saver.startswith("redis"):
+            sample = max(5, min(20, iterations // 5))
+            before = savers.counter.value
+            for _ in range(sample):
+                runner.invoke()
+            round_trips[runner.mode.label] = (savers.counter.value - before) / sample
+    times: dict[str, list[float]] = {r.mode.label: [] for r in runners}
+    for i in range(iterations):
+        shift = i % len(runners)
+        for runner in runners[shift:] + runners[:shift]:
+            times[runner.mode.label].append(runner.invoke())
+    base = next(r.mode.label for r in runners if r.mode.saver == "none")
+    rows = []
+    for runner in runners:
+        label = runner.mode.label
+        ms = [t * 1000 for t in times[label]]
+        row = Row(
+            graph=graph,
+            pattern=pattern,
+            mode=label,
+            saver=runner.mode.saver,
+            durability=runner.mode.durability,
+            invoke_p50_ms=round(statistics.median(ms), 3),
+            invoke_p95_ms=round(_quantile(ms, 0.95), 3),
+            round_trips_per_invoke=round_trips.get(label),
+        )
+        if label != base:
+            diffs = [(t - b) * 1000 / steps for t, b in zip(times[label], times[base], strict=True)]
+            row.overhead_p50_ms = round(statistics.median(diffs), 3)
+            row.overhead_p95_ms = round(_quantile(diffs, 0.95), 3)
+        rows.append(row)
+    for kind, attr in (("sqlite", "ratio_to_sqlite"), ("sqlite-mem", "ratio_to_sqlite_memory")):
+        ref = next((r for r in rows if r.saver == kind), None)
+        if ref is None or not ref.overhead_p50_ms or ref.overhead_p50_ms <= 0:
+            continue
+        for row in rows:
+            if row.overhead_p50_ms is not None:
+                setattr(row, attr, round(row.overhead_p50_ms / ref.overhead_p50_ms, 2))
+    return rows
+
+
+def format_report(report: dict[str, Any], command: str = "xmrt bench checkpoint") -> str:
+    """The report as plain-text tables, one per graph and thread pattern."""
+    lines = []
+    m = report["machine"]
+    v = m["versions"]
+    lines.append(f"$ {command}")
+    lines.append(
+        f"machine: {m['cpu']}, {m['cpus']} CPUs, load {m['load_average']}, {m['platform']}; "
+        f"Python {v.get('python')}, langgraph {v.get('langgraph')}, "
+        f"langgraph-checkpoint-redis {v.get('langgraph-checkpoint-redis')}, redis-py {v.get('redis')}"
+    )
+    where = "temporary embedded" if report["redis"]["embedded"] else "configured external"
+    lines.append(f"redis: {report['redis']['version']} ({where}); {report['iterations']} interleaved invokes per mode "
+                 f"after {report['warmup']} warm-up; super-steps per invoke: "
+                 + ", ".join(f"{g} {n}" for g, n in report["super_steps"].items()))
+    lines.append("overhead = (invoke with the saver - invoke without, same round) / super-steps; "
+                 "x sqlite = overhead p50 / that of SqliteSaver on a file (x mem: on :memory:)")
+    header = (f"{'mode':34} {'invoke p50':>10} {'p95':>7} {'overhead/step p50':>18} {'p95':>7} "
+              f"{'x sqlite':>8} {'x mem':>6} {'RT/invoke':>9}")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in report["rows"]:
+        groups.setdefault((row["graph"], row["pattern"]), []).append(row)
+
+    def fmt(value: float | None, width: int, suffix: str = "") -> str:
+        return f"{'-' if value is None else f'{value:.2f}{suffix}':>{width}}"
+
+    for (graph, pattern), rows in groups.items():
+        lines.append("")
+        lines.append(f"{graph}, {pattern} threads (ms)")
+        lines.append(header)
+        for r in rows:
+            lines.append(
+                f"{r['mode']:34} {fmt(r['invoke_p50_ms'], 10)} {fmt(r['invoke_p95_ms'], 7)} "
+                f"{fmt(r['overhead_p50_ms'], 18)} {fmt(r['overhead_p95_ms'], 7)} "
+                f"{fmt(r['ratio_to_sqlite'], 8)} {fmt(r['ratio_to_sqlite_memory'], 6)} "
+                f"{fmt(r['round_trips_per_invoke'], 9)}"
+            )
+    t = report["target"]
+    if t["overhead_p50_ms_max"] is not None:
+        verdict = "met" if t["met"] else "NOT met"
+        lines.append("")
+        lines.append(f"target: {t['mode']} overhead p50 <= {t['limit_ms']:.2f} ms per super-step: {verdict} "
+                     f"(worst graph/pattern: {t['overhead_p50_ms_max']:.3f} ms)")
+    return "\n".join(lines)
