@@ -147,8 +147,7 @@ async def async_checkpointer(config: Config | None = None, *, ttl_minutes: float
     """An async Redis checkpointer, set up, closed on exit."""
     from xmrt.checkpoint import async_checkpointer as _make
 
-    config = config or get_config()
-    connect(config).close()
+    config = config or await asyncio.to_thread(get_config)
     async with _make(
         config, ttl_minutes=ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
     ) as saver:
@@ -177,18 +176,21 @@ async def async_store(config: Config | None = None, *, ttl_minutes: float | None
     """An async Redis store with the vector index and TTL, set up, closed on exit."""
     from redis.asyncio import Redis as AsyncRedis
 
-    config = config or get_config()
-    connect(config).close()
+    # Blocking work (config file, module check, loading the embedding model) stays off the event loop:
+    # `langgraph dev` raises on blocking calls inside async code.
+    config = config or await asyncio.to_thread(get_config)
+    await asyncio.to_thread(lambda: connect(config).close())
+    index = await asyncio.to_thread(store_index_config, config)
     client = AsyncRedis.from_url(config.redis_url)
     try:
-        store = _store_classes()[1](
-            client,
-            index=store_index_config(config),
+        async with _store_classes()[1](
+            redis_client=client,
+            index=index,
             ttl=_ttl(ttl_minutes if ttl_minutes is not None else config.memory_ttl_minutes),
             **_store_prefixes(config),
-        )
-        await store.setup()
-        yield store
+        ) as store:
+            await store.setup()
+            yield store
     finally:
         await client.aclose()
 
@@ -196,14 +198,14 @@ async def async_store(config: Config | None = None, *, ttl_minutes: float | None
 @contextlib.asynccontextmanager
 async def checkpointer() -> AsyncIterator[Any]:
     """The checkpointer that ``langgraph.json`` names (``checkpointer.path``)."""
-    async with async_checkpointer(get_config()) as saver:
+    async with async_checkpointer() as saver:
         yield saver
 
 
 @contextlib.asynccontextmanager
 async def store() -> AsyncIterator[Any]:
     """The store that ``langgraph.json`` names (``store.path``)."""
-    async with async_store(get_config()) as st:
+    async with async_store() as st:
         yield st
 
 
