@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.demo",
     "xmrt.commands.kb",
     "xmrt.commands.bench_checkpoint",
+    "xmrt.commands.retrieval",
 )
 
 

@@ -1,0 +1,99 @@
+"""``xmrt eval retrieval DIR`` and ``xmrt bench search``: retrieval quality and search latency."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from xmrt.cli import CommandTree
+
+_EVAL_HELP = """\
+Evaluate semantic, BM25 and hybrid search on a BEIR-format directory:
+  DIR/corpus.jsonl    one JSON object a line: _id, text, optional title
+  DIR/queries.jsonl   one JSON object a line: _id, text
+  DIR/qrels/test.tsv  query-id<TAB>corpus-id<TAB>score (graded; the header line is optional)
+
+The corpus is ingested into a throw-away collection that is deleted afterwards. Corpus embeddings are
+cached under <data dir>/kb/eval-cache, keyed by embedding model and corpus file hash, so a repeated
+evaluation embeds nothing. Prints nDCG@10, recall@10, recall@100 and MRR@10 per mode; with --json the
+last line of output is one JSON object.
+"""
+
+_BENCH_HELP = """\
+Time search (query embedding included, k=10) per mode over a synthetic collection of N chunks made
+from shared/eval/msmarco (copies with dropped words and jittered embeddings), then evaluate quality
+on the real dataset. Prints p50/p95 latency per mode and nDCG@10, recall@10, recall@100, MRR@10.
+"""
+
+
+def _config():
+    from xmrt.config import create_config
+
+    return create_config()
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from xmrt.kb.evaluate import evaluate_retrieval, format_results, to_json
+
+    def status(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    result = evaluate_retrieval(
+        _config(), args.directory, args.mode, collection=args.collection, limit_queries=args.limit_queries,
+        progress=not args.no_progress, on_status=status,
+    )
+    print(format_results(result))
+    if args.json:
+        print(to_json(result))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from xmrt.kb.benchmark import DEFAULT_DATASET, bench_search
+    from xmrt.kb.evaluate import evaluate_retrieval, format_results
+
+    def status(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    config = _config()
+    dataset = args.dataset or str(DEFAULT_DATASET)
+    latency = bench_search(config, args.chunks, dataset_dir=dataset, rounds=args.rounds, on_status=status)
+    print(f"search latency over {latency['chunks']} chunks, {latency['queries']} queries x {latency['rounds']} "
+          f"rounds, k=10, query embedding included (build {latency['build_seconds']} s):")
+    print(f"{'mode':<10}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}{'1st-round p50':>15}")
+    for mode, row in latency["modes"].items():
+        print(f"{mode:<10}{row['p50_ms']:>10.1f}{row['p95_ms']:>10.1f}{row['mean_ms']:>10.1f}"
+              f"{row['first_round_p50_ms']:>15.1f}")
+    print(f"query embedding alone: p50 {latency['embed_query_p50_ms']:.1f} ms")
+    result: dict = {"latency": latency}
+    if not args.no_quality:
+        quality = evaluate_retrieval(config, dataset, "all", on_status=status)
+        print(format_results(quality))
+        result["quality"] = quality
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def register(cli: CommandTree) -> None:
+    """Add ``eval retrieval`` and ``bench search``."""
+    cli.group("eval", help="evaluate retrieval quality")
+    p = cli.command("eval", "retrieval", help="nDCG@10, recall@10/100, MRR@10 per search mode on a BEIR directory",
+                    handler=_eval, description=_EVAL_HELP)
+    p.add_argument("directory", metavar="DIR", help="BEIR-format dataset directory")
+    p.add_argument("--mode", choices=("semantic", "bm25", "hybrid", "all"), default="all", help="default: all")
+    p.add_argument("--json", action="store_true", help="end the output with one JSON line")
+    p.add_argument("--collection", metavar="NAME", help="name of the throw-away collection (must not exist)")
+    p.add_argument("--limit-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while embedding")
+
+    cli.group("bench", help="benchmarks measured in one process")
+    p = cli.command("bench", "search", help="search latency p50/p95 per mode at N chunks, plus quality figures",
+                    handler=_bench, description=_BENCH_HELP)
+    p.add_argument("--chunks", type=int, default=50_000, help="collection size (default 50000)")
+    p.add_argument("--rounds", type=int, default=3, help="timed passes over the queries (default 3)")
+    p.add_argument("--dataset", metavar="DIR", help="BEIR directory to synthesise from and evaluate "
+                   "(default: shared/eval/msmarco next to the repository)")
+    p.add_argument("--no-quality", action="store_true", help="skip the quality evaluation")
+    p.add_argument("--json", action="store_true", help="end the output with one JSON line")
