@@ -224,41 +224,6 @@ def test_pending_writes_survive_background_saves(saver, durability):
         assert calls == {"ok": 1, "flaky": 2}
 
 
-def test_task_writes_ride_with_the_next_checkpoint(config, redis_client):
-    """put_writes waits for the next put and both go out in one round trip (separate transactions)."""
-    saver = make_checkpointer(config)
-    saver._coalesce_seconds = 5.0  # long enough that only the put can flush it
-    try:
-        import threading
-
-        first = saver.put(_cfg("co", checkpoint_ns=""), _rich_checkpoint(str(uuid.uuid4())), {"step": 0}, {})
-        cid = first["configurable"]["checkpoint_id"]
-        done = threading.Event()
-        thread = threading.Thread(
-            target=lambda: (saver.put_writes(first, [("log", ["w"])], "task-1", "path"), done.set())
-        )
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not saver._outbox and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert not done.is_set() and len(saver._outbox) == 1  # waiting for a put to ride with
-        second = _rich_checkpoint(str(uuid.uuid4()))
-        saver.put(first, second, {"step": 1}, {})
-        thread.join(timeout=10)
-        assert done.is_set()
-        assert saver.get_tuple(first).pending_writes == [("task-1", "log", ["w"])]
-        assert saver.get_tuple(_cfg("co")).config["configurable"]["checkpoint_id"] == second["id"]
-        assert cid != second["id"]
-        # alone, a put_writes goes out by itself once the wait is over
-        saver._coalesce_seconds = 0.001
-        saver.put_writes(first, [("log", ["w2"])], "task-2")
-        # pending writes come back in langgraph's writes_sort_key order: (task_path, task_id, idx)
-        assert [t for t, _, _ in saver.get_tuple(first).pending_writes] == ["task-2", "task-1"]
-    finally:
-        for index in (saver.checkpoints_index, saver.checkpoint_writes_index):
-            index.delete(drop=True)
-
-
 def checkpoint_prefixes_of(saver) -> dict:
     return {"checkpoint_prefix": saver._checkpoint_prefix, "checkpoint_write_prefix": saver._checkpoint_write_prefix}
 
@@ -718,3 +683,55 @@ def test_resume_after_kill_in_a_new_process(config, tmp_path):
     assert first_pid == {str(first.pid)}  # a and b ran once, in the killed process
     assert {entry.split("@")[1] for entry in log[2:]} == {str(result["pid"])}
     assert result["after"] == [4, 3, 2, 1, 0, -1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path, redis_client):
+    from xmrt.bench.checkpoint import Mode, format_report, run_checkpoint_bench, sqlite_available
+
+    config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchtest")
+    modes = [Mode("none", "none"), Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
+             Mode("RedisSaver (library) sync", "redis-lib", "sync"),
+             Mode("FastRedisSaver (ours) sync", "redis-fast", "sync")]
+    report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), modes=modes)
+    assert report["super_steps"] == {"linear3": 4}
+    rows = {(r["pattern"], r["mode"]): r for r in report["rows"]}
+    assert len(rows) == (8 if sqlite_available() else 6)  # SqliteSaver needs langgraph-checkpoint-sqlite
+    fast, lib = rows[("fresh", "FastRedisSaver (ours) sync")], rows[("fresh", "RedisSaver (library) sync")]
+    # 1 get_tuple + 5 put + 4 put_writes (a new pooled connection's handshake can add a packet)
+    assert 10 <= fast["round_trips_per_invoke"] < 11
+    assert lib["round_trips_per_invoke"] >= 19
+    assert 10 <= rows[("growing", "FastRedisSaver (ours) sync")]["round_trips_per_invoke"] < 11
+    for row in report["rows"]:
+        assert row["invoke_p50_ms"] > 0 and row["invoke_p95_ms"] >= row["invoke_p50_ms"]
+        if row["saver"] != "none":
+            assert row["overhead_p50_ms"] is not None
+            assert (row["ratio_to_sqlite"] is not None) == sqlite_available()
+    assert report["target"]["mode"] == "FastRedisSaver (ours) sync" and report["target"]["met"] in (True, False)
+    assert report["redis"]["embedded"] is False
+    text = format_report(report)
+    assert "linear3, growing threads" in text and "FastRedisSaver (ours) sync" in text
+    # nothing of the run is left on the shared server
+    assert list(redis_client.scan_iter(match="benchtest-bench-*")) == []
+    assert list(redis_client.scan_iter(match="write_keys_zset:benchtest-bench-*")) == []
+    assert not [i for i in redis_client.execute_command("FT._LIST") if i.startswith(b"benchtest-bench-")]
+
+
+def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys):
+    from xmrt.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for name in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XMRT_DATA_DIR", str(tmp_path / "data"))
+    assert main(["bench", "checkpoint", "--iterations", "2", "--warmup", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["redis"]["embedded"] is True
+    modes = {r["mode"] for r in report["rows"]}
+    assert {"none", "InMemorySaver", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) async",
+            "FastRedisSaver (ours) exit", "RedisSaver (library) sync", "ShallowRedisSaver (library) sync"} <= modes
+    assert {r["graph"] for r in report["rows"]} == {"linear3", "fanout2"}
+    assert {r["pattern"] for r in report["rows"]} == {"fresh", "growing"}
