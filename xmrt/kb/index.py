@@ -397,9 +397,20 @@ class KnowledgeIndex:
             candidates = lexical
         else:
             candidates = self._hybrid(query, qvec, dense, lexical)
-        if mmr and candidates:
-            return self._mmr(candidates, k, mmr_lambda)
-        return candidates[:k]
+        hits = self._mmr(candidates, k, mmr_lambda) if mmr and candidates else candidates[:k]
+        return self._fill(hits)
+
+    def _fill(self, hits: list[Hit]) -> list[Hit]:
+        """Fetch text and metadata for hits that were ranked on ids and scores alone."""
+        if not hits:
+            return hits
+        got = self._collection.get(ids=[h.id for h in hits], include=["documents", "metadatas"])
+        found = {i: (d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
+        for hit in hits:
+            if hit.id in found:
+                doc, meta = found[hit.id]
+                hit.text, hit.metadata = doc or "", dict(meta or {})
+        return [h for h in hits if h.id in found]  # a chunk deleted meanwhile is not returned
 
     # -- retrievers ------------------------------------------------------------------------------------------
 
@@ -412,16 +423,17 @@ class KnowledgeIndex:
         while True:
             res = self._collection.query(
                 query_embeddings=[qvec], n_results=fetch, where=where,
-                include=["documents", "metadatas", "distances"],
+                include=["distances"] + (["metadatas"] if glob is not None else []),
             )
             ids = res["ids"][0]
             hits = []
             for i, doc_id in enumerate(ids):
-                meta = dict(res["metadatas"][0][i] or {})
-                if glob is not None and not fnmatch.fnmatchcase(str(meta.get("source", "")), glob):
-                    continue
+                if glob is not None:
+                    meta = dict(res["metadatas"][0][i] or {})
+                    if not fnmatch.fnmatchcase(str(meta.get("source", "")), glob):
+                        continue
                 sim = 1.0 - float(res["distances"][0][i])
-                hits.append(Hit(doc_id, res["documents"][0][i] or "", meta, sim, dense_score=sim))
+                hits.append(Hit(doc_id, "", {}, sim, dense_score=sim))
             if len(hits) >= want or len(ids) < fetch or fetch >= total:
                 break
             fetch = min(total, fetch * 4)
@@ -443,23 +455,22 @@ class KnowledgeIndex:
         return self._materialise(ranked, n, where, glob)
 
     def _materialise(self, ranked: list[tuple[str, float]], n: int, where: dict | None, glob: str | None) -> list[Hit]:
+        if where is None and glob is None:
+            return [Hit(i, "", {}, score, bm25_score=score, bm25_rank=r) for r, (i, score) in enumerate(ranked[:n], 1)]
         hits: list[Hit] = []
-        step = max(n, 100) if where is None and glob is None else max(4 * n, 500)
+        step = max(4 * n, 500)
+        include = ["metadatas"] if glob is not None else []
         for start in range(0, len(ranked), step):
             part = ranked[start : start + step]
-            got = self._collection.get(ids=[i for i, _ in part], where=where, include=["documents", "metadatas"])
-            found = {
-                doc_id: (doc, meta) for doc_id, doc, meta in zip(got["ids"], got["documents"], got["metadatas"],
-                                                                   strict=True)
-            }
+            got = self._collection.get(ids=[i for i, _ in part], where=where, include=include)
+            metas = got.get("metadatas") or [None] * len(got["ids"])
+            found = dict(zip(got["ids"], metas, strict=True))
             for doc_id, score in part:
                 if doc_id not in found:
                     continue
-                doc, meta = found[doc_id]
-                meta = dict(meta or {})
-                if glob is not None and not fnmatch.fnmatchcase(str(meta.get("source", "")), glob):
+                if glob is not None and not fnmatch.fnmatchcase(str((found[doc_id] or {}).get("source", "")), glob):
                     continue
-                hits.append(Hit(doc_id, doc or "", meta, score, bm25_score=score, bm25_rank=len(hits) + 1))
+                hits.append(Hit(doc_id, "", {}, score, bm25_score=score, bm25_rank=len(hits) + 1))
                 if len(hits) >= n:
                     return hits
         return hits
