@@ -31,6 +31,7 @@ from xmrt.checkpoint import (
     CheckpointStoreError,
     FastRedisSaver,
     async_checkpointer,
+    checkpoint_prefixes,
     make_checkpointer,
 )
 from xmrt.redis_server import EmbeddedRedis, RedisSetupError, server_binary
@@ -601,6 +602,43 @@ def test_redis_stopped_mid_run_fails_clearly_and_resumes(tmp_path):
         _assert_consistent(client, "fault")
         client.close()
     finally:
+        server.stop()
+
+
+def test_redis_restart_within_the_retry_window_is_ridden_out(tmp_path):
+    import threading
+
+    from redis.backoff import ConstantBackoff
+    from redis.retry import Retry
+
+    server = EmbeddedRedis(tmp_path / "redis", free_port())
+    server.start()
+    restarted = threading.Event()
+    try:
+        client = redis.Redis.from_url(server.url, socket_timeout=5, retry=Retry(ConstantBackoff(0.1), 300))
+        saver = FastRedisSaver(redis_client=client, **checkpoint_prefixes("blip"))
+        saver.setup()
+
+        def b(state):
+            server.stop()
+            threading.Thread(target=lambda: (server.start(), restarted.set()), daemon=True).start()
+            return {"steps": 1, "log": ["b"]}
+
+        builder = StateGraph(LogState)
+        builder.add_node("a", _step("a"))
+        builder.add_node("b", b)
+        builder.add_node("c", _step("c"))
+        builder.add_edge(START, "a")
+        builder.add_edge("a", "b")
+        builder.add_edge("b", "c")
+        builder.add_edge("c", END)
+        graph = builder.compile(checkpointer=saver)
+        assert graph.invoke({"log": []}, _cfg("blip")) == {"steps": 3, "log": ["a", "b", "c"]}
+        assert restarted.is_set()
+        assert [s.metadata["step"] for s in graph.get_state_history(_cfg("blip"))] == [3, 2, 1, 0, -1]
+        _assert_consistent(server.client(), "blip")
+    finally:
+        restarted.wait(timeout=30)
         server.stop()
 
 

@@ -159,10 +159,10 @@ class _CountingConnection(Connection):
 
 
 def _counting_client(url: str, counter: _Counter) -> redis.Redis:
-    from xmrt.checkpoint import CLIENT_OPTIONS
+    from xmrt.checkpoint import client_options
 
     connection_class = type("CountingConnection", (_CountingConnection,), {"counter": counter})
-    pool = redis.ConnectionPool.from_url(url, connection_class=connection_class, **CLIENT_OPTIONS)
+    pool = redis.ConnectionPool.from_url(url, connection_class=connection_class, **client_options())
     return redis.Redis(connection_pool=pool)
 
 
