@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.redis",
     "xmrt.commands.demo",
+    "xmrt.commands.bench_eliza",
     "xmrt.commands.kb",
     "xmrt.commands.bench_checkpoint",
     "xmrt.commands.retrieval",

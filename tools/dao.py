@@ -1,0 +1,100 @@
+"""DAO action tools: what an approved proposal can make the agent do.
+
+Supported ``action`` objects on a proposal (executed only when it is approved):
+
+* ``{"type": "record_task", "title": "...", "details": "..."}``: append a task to the DAO task list.
+* ``{"type": "record_application", "applicant": "...", "details": "..."}``: record an application.
+* ``{"type": "analyze_repository", "url": "<git URL or local path>", "collection": "..."}``: ingest a
+  git repository into the knowledge base, so later decisions can cite it.
+
+Tasks and applications are Redis lists under ``<prefix>:dao:`` (newest last, trimmed to 10,000).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from langchain_core.tools import tool
+
+from xmrt.config import get_config
+
+MAX_ITEMS = 10_000
+
+
+def _append(kind: str, record: dict[str, Any]) -> int:
+    from xmrt.redis_server import connect
+
+    config = get_config()
+    client = connect(config)
+    key = f"{config.key_prefix}:dao:{kind}"
+    pipe = client.pipeline(transaction=True)
+    pipe.rpush(key, json.dumps({**record, "at": time.time()}))
+    pipe.ltrim(key, -MAX_ITEMS, -1)
+    length, _ = pipe.execute()
+    return int(length)
+
+
+def list_records(kind: str, n: int = 20) -> list[dict[str, Any]]:
+    """The newest ``n`` records of ``tasks`` or ``applications``, newest last."""
+    from xmrt.redis_server import connect
+
+    config = get_config()
+    return [json.loads(v) for v in connect(config).lrange(f"{config.key_prefix}:dao:{kind}", -n, -1)]
+
+
+@tool
+def record_task(title: str, details: str = "", proposal_id: str = "", agent_id: str = "eliza") -> str:
+    """Add a task to the DAO's task list (for an approved proposal)."""
+    if not title.strip():
+        return "error: a task needs a title"
+    n = _append("tasks", {"title": title.strip(), "details": details, "proposal_id": proposal_id, "agent": agent_id})
+    return f"task recorded (#{n})"
+
+
+@tool
+def record_application(applicant: str, details: str = "", proposal_id: str = "", agent_id: str = "eliza") -> str:
+    """Record an application (grant, membership, role) approved by the DAO."""
+    if not applicant.strip():
+        return "error: an application needs an applicant"
+    n = _append(
+        "applications", {"applicant": applicant.strip(), "details": details, "proposal_id": proposal_id,
+                         "agent": agent_id}
+    )
+    return f"application recorded (#{n})"
+
+
+@tool
+def analyze_repository(url: str, collection: str = "default") -> str:
+    """Ingest a git repository (clone URL or local path) into the knowledge base and report the counts."""
+    from xmrt.kb.ingest import ingest_path
+
+    try:
+        summary = ingest_path(get_config(), url, collection=collection, progress=False)
+    except Exception as exc:  # noqa: BLE001 - reported to the agent as the action's outcome
+        return f"error: {exc}"
+    return json.dumps({k: summary.get(k) for k in ("added", "updated", "unchanged", "removed", "chunks_embedded")})
+
+
+ACTION_TOOLS = {
+    "record_task": record_task,
+    "record_application": record_application,
+    "analyze_repository": analyze_repository,
+}
+
+
+def run_action(agent_id: str, proposal_id: str, action: dict[str, Any]) -> dict[str, Any]:
+    """Execute a proposal's action through its tool; returns {type, status, result}."""
+    kind = action.get("type")
+    selected = ACTION_TOOLS.get(kind)
+    if selected is None:
+        return {"type": kind, "status": "skipped", "result": f"unknown action type {kind!r}"}
+    args = {k: v for k, v in action.items() if k != "type" and k in selected.args}
+    if "proposal_id" in selected.args:
+        args.update(proposal_id=proposal_id, agent_id=agent_id)
+    try:
+        result = selected.invoke(args)
+    except Exception as exc:  # noqa: BLE001 - bad action arguments are an outcome, not a crash
+        return {"type": kind, "status": "error", "result": str(exc)}
+    return {"type": kind, "status": "error" if str(result).startswith("error") else "done", "result": result}
