@@ -216,6 +216,12 @@ class _LatestCache:
                 self._bytes -= len(self._data.pop(key).raw)
 
 
+#: Keys that make the library's channel-value reviver change a value (``_recursive_deserialize``:
+#: LangChain constructor envelopes, Send, bytes and delta-snapshot markers). Inside the document's
+#: metadata string they appear escaped, so they cannot match there.
+_REVIVER_MARKERS = (b'"lc"', b'"__send__"', b'"__bytes__"', b'"__delta_snapshot__"')
+
+
 def _checkpoint_ts(checkpoint_id: str) -> float:
     """The library's ``checkpoint_ts``: a ULID's time, else now (langgraph's ids are UUIDv6)."""
     if len(checkpoint_id) == 26:
@@ -560,7 +566,8 @@ class _FastPathMixin:
         inner = doc.get("checkpoint") or {}
         if parent_id and inner.get("v", 4) < 4:
             pending_sends = yield from self._legacy_pending_sends(thread_id, ns, parent_id)
-        return self._make_tuple(thread_id, ns, doc, write_docs, pending_sends)
+        plain = not any(marker in raw for marker in _REVIVER_MARKERS)
+        return self._make_tuple(thread_id, ns, doc, write_docs, pending_sends, plain_values=plain)
 
     def _legacy_pending_sends(
         self, thread_id: str, ns: str, parent_id: str
@@ -584,14 +591,22 @@ class _FastPathMixin:
         doc: dict[str, Any],
         write_docs: list[dict[str, Any]],
         pending_sends: list[tuple[str, Any]],
+        *,
+        plain_values: bool = False,
     ) -> CheckpointTuple:
-        """Build the tuple the library's ``get_tuple`` returns for the same document."""
+        """Build the tuple the library's ``get_tuple`` returns for the same document.
+
+        ``plain_values`` (the raw document has none of the reviver's marker keys) skips the
+        library's recursive walk over the channel values, which would return them unchanged.
+        """
         checkpoint_id = from_storage_safe_id(doc["checkpoint_id"])
         parent_id = from_storage_safe_id(doc.get("parent_checkpoint_id") or "")
         inner = doc.get("checkpoint") or {}
         if isinstance(inner, str):
             inner = orjson.loads(inner)
-        channel_values = self._deserialize_channel_values(inner.get("channel_values", {}))
+        channel_values = inner.get("channel_values") or {}
+        if not plain_values:
+            channel_values = self._deserialize_channel_values(channel_values)
         raw_metadata = doc.get("metadata", "{}")
         metadata = orjson.loads(raw_metadata) if isinstance(raw_metadata, str | bytes) else raw_metadata
         metadata = {
