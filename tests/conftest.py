@@ -60,6 +60,32 @@ def config(redis_server, tmp_path) -> Config:
 
 
 @pytest.fixture
+def app_config(config, monkeypatch, tmp_path) -> Config:
+    """Make ``config`` the process configuration (``get_config()``), as graph nodes and tools read it."""
+    from xmrt.config import get_config
+
+    for name in list(os.environ):
+        if name.startswith(("REDIS_", "XMRT_", "RAGLIGHT_", "OPENAI_", "CHROMA_", "GITHUB_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XMRT_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("XMRT_REDIS_PORT", str(config.embedded_redis_port))
+    monkeypatch.setenv("XMRT_KEY_PREFIX", config.key_prefix)
+    monkeypatch.chdir(tmp_path)  # no developer .env file leaks into the test
+    get_config.cache_clear()
+    yield get_config()
+    get_config.cache_clear()
+
+
+def subprocess_env(config: Config) -> dict[str, str]:
+    """Environment for a child process that must use ``config`` (Redis port, data dir, key prefix)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REDIS_", "XMRT_", "RAGLIGHT_", "OPENAI_", "CHROMA_", "GITHUB_"))}
+    env.update(XMRT_DATA_DIR=str(config.data_dir), XMRT_REDIS_PORT=str(config.embedded_redis_port),
+               XMRT_KEY_PREFIX=config.key_prefix, PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.fixture
 def redis_client(redis_server):
     client = redis_server.client(timeout=10)
     yield client

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.redis",
     "xmrt.commands.demo",
     "xmrt.commands.bench_eliza",
+    "xmrt.commands.eliza",
     "xmrt.commands.kb",
     "xmrt.commands.bench_checkpoint",
     "xmrt.commands.retrieval",

@@ -1,0 +1,146 @@
+"""``xmrt eliza decide|feedback|status``: the proposal, decision and outcome interface.
+
+decide    one JSON line per proposal in: id, title, description, category, amount_xmr, criteria
+          (name -> number in [0,1]; unknown names are accepted and learned), optional action.
+          One JSON line per decision out: id, decision (approve|reject|defer), score, rationale, sources.
+feedback  one JSON line per outcome in: id, success (true|false). Records each outcome against the
+          stored decision, then runs the self-improvement graph.
+status    the agent's metrics (computed from outcomes), learned weights, lessons and prompt versions.
+
+Bad lines get an error naming the line on stderr; the good lines are still processed. The exit code is
+0 when every line was accepted, 2 when some were rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from xmrt.cli import CommandTree
+from xmrt.errors import UserError
+
+
+def _lines(path: str) -> list[str]:
+    if path == "-":
+        return sys.stdin.read().splitlines()
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"input file {path} does not exist")
+    try:
+        return file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"input file {path} is not UTF-8 text: {exc}") from None
+
+
+def _report_errors(errors) -> None:
+    for err in errors:
+        print(f"xmrt: {err}", file=sys.stderr)
+
+
+def _decide(args: argparse.Namespace) -> int:
+    from graphs.eliza import builder
+    from xmrt.eliza import parse_jsonl, proposal_from_dict, validate_agent_id
+    from xmrt.persistence import redis_graph
+
+    validate_agent_id(args.agent)
+    lines = _lines(args.input)
+    proposals, errors = parse_jsonl(lines, proposal_from_dict)
+    _report_errors(errors)
+    if not proposals:
+        raise UserError("no valid proposals in the input" + (f" ({len(errors)} rejected)" if errors else ""))
+    graph = redis_graph(builder)
+    context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection}
+    out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
+                       {"configurable": {"thread_id": f"eliza:{args.agent}"}}, context=context)
+    for d in out["decisions"]:
+        record = {k: d[k] for k in ("id", "decision", "score", "rationale", "sources")}
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(f"{d['id']}: {d['decision'].upper():7} score {d['score']:.2f}  {d['rationale']}")
+    if not args.json:
+        for r in out.get("reflections", []):
+            if r.get("changed"):
+                print(f"  reflection on {r['id']}: {r['why']}")
+        for a in out.get("actions", []):
+            print(f"  action for {a['id']}: {a['type']} {a['status']}: {a['result']}")
+    return 2 if errors else 0
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from graphs.self_improve import builder
+    from xmrt.eliza import outcome_from_dict, parse_jsonl, validate_agent_id
+    from xmrt.persistence import redis_graph
+
+    validate_agent_id(args.agent)
+    outcomes, errors = parse_jsonl(_lines(args.input), outcome_from_dict)
+    _report_errors(errors)
+    graph = redis_graph(builder)
+    out = graph.invoke({"outcomes": [o.__dict__ for o in outcomes]},
+                       {"configurable": {"thread_id": f"self_improve:{args.agent}"}},
+                       context={"agent_id": args.agent, "learn": not args.no_learn})
+    for err in out.get("errors", []):
+        print(f"xmrt: outcome {err.get('id')!r}: {err['error']}", file=sys.stderr)
+    summary = {
+        "recorded": len(out.get("recorded", [])),
+        "rejected": len(errors) + len(out.get("errors", [])),
+        "decision_accuracy_before": out["metrics_before"].get("decision_accuracy"),
+        "decision_accuracy_after": out["metrics_after"].get("decision_accuracy"),
+        "training": out.get("training"),
+        "lessons": [x["text"] for x in out.get("lessons", [])],
+        "prompt_update": out.get("prompt_update"),
+    }
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        print(f"recorded {summary['recorded']} outcome(s), rejected {summary['rejected']}")
+        acc = summary["decision_accuracy_after"]
+        print(f"decision accuracy (all outcomes so far): {'n/a' if acc is None else f'{acc:.3f}'}")
+        training = summary["training"] or {}
+        if "skipped" in training:
+            print(f"weights: not updated ({training['skipped']})")
+        else:
+            print(f"weights v{training.get('version')}: " + ", ".join(
+                f"{k} {v:+.3f}" for k, v in sorted(training.get("weights", {}).items())))
+        for lesson in summary["lessons"]:
+            print(f"lesson: {lesson}")
+    return 2 if (errors or out.get("errors")) else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from xmrt.config import get_config
+    from xmrt.eliza import DecisionLedger
+
+    ledger = DecisionLedger(get_config(), args.agent)
+    model = ledger.load_model()
+    status = {
+        "agent": args.agent,
+        "metrics": ledger.metrics(),
+        "model": model.to_dict(),
+        "prompt_versions": [{k: v for k, v in p.items() if k != "text"} for p in ledger.prompt_versions()],
+        "recent_cycles": ledger.metrics_history(10),
+    }
+    print(json.dumps(status, indent=None if args.json else 2, ensure_ascii=False))
+    return 0
+
+
+def register(cli: CommandTree) -> None:
+    """Add the ``eliza`` command group."""
+    cli.group("eliza", help="the Eliza decision agent: decide proposals, feed back outcomes, inspect learning")
+    d = cli.command("eliza", "decide", help="decide a JSONL file of proposals", handler=_decide, description=__doc__)
+    d.add_argument("--input", required=True, help="proposals JSONL file, or - for standard input")
+    d.add_argument("--agent", default="eliza", help="agent id (its learning is kept per id; default eliza)")
+    d.add_argument("--collection", default="default", help="knowledge-base collection to consult")
+    d.add_argument("--no-llm", action="store_true", help="decide on the learned criteria weights alone")
+    d.add_argument("--json", action="store_true", help="one JSON line per decision")
+    f = cli.command("eliza", "feedback", help="record outcomes and self-improve", handler=_feedback,
+                    description=__doc__)
+    f.add_argument("--input", required=True, help="outcomes JSONL file (id, success), or - for standard input")
+    f.add_argument("--agent", default="eliza", help="agent id (default eliza)")
+    f.add_argument("--no-learn", action="store_true", help="record outcomes without updating the weights")
+    f.add_argument("--json", action="store_true", help="print one JSON summary line")
+    s = cli.command("eliza", "status", help="metrics, weights and prompt versions of an agent", handler=_status)
+    s.add_argument("--agent", default="eliza", help="agent id (default eliza)")
+    s.add_argument("--json", action="store_true", help="compact JSON")
