@@ -76,6 +76,31 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fusion(args: argparse.Namespace) -> int:
+    from xmrt.kb.benchmark import DEFAULT_DATASET
+    from xmrt.kb.fusion_study import WEIGHTS, study
+
+    report = study(_config(), args.dataset or DEFAULT_DATASET)
+    print(f"chosen on the tuning half: {report['chosen']}")
+    for part, row in report["msmarco"].items():
+        print(f"msmarco {part:<9} ({row['queries']} q): dense {row['dense']:.3f}  bm25 {row['bm25']:.3f}  "
+              f"rrf(unweighted) {row['rrf_unweighted']:.3f}  chosen {row['chosen']:.3f}")
+    rs = report["random_splits"]
+    print(f"500 random splits: mean held-out gain over dense {rs['mean_heldout_gain_over_dense']:+.3f}, "
+          f"not worse than dense in {100 * rs['share_not_worse_than_dense']:.0f}%, picked {rs['methods_picked']}")
+    for name in ("p2p", "code"):
+        row = report[name]
+        print(f"{name:<5} ({row['passages']} passages, {row['queries']} q): dense {row['dense']:.3f}  "
+              f"bm25 {row['bm25']:.3f}  rrf(unweighted) {row['rrf_unweighted']:.3f}  chosen {row['chosen']:.3f}  "
+              f"(its own best {row['own_best']} {row['own_best_ndcg']:.3f}, not used)")
+    for method, parts in report["curves"].items():
+        for part, values in parts.items():
+            print(f"  {method:<11} {part:<8} " + " ".join(f"{w}:{v:.3f}" for w, v in zip(WEIGHTS, values, strict=True)))
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    return 0
+
+
 def register(cli: CommandTree) -> None:
     """Add ``eval retrieval`` and ``bench search``."""
     cli.group("eval", help="evaluate retrieval quality")
@@ -96,4 +121,12 @@ def register(cli: CommandTree) -> None:
     p.add_argument("--dataset", metavar="DIR", help="BEIR directory to synthesise from and evaluate "
                    "(default: shared/eval/msmarco next to the repository)")
     p.add_argument("--no-quality", action="store_true", help="skip the quality evaluation")
+    p.add_argument("--json", action="store_true", help="end the output with one JSON line")
+
+    p = cli.command("bench", "fusion", help="the measurement that chose the hybrid fusion method and weight",
+                    handler=_fusion, description="Choose the fusion (method, dense weight) on a tuning half of\n"
+                    "shared/eval/msmarco, report it on the held-out half, on 500 random splits, and untuned on\n"
+                    "two datasets built on the fly (passage-to-passage on MS MARCO; code search over the Python\n"
+                    "standard library). See xmrt/kb/fusion_study.py.")
+    p.add_argument("--dataset", metavar="DIR", help="MS MARCO BEIR directory (default: shared/eval/msmarco)")
     p.add_argument("--json", action="store_true", help="end the output with one JSON line")

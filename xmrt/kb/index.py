@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import re
@@ -108,6 +109,23 @@ def _clean_metadata(meta: dict | None) -> dict | None:
         return None
     clean = {k: v for k, v in meta.items() if v is not None}
     return clean or None
+
+
+_TORCH_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run the body with torch limited to one intra-op thread, restoring the previous count afterwards."""
+    import torch
+
+    with _TORCH_THREADS_LOCK:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _chunks(items: Sequence, size: int):
@@ -210,10 +228,19 @@ class KnowledgeIndex:
         return vectors
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one query with the configured model."""
+        """Embed one query with the configured model.
+
+        A local model runs the query on one torch thread: a query is a few tokens, so intra-op parallelism buys
+        nothing, and on a busy 2-core machine two threads waiting on each other made the p50 10x slower
+        (measured 236 ms with 2 threads against 17 ms with 1; see BENCHMARKS.md).
+        """
         from xmrt.embeddings import get_embeddings
 
-        return get_embeddings(self.config).embed_query(text)
+        model = get_embeddings(self.config)
+        if self.config.embedding_provider != "huggingface":
+            return model.embed_query(text)
+        with _one_torch_thread():
+            return model.embed_query(text)
 
     def upsert(
         self,
