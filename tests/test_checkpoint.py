@@ -759,13 +759,20 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
 
 
 def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys):
-    from xmrt.cli import main
+    import argparse
 
+    from xmrt.cli import COMMAND_MODULES, CommandTree
+    from xmrt.commands import bench_checkpoint
+
+    assert "xmrt.commands.bench_checkpoint" in COMMAND_MODULES
+    parser = argparse.ArgumentParser(prog="xmrt")
+    bench_checkpoint.register(CommandTree(parser))  # only this command: others may be mid-edit
     monkeypatch.chdir(tmp_path)  # no .env from the checkout
     for name in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XMRT_DATA_DIR", str(tmp_path / "data"))
-    assert main(["bench", "checkpoint", "--iterations", "2", "--warmup", "0", "--json"]) == 0
+    args = parser.parse_args(["bench", "checkpoint", "--iterations", "2", "--warmup", "0", "--json"])
+    assert args._handler(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["redis"]["embedded"] is True
     modes = {r["mode"] for r in report["rows"]}

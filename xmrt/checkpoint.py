@@ -566,8 +566,7 @@ class _FastPathMixin:
         inner = doc.get("checkpoint") or {}
         if parent_id and inner.get("v", 4) < 4:
             pending_sends = yield from self._legacy_pending_sends(thread_id, ns, parent_id)
-        plain = not any(marker in raw for marker in _REVIVER_MARKERS)
-        return self._make_tuple(thread_id, ns, doc, write_docs, pending_sends, plain_values=plain)
+        return self._make_tuple(thread_id, ns, doc, write_docs, pending_sends, raw=raw)
 
     def _legacy_pending_sends(
         self, thread_id: str, ns: str, parent_id: str
@@ -592,21 +591,15 @@ class _FastPathMixin:
         write_docs: list[dict[str, Any]],
         pending_sends: list[tuple[str, Any]],
         *,
-        plain_values: bool = False,
+        raw: bytes | None = None,
     ) -> CheckpointTuple:
-        """Build the tuple the library's ``get_tuple`` returns for the same document.
-
-        ``plain_values`` (the raw document has none of the reviver's marker keys) skips the
-        library's recursive walk over the channel values, which would return them unchanged.
-        """
+        """Build the tuple the library's ``get_tuple`` returns for the same document."""
         checkpoint_id = from_storage_safe_id(doc["checkpoint_id"])
         parent_id = from_storage_safe_id(doc.get("parent_checkpoint_id") or "")
         inner = doc.get("checkpoint") or {}
         if isinstance(inner, str):
             inner = orjson.loads(inner)
-        channel_values = inner.get("channel_values") or {}
-        if not plain_values:
-            channel_values = self._deserialize_channel_values(channel_values)
+        channel_values = self._revive_channels(inner.get("channel_values") or {}, raw)
         raw_metadata = doc.get("metadata", "{}")
         metadata = orjson.loads(raw_metadata) if isinstance(raw_metadata, str | bytes) else raw_metadata
         metadata = {
@@ -629,6 +622,23 @@ class _FastPathMixin:
             ),
             pending_writes=pending_writes,
         )
+
+    def _revive_channels(self, values: dict[str, Any], raw: bytes | None) -> dict[str, Any]:
+        """The library's channel-value revival, run only on channels that hold something to revive.
+
+        Its recursive walk returns a value unchanged unless it holds one of the marker keys, and it
+        costs a Python call per element: on a long thread's message list, more than the round trip.
+        """
+        if raw is not None and not any(marker in raw for marker in _REVIVER_MARKERS):
+            return values
+        out = {}
+        for channel, value in values.items():
+            if isinstance(value, dict | list):
+                encoded = orjson.dumps(value)
+                if any(marker in encoded for marker in _REVIVER_MARKERS):
+                    value = self._deserialize_channel_values({channel: value})[channel]
+            out[channel] = value
+        return out
 
     # -- list ----------------------------------------------------------------------------------
 
