@@ -1,0 +1,269 @@
+"""The ingestion engine: scan a source, plan what changed, load/split/embed/write in large batches, remove stale.
+
+The graph in ``graphs/ingest.py`` runs these steps as nodes; each step is usable on its own.
+
+1. :func:`scan_source` lists a source's files and hashes their bytes (cheap checks skip binary, empty,
+   unreadable and oversized files here).
+2. :func:`plan_ingest` reads the metadata of every chunk under the source's ``source_root`` with **one**
+   ``get`` and compares ``file_hash`` (and the chunker settings) per file: new files are *added*, changed ones
+   *updated*, identical ones *unchanged* (no work at all), and files gone from the source *removed*.
+3. :func:`index_files` loads and splits the added and updated files, collects their chunks across files and
+   embeds them in large batches (sorted by length inside a batch, so little padding is wasted), then writes
+   each batch with one upsert. Old chunks of an updated file that are not among its new chunks are deleted.
+   A file that fails to load is skipped with a warning naming it; the run goes on.
+4. :func:`remove_files` deletes the chunks of removed files.
+
+Counts are per file (added/updated/unchanged/removed/skipped) plus chunks embedded and removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from xmrt.kb.loaders import SkipFile, check_bytes, load_bytes, precheck
+from xmrt.kb.sources import Globs, ResolvedSource, walk_files
+from xmrt.kb.splitting import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_CHUNK_SIZE,
+    Chunk,
+    build_chunks,
+    chunker_id,
+    validate_sizes,
+)
+
+log = logging.getLogger(__name__)
+
+#: Chunks collected (across files) before they are embedded and written together.
+DEFAULT_BATCH_CHUNKS = 2048
+#: Chunks per embedding call inside a batch (progress is updated after each call).
+EMBED_CALL = 256
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Tunables of one ingest run."""
+
+    collection: str = "default"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    batch_chunks: int = DEFAULT_BATCH_CHUNKS
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise UserError for bad sizes."""
+        validate_sizes(self.chunk_size, self.chunk_overlap)
+        if self.batch_chunks < 1:
+            from xmrt.errors import UserError
+
+            raise UserError(f"batch size must be positive, got {self.batch_chunks}")
+
+    @property
+    def chunker(self) -> str:
+        """The chunker id recorded in metadata."""
+        return chunker_id(self.chunk_size, self.chunk_overlap)
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of bytes (a file's ``file_hash``)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _skip(source: str, reason: str) -> dict[str, str]:
+    log.warning("skipped %s: %s", source, reason)
+    return {"source": source, "reason": reason}
+
+
+def _progress(total: int | None, desc: str, unit: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, leave=False,
+                dynamic_ncols=True)
+
+
+def scan_source(resolved: ResolvedSource, settings: IngestSettings) -> tuple[list[dict], list[dict]]:
+    """List and hash the files of a resolved source.
+
+    Returns:
+        ``(files, skipped)``: files as dicts ``{path, rel, source, file_hash, size}`` (sorted by path), and
+        skipped files as ``{source, reason}``.
+    """
+    globs = Globs(tuple(settings.include), tuple(settings.exclude))
+    files: list[dict] = []
+    skipped: list[dict] = []
+    entries = list(walk_files(resolved.root, globs))
+    with _progress(len(entries), "scanning", "file", settings.progress and len(entries) > 500) as bar:
+        for entry in entries:
+            label = resolved.label(entry.rel)
+            bar.update(1)
+            try:
+                if entry.size < 0:
+                    raise SkipFile("unreadable (cannot stat; broken link?)")
+                precheck(entry.path, entry.size)
+                try:
+                    data = entry.path.read_bytes()
+                except OSError as exc:
+                    raise SkipFile(f"unreadable ({exc.strerror or exc})") from None
+                check_bytes(entry.path, data)
+            except SkipFile as exc:
+                skipped.append(_skip(label, str(exc)))
+                continue
+            files.append({"path": str(entry.path), "rel": entry.rel, "source": label,
+                          "file_hash": sha256_bytes(data), "size": len(data)})
+    return files, skipped
+
+
+def plan_ingest(index: Any, source_root: str, files: Sequence[dict], chunker: str) -> dict[str, Any]:
+    """Compare scanned files with what the index holds for ``source_root`` (one metadata ``get``).
+
+    Args:
+        index: The :class:`~xmrt.kb.index.KnowledgeIndex`.
+        source_root: The source's label.
+        files: Output of :func:`scan_source`.
+        chunker: Current chunker id; chunks made with other settings count as changed.
+
+    Returns:
+        ``{"add": [file...], "update": [file...], "unchanged": [source...], "remove": [source...],
+        "old_ids": {source: [chunk ids]}}`` where ``old_ids`` covers updated and removed files only.
+    """
+    held = index.get(where={"source_root": source_root})
+    by_source: dict[str, dict[str, Any]] = {}
+    for chunk_id, meta in zip(held["ids"], held["metadatas"], strict=True):
+        entry = by_source.setdefault(str(meta.get("source", "")), {"ids": [], "hashes": set()})
+        entry["ids"].append(chunk_id)
+        entry["hashes"].add((meta.get("file_hash"), meta.get("chunker")))
+    add: list[dict] = []
+    update: list[dict] = []
+    unchanged: list[str] = []
+    old_ids: dict[str, list[str]] = {}
+    for f in files:
+        entry = by_source.pop(f["source"], None)
+        if entry is None:
+            add.append(f)
+        elif entry["hashes"] == {(f["file_hash"], chunker)}:
+            unchanged.append(f["source"])
+        else:
+            update.append(f)
+            old_ids[f["source"]] = entry["ids"]
+    remove = sorted(by_source)
+    for source in remove:
+        old_ids[source] = by_source[source]["ids"]
+    return {"add": add, "update": update, "unchanged": unchanged, "remove": remove, "old_ids": old_ids}
+
+
+class _Writer:
+    """Collects chunks across files, then embeds and upserts them in large batches."""
+
+    def __init__(self, index: Any, batch_chunks: int, bar) -> None:
+        self.index = index
+        self.batch_chunks = batch_chunks
+        self.bar = bar
+        self.pending: dict[str, Chunk] = {}
+        self.embedded = 0
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        for chunk in chunks:
+            self.pending[chunk.id] = chunk
+        self.bar.total = (self.bar.total or 0) + len(chunks)
+        self.bar.refresh()
+        if len(self.pending) >= self.batch_chunks:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch = sorted(self.pending.values(), key=lambda c: len(c.text), reverse=True)
+        self.pending = {}
+        vectors: list[list[float]] = []
+        for start in range(0, len(batch), EMBED_CALL):
+            part = batch[start : start + EMBED_CALL]
+            vectors.extend(self.index.embed_documents([c.text for c in part]))
+            self.bar.update(len(part))
+        self.index.upsert([c.id for c in batch], [c.text for c in batch], [c.metadata for c in batch],
+                          embeddings=vectors)
+        self.embedded += len(batch)
+
+
+def index_files(
+    index: Any,
+    resolved: ResolvedSource,
+    files: Sequence[dict],
+    old_ids: dict[str, list[str]],
+    settings: IngestSettings,
+    ingested_at: str | None = None,
+) -> dict[str, Any]:
+    """Load, split, embed and write ``files``; replace the old chunks of files that had some.
+
+    Args:
+        index: The :class:`~xmrt.kb.index.KnowledgeIndex`.
+        resolved: The source (labels and git metadata).
+        files: Files to (re)index, from the plan's ``add`` and ``update``.
+        old_ids: Chunk ids the index holds per source (updated files).
+        settings: Chunk sizes, batch size, progress.
+        ingested_at: Timestamp written into every chunk (now when None).
+
+    Returns:
+        ``{"indexed": [source...], "skipped": [{source, reason}...], "chunks_embedded": n,
+        "chunks_removed": n}``.
+    """
+    ingested_at = ingested_at or now_iso()
+    extra = resolved.extra_metadata()
+    indexed: list[str] = []
+    skipped: list[dict] = []
+    stale: list[str] = []
+    with _progress(0, "embedding", "chunk", settings.progress) as bar:
+        writer = _Writer(index, settings.batch_chunks, bar)
+        for f in files:
+            source = f["source"]
+            try:
+                path = Path(f["path"])
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise SkipFile(f"unreadable ({exc.strerror or exc})") from None
+                doc = load_bytes(path, data)
+                chunks = build_chunks(
+                    doc, source=source, source_root=resolved.source_root, file_hash=sha256_bytes(data),
+                    chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap,
+                    ingested_at=ingested_at, extra=extra,
+                )
+                if not chunks:
+                    raise SkipFile("no text")
+            except SkipFile as exc:
+                skipped.append(_skip(source, str(exc)))
+                stale.extend(old_ids.get(source, ()))  # a file that went bad loses its old chunks
+                continue
+            except Exception as exc:  # a parser bug on one file must not abort the ingest
+                log.exception("failed to load %s", source)
+                skipped.append(_skip(source, f"failed to load ({type(exc).__name__}: {exc})"))
+                continue
+            new_ids = {c.id for c in chunks}
+            stale.extend(i for i in old_ids.get(source, ()) if i not in new_ids)
+            writer.add(chunks)
+            indexed.append(source)
+        writer.flush()
+    if stale:
+        index.delete(stale)
+    return {"indexed": indexed, "skipped": skipped, "chunks_embedded": writer.embedded,
+            "chunks_removed": len(set(stale))}
+
+
+def remove_files(index: Any, sources: Sequence[str], old_ids: dict[str, list[str]]) -> int:
+    """Delete every chunk of the given sources; returns how many chunks were removed."""
+    ids = [i for s in sources for i in old_ids.get(s, ())]
+    if ids:
+        index.delete(ids)
+    return len(ids)
