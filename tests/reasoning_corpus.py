@@ -1,7 +1,14 @@
-"""A tiny knowledge base for the reasoning-graph tests, written straight into a real Chroma collection."""
+"""Reasoning-graph test helpers: a tiny knowledge base written straight into a real Chroma collection, and a
+scripted chat model that accepts tools."""
 
 from __future__ import annotations
 
+import uuid
+
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import Field
+
+from tests.fakes import ScriptedChat
 from xmrt.kb.index import KnowledgeIndex
 
 DOCS = {
@@ -32,3 +39,20 @@ def fill(config, collection: str = "reasoning", docs: dict[str, str] | None = No
     finally:
         index.close()
     return collection
+
+
+class ScriptedToolChat(ScriptedChat):
+    """ScriptedChat that accepts bind_tools and records which tools each call had bound."""
+
+    tool_sets: list[list[str] | None] = Field(default_factory=list)
+
+    def bind_tools(self, tools, **kwargs):
+        return self.bind(tools=[convert_to_openai_tool(t)["function"]["name"] for t in tools])
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.tool_sets.append(kwargs.get("tools"))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def call(name: str, **args) -> dict:
+    return {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}

@@ -6,39 +6,18 @@ Real Chroma, MiniLM embeddings and Redis (checkpointer and store); only the chat
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
-from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import Field
 
 from graphs import agentic_rag
 from graphs.context import AgenticRagContext
 from nodes.agent import route_after_tools, route_agent
 from nodes.models import scripted_model
-from tests.fakes import ScriptedChat
-from tests.reasoning_corpus import INJECTION, fill
+from tests.reasoning_corpus import INJECTION, ScriptedToolChat, call, fill
 from xmrt.kb.index import KnowledgeIndex
 from xmrt.memory import AgentMemory
 from xmrt.persistence import redis_graph
-
-
-class ScriptedToolChat(ScriptedChat):
-    """ScriptedChat that accepts bind_tools and records which tools each call had bound."""
-
-    tool_sets: list[list[str] | None] = Field(default_factory=list)
-
-    def bind_tools(self, tools, **kwargs):
-        return self.bind(tools=[convert_to_openai_tool(t)["function"]["name"] for t in tools])
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-        self.tool_sets.append(kwargs.get("tools"))
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-
-def call(name: str, **args) -> dict:
-    return {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
 
 
 @pytest.fixture

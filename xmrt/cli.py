@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.redis",
     "xmrt.commands.demo",
+    "xmrt.commands.ask",
     "xmrt.commands.bench_eliza",
     "xmrt.commands.eliza",
     "xmrt.commands.kb",
