@@ -1,0 +1,37 @@
+"""A process that runs one system cycle of an agent whose decision step is slow (lock contention tests).
+
+``python agent_cycle_proc.py AGENT SECONDS TTL``: takes the agent's lock through ``SystemRunner`` (renewed every
+TTL/3 seconds), prints ``IN_CYCLE`` and sleeps SECONDS inside the cycle
+(a negative SECONDS waits for a line on standard input instead), then prints ``DONE``.
+"""
+
+import sys
+import time
+
+from xmrt.config import get_config
+from xmrt.runner import SystemRunner
+
+agent, seconds, ttl = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+
+
+class OneProposal:
+    name = "test"
+
+    def take(self, n):
+        return [("test:1", '{"id": "slow-1", "title": "A slow decision"}')]
+
+    def giveback(self, items):
+        pass
+
+
+def decide(proposals, cycle):
+    print("IN_CYCLE", flush=True)
+    if seconds < 0:
+        sys.stdin.readline()  # hold the cycle until the test says go
+    else:
+        time.sleep(seconds)
+    return {"decisions": [{"id": p["id"], "decision": "defer"} for p in proposals], "metrics": {}}
+
+
+SystemRunner(get_config(), agent, decide, sources=[OneProposal()], lock_ttl=ttl, lock_wait=1).run(1)
+print("DONE", flush=True)
