@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.kb",
     "xmrt.commands.bench_checkpoint",
     "xmrt.commands.retrieval",
+    "xmrt.commands.run",
 )
 
 
