@@ -15,7 +15,15 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 
 from xmrt.config import Config, get_config
-from xmrt.kb.ingest import IngestSettings, index_files, now_iso, plan_ingest, remove_files, scan_source
+from xmrt.kb.ingest import (
+    IngestSettings,
+    finish_ingest,
+    index_files,
+    now_iso,
+    plan_ingest,
+    remove_files,
+    scan_source,
+)
 from xmrt.kb.sources import ResolvedSource
 from xmrt.kb.sources import resolve_source as resolve
 
@@ -122,40 +130,14 @@ def remove_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]
 
 def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Build the summary (files added/updated/unchanged/removed/skipped, chunks) and record the ingest time."""
-    from xmrt.kb.stats import record_ingest
-
-    config = _config(runtime)
-    plan = state["plan"]
-    resolved = state["resolved"]
-    indexed = set(state.get("indexed") or ())
-    added = sum(1 for f in plan["add"] if f["source"] in indexed)
-    updated = sum(1 for f in plan["update"] if f["source"] in indexed)
     index = _open_index(runtime)
     try:
         total = index.count()
     finally:
         index.close()
-    summary = {
-        "source": resolved["url"] or resolved["source_root"],
-        "source_root": resolved["source_root"],
-        "source_kind": resolved["kind"],
-        "branch": resolved["branch"],
-        "commit": resolved["commit"],
-        "collection": runtime.context.collection,
-        "files": {
-            "added": added,
-            "updated": updated,
-            "unchanged": len(plan["unchanged"]),
-            "removed": len(plan["remove"]),
-            "skipped": len(state.get("skipped") or ()),
-        },
-        "chunks_embedded": state.get("chunks_embedded", 0),
-        "chunks_removed": state.get("chunks_removed", 0),
-        "chunks_in_collection": total,
-        "skipped": list(state.get("skipped") or ()),
-        "ingested_at": state.get("started_at") or now_iso(),
-    }
-    record_ingest(config, runtime.context.collection, {
-        k: summary[k] for k in ("source", "source_root", "ingested_at", "files", "chunks_embedded", "chunks_removed")
-    })
+    summary = finish_ingest(
+        _config(runtime), runtime.context.collection, _resolved(state), state["plan"], state.get("indexed") or (),
+        state.get("skipped") or (), state.get("chunks_embedded", 0), state.get("chunks_removed", 0), total,
+        state.get("started_at") or now_iso(),
+    )
     return {"summary": summary}

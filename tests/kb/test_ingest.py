@@ -325,6 +325,19 @@ def test_incremental_reingest(config, tmp_path):
     assert seventh["files"]["unchanged"] == 5 and seventh["files"]["removed"] == 0
 
 
+def test_ingest_path_runs_the_same_steps_without_the_graph(config, tmp_path):
+    from xmrt.kb.ingest import ingest_path
+
+    root = write_tree(tmp_path / "plain", {"a.md": "# A\n\nalpha\n", "b.txt": "beta\n", "c.bin": b"\x00"})
+    first = ingest_path(config, str(root), collection="plain", progress=False)
+    assert first["files"] == {"added": 2, "updated": 0, "unchanged": 0, "removed": 0, "skipped": 1}
+    assert (first["added"], first["updated"], first["unchanged"], first["removed"]) == (2, 0, 0, 0)
+    (root / "b.txt").unlink()
+    graph_summary = run(config, root, collection="plain")  # the graph sees what ingest_path wrote
+    assert graph_summary["files"] == {"added": 0, "updated": 0, "unchanged": 1, "removed": 1, "skipped": 1}
+    assert ingest_path(config, str(root), collection="plain", progress=False)["unchanged"] == 1
+
+
 def test_single_file_source(config, tmp_path):
     path = write_tree(tmp_path / "one", {"single.md": "# Single\n\nJust one file.\n"}) / "single.md"
     summary = run(config, path, collection="onefile")

@@ -12,8 +12,10 @@ The graph in ``graphs/ingest.py`` runs these steps as nodes; each step is usable
    each batch with one upsert. Old chunks of an updated file that are not among its new chunks are deleted.
    A file that fails to load is skipped with a warning naming it; the run goes on.
 4. :func:`remove_files` deletes the chunks of removed files.
+5. :func:`finish_ingest` builds the summary and records the time of the last ingest (for ``/status``).
 
 Counts are per file (added/updated/unchanged/removed/skipped) plus chunks embedded and removed.
+:func:`ingest_path` runs all the steps in plain Python, for services and tools that cannot import graphs.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from xmrt.config import Config
 from xmrt.kb.loaders import SkipFile, check_bytes, load_bytes, precheck
-from xmrt.kb.sources import Globs, ResolvedSource, walk_files
+from xmrt.kb.sources import Globs, ResolvedSource, resolve_source, walk_files
 from xmrt.kb.splitting import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_CHUNK_SIZE,
@@ -267,3 +270,99 @@ def remove_files(index: Any, sources: Sequence[str], old_ids: dict[str, list[str
     if ids:
         index.delete(ids)
     return len(ids)
+
+
+def finish_ingest(
+    config: Config,
+    collection: str,
+    resolved: ResolvedSource,
+    plan: dict[str, Any],
+    indexed: Sequence[str],
+    skipped: Sequence[dict],
+    chunks_embedded: int,
+    chunks_removed: int,
+    chunks_in_collection: int,
+    ingested_at: str,
+) -> dict[str, Any]:
+    """Build the run's summary and record it as the collection's last ingest.
+
+    Returns:
+        ``{"source", "source_root", "source_kind", "branch", "commit", "collection", "files": {"added",
+        "updated", "unchanged", "removed", "skipped"}, "added", "updated", "unchanged", "removed",
+        "chunks_embedded", "chunks_removed", "chunks_in_collection", "skipped": [{source, reason}],
+        "ingested_at"}``. The four top-level file counts repeat those in ``files``.
+    """
+    from xmrt.kb.stats import record_ingest
+
+    done = set(indexed)
+    files = {
+        "added": sum(1 for f in plan["add"] if f["source"] in done),
+        "updated": sum(1 for f in plan["update"] if f["source"] in done),
+        "unchanged": len(plan["unchanged"]),
+        "removed": len(plan["remove"]),
+        "skipped": len(skipped),
+    }
+    summary = {
+        "source": resolved.url or resolved.source_root,
+        "source_root": resolved.source_root,
+        "source_kind": resolved.kind,
+        "branch": resolved.branch,
+        "commit": resolved.commit,
+        "collection": collection,
+        "files": files,
+        **{k: files[k] for k in ("added", "updated", "unchanged", "removed")},
+        "chunks_embedded": chunks_embedded,
+        "chunks_removed": chunks_removed,
+        "chunks_in_collection": chunks_in_collection,
+        "skipped": list(skipped),
+        "ingested_at": ingested_at,
+    }
+    record_ingest(config, collection, {k: summary[k] for k in (
+        "source", "source_root", "ingested_at", "files", "chunks_embedded", "chunks_removed")})
+    return summary
+
+
+def ingest_path(
+    config: Config,
+    source: str,
+    *,
+    collection: str = "default",
+    branch: str | None = None,
+    working_tree: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    batch_chunks: int = DEFAULT_BATCH_CHUNKS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Ingest a folder, file or git repository into ``collection``: the ingest graph's steps, in plain Python.
+
+    Returns:
+        The summary (see :func:`finish_ingest`).
+
+    Raises:
+        UserError: Bad settings or collection name, a missing path, or an unreachable repository.
+    """
+    from xmrt.kb.index import KnowledgeIndex, validate_collection_name
+
+    settings = IngestSettings(collection=collection, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                              include=tuple(include), exclude=tuple(exclude), batch_chunks=batch_chunks,
+                              progress=progress)
+    settings.validate()
+    validate_collection_name(collection)
+    resolved = resolve_source(config, source, branch, working_tree)
+    started = now_iso()
+    files, skipped = scan_source(resolved, settings)
+    index = KnowledgeIndex(config, collection)
+    try:
+        plan = plan_ingest(index, resolved.source_root, files, settings.chunker)
+        result = {"indexed": [], "skipped": [], "chunks_embedded": 0, "chunks_removed": 0}
+        if plan["add"] or plan["update"]:
+            result = index_files(index, resolved, plan["add"] + plan["update"], plan["old_ids"], settings, started)
+        removed = remove_files(index, plan["remove"], plan["old_ids"])
+        total = index.count()
+    finally:
+        index.close()
+    return finish_ingest(config, collection, resolved, plan, result["indexed"], skipped + result["skipped"],
+                         result["chunks_embedded"], result["chunks_removed"] + removed, total, started)
