@@ -231,3 +231,34 @@ class AgenticRagContext(RetrievalSettings):
     max_tool_result_chars: int = 1500
     instructions: str = AGENT_INSTRUCTIONS
     final_prompt: str = AGENT_FINAL_PROMPT
+
+
+# --------------------------------------------------------------------------- orchestrator
+@dataclass(kw_only=True)
+class OrchestratorContext:
+    """Tunables of the orchestrator (graphs/orchestrator.py).
+
+    Attributes:
+        agent_id: The Eliza agent that decides proposals and events and learns from feedback (a request's
+            ``agent`` field overrides it).
+        collection: Knowledge-base collection for questions and ingestion (a request's ``collection`` wins).
+        question_mode: ``auto`` (a deterministic choice per question), ``rag``, ``rat`` or ``agentic_rag``.
+        use_llm: Let Eliza ask the LLM for a verdict (off: learned criteria weights alone).
+        learn: Let self-improvement update the weights from feedback.
+        max_requests: Requests handled per call; the rest get an error result.
+        max_batch: Consecutive proposals (or feedback) for one agent handled together in one Eliza cycle.
+        lock_wait: Seconds to wait for the agent's lock before answering that the agent is busy.
+        lock_ttl: Expiry of the agent's lock (renewed while a cycle runs).
+        monitor: Record node, LLM and retrieval latencies of the graphs it runs in Redis (xmrt.monitoring).
+    """
+
+    agent_id: str = "eliza"
+    collection: str = "default"
+    question_mode: str = "auto"
+    use_llm: bool = True
+    learn: bool = True
+    max_requests: int = 50
+    max_batch: int = 50
+    lock_wait: float = 30.0
+    lock_ttl: float = 60.0
+    monitor: bool = True

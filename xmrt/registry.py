@@ -18,11 +18,12 @@ from xmrt.config import Config
 
 #: ARGV: name, ok (1/0), ms, now, error text, status override ("" = ok/error).
 _RECORD = """
+local function num(v) if type(v) == 'number' then return v end return 0 end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local rec = {}
 if raw then rec = cjson.decode(raw) end
-local runs = tonumber(rec['runs'] or 0)
-local avg = tonumber(rec['avg_ms'] or 0)
+local runs = num(rec['runs'])
+local avg = num(rec['avg_ms'])
 local ms = tonumber(ARGV[3])
 runs = runs + 1
 avg = avg + (ms - avg) / runs
@@ -34,11 +35,11 @@ if ARGV[2] == '1' then
     rec['status'] = 'ok'
 else
     rec['status'] = 'error'
-    rec['errors'] = tonumber(rec['errors'] or 0) + 1
+    rec['errors'] = num(rec['errors']) + 1
     rec['last_error'] = ARGV[5]
 end
 if ARGV[6] ~= '' then rec['status'] = ARGV[6] end
-if rec['errors'] == nil then rec['errors'] = 0 end
+if type(rec['errors']) ~= 'number' then rec['errors'] = 0 end
 local out = cjson.encode(rec)
 redis.call('HSET', KEYS[1], ARGV[1], out)
 return out
