@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -20,10 +21,13 @@ API_LINE = re.compile(r"API:\s*(?:\x1b\[[0-9;]*m)?(http://[0-9.:]+)")
 class LangGraphServer:
     """``langgraph dev`` as a subprocess; ``url`` is the address it really serves on."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
+                 config_path: Path | None = None, jobs: int | None = None) -> None:
         self.env = env
         self.log_path = log_path
         self.port = port or free_port()
+        self.config_path = config_path
+        self.jobs = jobs
         self.url = ""
         self.proc: subprocess.Popen | None = None
 
@@ -32,6 +36,10 @@ class LangGraphServer:
                "LANGGRAPH_NO_VERSION_CHECK": "true", "PYTHONPATH": str(ROOT)}
         cmd = [str(Path(sys.executable).with_name("langgraph")), "dev", "--port", str(self.port), "--no-browser",
                "--no-reload", "--host", "127.0.0.1"]
+        if self.config_path is not None:
+            cmd += ["--config", str(self.config_path)]
+        if self.jobs:
+            cmd += ["--n-jobs-per-worker", str(self.jobs)]
         self.log = self.log_path.open("a")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -71,3 +79,24 @@ def server_env(config) -> dict[str, str]:
     env.update(XMRT_DATA_DIR=str(config.data_dir), XMRT_REDIS_PORT=str(config.embedded_redis_port),
                XMRT_KEY_PREFIX=config.key_prefix)
     return env
+
+
+def langgraph_config_with(directory: Path, graphs: dict[str, str]) -> Path:
+    """A copy of the project's langgraph.json with every path absolute, plus test-only ``graphs``."""
+    data = json.loads((ROOT / "langgraph.json").read_text())
+
+    def absolute(spec: str) -> str:
+        return str((ROOT / spec).resolve()) if spec.startswith("./") else spec
+
+    def fix(spec: str) -> str:
+        path, _, name = spec.rpartition(":")
+        return f"{absolute(path)}:{name}" if path else spec
+
+    data["graphs"] = {k: fix(v) for k, v in data["graphs"].items()} | {k: fix(v) for k, v in graphs.items()}
+    for section, key in (("checkpointer", "path"), ("store", "path"), ("http", "app"), ("auth", "path")):
+        if section in data and key in data[section]:
+            data[section][key] = fix(data[section][key])
+    data["dependencies"] = [str(ROOT)]
+    path = directory / "langgraph.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.bench_checkpoint",
     "xmrt.commands.retrieval",
     "xmrt.commands.run",
+    "xmrt.commands.serve",
 )
 
 
@@ -100,12 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from xmrt.audit import run_cli_command
     from xmrt.config import ConfigError
     from xmrt.errors import UserError, XmrtError
     from xmrt.redis_server import RedisSetupError
 
     try:
-        code = args._handler(args)
+        code = run_cli_command(args._handler, args)  # audited commands land in the audit log
     except (UserError, ConfigError) as exc:
         print(f"xmrt: error: {exc}", file=sys.stderr)
         return 2

@@ -58,6 +58,8 @@ class Config:
     durability: str = "sync"
     llm_temperature: float = 0.2
     llm_max_new_tokens: int = 256
+    api_keys: tuple[tuple[str, str], ...] = field(repr=False, default=())
+    audit_max_len: int = 100_000
 
     @property
     def redis_dir(self) -> Path:
@@ -110,6 +112,29 @@ def _float(env: Mapping[str, str], name: str, default: float | None, lo: float) 
     if value < lo:
         raise ConfigError(f"{name}={value} must be >= {lo}")
     return value
+
+
+def _api_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``XMRT_API_KEYS="key:user,key2:user2"`` as ``((key, user), ...)``; empty when unset."""
+    raw = env.get("XMRT_API_KEYS", "").strip()
+    if not raw:
+        return ()
+    pairs: dict[str, str] = {}
+    for n, item in enumerate(raw.split(","), 1):
+        key, sep, user = item.strip().partition(":")
+        key, user = key.strip(), user.strip()
+        if not sep or not key or not user:
+            raise ConfigError(f"XMRT_API_KEYS entry {n} must be KEY:USER (comma-separated pairs)")
+        if len(key) < 8:
+            raise ConfigError(f"XMRT_API_KEYS entry {n}: the key must have at least 8 characters")
+        if len(user) < 2 or len(user) > 64 or not all(c.isalnum() or c == "_" for c in user):
+            raise ConfigError(
+                f"XMRT_API_KEYS entry {n}: the user {user!r} must be 2-64 letters, digits or '_'"
+            )
+        if key in pairs:
+            raise ConfigError(f"XMRT_API_KEYS entry {n}: the key is listed twice")
+        pairs[key] = user
+    return tuple(pairs.items())
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:
@@ -234,6 +259,8 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         durability=durability,
         llm_temperature=_float(source, "XMRT_LLM_TEMPERATURE", 0.2, 0.0) or 0.0,
         llm_max_new_tokens=_int(source, "XMRT_LLM_MAX_NEW_TOKENS", 256, 1, 32768),
+        api_keys=_api_keys(source),
+        audit_max_len=_int(source, "XMRT_AUDIT_MAX_LEN", 100_000, 100, 100_000_000),
     )
 
 

@@ -1,0 +1,329 @@
+"""Custom HTTP routes of the served API, mounted by ``langgraph.json`` (``"http": {"app": "./xmrt/http.py:app"}``).
+
+* ``GET /health``: cheap liveness of the server and Redis: 200 ``{"status": "ok"}``, or 503 when Redis is down.
+  Open without an API key.
+* ``GET /status``: the system status (the seed's shape): ``timestamp``; ``eliza_agent`` with ``is_active``,
+  ``metrics`` and ``redis {connected, stats {used_memory, connected_clients, keyspace_hits}}``; ``raglight``
+  with ``initialized`` and ``stats {total_documents, embedding_model, llm_provider}``; ``enhanced_features``;
+  ``orchestrator`` with its registry and node latencies; ``components``. Always 200 and never hangs: a part
+  that fails or is slow reports ``connected: false`` / an ``error`` instead.
+* ``GET /dashboard``: the monitoring page (static HTML, JS and CSS from ``xmrt/static``, no CDN), which polls
+  ``GET /dashboard/data`` (JSON: Redis, knowledge base, agent metrics history, recent decisions with their
+  rationale, node latencies, the latest audit entries).
+
+Every blocking call (Redis, Chroma, files) runs in a worker thread under a timeout: ``langgraph dev`` raises
+on blocking calls inside the event loop, and a slow dependency must not hang a status request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from xmrt.config import Config, get_config
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_AGENT = "eliza"
+_clients: dict[str, redis.Redis] = {}
+_cache: dict[str, tuple[float, Any]] = {}
+
+
+def redis_client(config: Config) -> redis.Redis:
+    """A shared client with short timeouts and no retries, so a dead Redis answers fast."""
+    client = _clients.get(config.redis_url)
+    if client is None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                      retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        _clients[config.redis_url] = client
+    return client
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any, timeout: float, default: Any) -> Any:
+    """Run ``fn`` in a thread; ``default(exc)`` on error or timeout (never raises, never hangs)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
+    except Exception as exc:  # a status page reports failures, it does not propagate them
+        reason = f"timed out after {timeout:.0f}s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        log.warning("status part %s failed: %s", getattr(fn, "__name__", fn), reason)
+        return default(reason)
+
+
+def _cached(name: str, ttl: float, fn: Callable[[], Any]) -> Any:
+    hit = _cache.get(name)
+    if hit and time.monotonic() - hit[0] < ttl:
+        return hit[1]
+    value = fn()
+    _cache[name] = (time.monotonic(), value)
+    return value
+
+
+# ------------------------------------------------------------------------------ blocking parts
+def registered_graphs() -> list[str]:
+    """Graph ids the server serves (``LANGSERVE_GRAPHS``, set by ``langgraph dev``), else langgraph.json's."""
+    try:
+        served = os.environ.get("LANGSERVE_GRAPHS")
+        graphs = json.loads(served) if served else json.loads((PROJECT_ROOT / "langgraph.json").read_text())["graphs"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return sorted(graphs)
+
+
+def redis_part(config: Config) -> dict[str, Any]:
+    """``{connected, stats}`` of the configured Redis."""
+    from xmrt.redis_server import server_status
+
+    stats = server_status(redis_client(config))
+    return {"connected": True, "url": _safe_url(config), "stats": stats}
+
+
+def _safe_url(config: Config) -> str:
+    from xmrt.redis_server import describe
+
+    return describe(config.redis_url)
+
+
+def agents(config: Config, limit: int = 50) -> list[str]:
+    """Agent ids that have a decision ledger (SCAN, never KEYS)."""
+    pattern = f"{config.key_prefix}:eliza:*:decisions"
+    found = set()
+    for key in redis_client(config).scan_iter(match=pattern, count=500):
+        name = key.decode() if isinstance(key, bytes) else key
+        found.add(name[len(config.key_prefix) + len(":eliza:"):-len(":decisions")])
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, recent: int = 0) -> dict[str, Any]:
+    """An agent's metrics (and optionally its metrics history and recent decisions)."""
+    from xmrt.eliza import DecisionLedger
+
+    ledger = DecisionLedger(config, agent, client=redis_client(config))
+    out: dict[str, Any] = {"agent": agent, "metrics": ledger.metrics()}
+    model = ledger.load_model().to_dict()
+    out["model_version"] = model.get("version")
+    if history:
+        out["history"] = ledger.metrics_history(history)
+    if recent:
+        decisions = ledger.all()[-recent:]
+        out["decisions"] = [
+            {k: d.get(k) for k in ("id", "title", "decision", "score", "rationale", "decided_at", "outcome", "sources")}
+            for d in reversed(decisions)
+        ]
+    return out
+
+
+def kb_part(config: Config) -> dict[str, Any]:
+    """Knowledge-base figures (cached for a few seconds: opening Chroma is the slowest part of /status)."""
+    from xmrt.kb.stats import kb_stats
+
+    return _cached(f"kb:{config.vector_store_dir}", 5.0, lambda: kb_stats(config))
+
+
+def llm_part(config: Config) -> dict[str, Any]:
+    """What the configured chat model is (no secrets, nothing loaded)."""
+    from xmrt.llm import describe_llm
+
+    return describe_llm(config)
+
+
+def orchestrator_part(config: Config) -> dict[str, Any]:
+    """The orchestrator's agent registry (``<prefix>:registry``) and the recorded node latencies."""
+    client = redis_client(config)
+    registry = {}
+    for k, v in client.hgetall(f"{config.key_prefix}:registry").items():
+        name = k.decode() if isinstance(k, bytes) else k
+        try:
+            registry[name] = json.loads(v)
+        except ValueError:
+            registry[name] = v.decode() if isinstance(v, bytes) else v
+    try:
+        from xmrt.monitoring import read_node_latencies
+    except ImportError:  # the monitoring module is optional
+        latencies = None
+    else:
+        latencies = read_node_latencies(config, client)
+    return {"registry": registry, "latencies": latencies}
+
+
+def audit_part(config: Config, n: int = 10) -> list[dict[str, Any]]:
+    """The latest audit entries, newest first."""
+    from xmrt.audit import tail
+
+    return list(reversed(tail(n, config)))
+
+
+# ------------------------------------------------------------------------------ routes
+async def health(request: Request) -> JSONResponse:
+    """200 when Redis answers PING within a second, else 503. Open without an API key."""
+    config = get_config()
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(redis_client(config).ping), 2.0)
+    except Exception as exc:  # any failure means unhealthy
+        reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        return JSONResponse({"status": "unavailable", "redis": False, "error": reason}, status_code=503)
+    return JSONResponse({"status": "ok", "redis": True, "ms": round((time.perf_counter() - started) * 1000, 2)})
+
+
+async def status(request: Request) -> JSONResponse:
+    """The system status in the seed's shape, with live values. Always 200; never hangs."""
+    config = get_config()
+
+    def down(reason: str) -> dict[str, Any]:
+        return {"connected": False, "error": reason, "stats": {}}
+
+    def failed(reason: str) -> dict[str, Any]:
+        return {"error": reason}
+
+    graphs, redis_info = await asyncio.gather(
+        _off_loop(registered_graphs, timeout=2, default=lambda r: []),
+        _off_loop(redis_part, config, timeout=3, default=down),
+    )
+    connected = redis_info["connected"]
+    no_redis = {"error": "Redis is not connected"}
+    eliza, kb, llm, orch = await asyncio.gather(
+        _off_loop(eliza_part, config, timeout=4, default=failed) if connected else _const(no_redis),
+        _off_loop(kb_part, config, timeout=8, default=lambda r: {"available": False, "error": r}),
+        _off_loop(llm_part, config, timeout=3, default=failed),
+        _off_loop(orchestrator_part, config, timeout=4, default=failed) if connected else _const(no_redis),
+    )
+    stats = redis_info.get("stats") or {}
+    body = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "eliza_agent": {
+            "is_active": bool(connected and "eliza" in graphs),
+            "agent_id": DEFAULT_AGENT,
+            "metrics": eliza.get("metrics"),
+            **({"error": eliza["error"]} if "error" in eliza else {}),
+            "redis": {
+                "connected": connected,
+                "stats": {k: stats.get(k) for k in ("used_memory", "connected_clients", "keyspace_hits")},
+                **({"error": redis_info["error"]} if "error" in redis_info else {}),
+            },
+        },
+        "raglight": {
+            "initialized": bool(kb.get("available")),
+            "stats": {
+                "total_documents": kb.get("documents", 0),
+                "total_chunks": kb.get("chunks", 0),
+                "collections": kb.get("collections", 0),
+                "embedding_model": kb.get("embedding_model") or config.embedding_model,
+                "llm_provider": config.llm_provider,
+                "llm_model": llm.get("model"),
+                "last_ingest": kb.get("last_ingest"),
+            },
+            **({"error": kb["error"]} if kb.get("error") else {}),
+        },
+        "enhanced_features": {
+            "redis_checkpointer": connected,
+            "long_term_memory_store": connected,
+            "knowledge_base": bool(kb.get("available")),
+            "rag": "rag" in graphs,
+            "rat": "rat" in graphs,
+            "agentic_rag": "agentic_rag" in graphs,
+            "self_improvement": "self_improve" in graphs,
+            "api_key_auth": bool(config.api_keys),
+            "audit_log": connected,
+            "dashboard": True,
+        },
+        "orchestrator": {
+            "active": bool(connected and "orchestrator" in graphs),
+            "registry": orch.get("registry", {}),
+            "node_latencies": orch.get("latencies"),
+            **({"error": orch["error"]} if "error" in orch else {}),
+        },
+        "components": {
+            "redis": {"status": "up" if connected else "down", "url": redis_info.get("url") or _safe_url(config),
+                      "version": stats.get("version"), "modules": stats.get("modules")},
+            "checkpointer": {"backend": "redis", "status": "up" if connected else "down"},
+            "store": {"backend": "redis", "status": "up" if connected else "down"},
+            "knowledge_base": {"backend": "chroma", "status": "up" if kb.get("available") else "down",
+                               "location": config.chroma_host or str(config.vector_store_dir)},
+            "llm": llm,
+            "graphs": graphs,
+        },
+    }
+    return JSONResponse(body)
+
+
+async def _const(value: Any) -> Any:
+    return value
+
+
+async def dashboard_page(request: Request) -> FileResponse:
+    """The dashboard shell (static; it loads its data from /dashboard/data)."""
+    return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
+
+
+async def dashboard_data(request: Request) -> JSONResponse:
+    """Everything the dashboard shows, as JSON. ``?agent=ID`` picks the agent (default eliza)."""
+    config = get_config()
+    agent = request.query_params.get("agent") or DEFAULT_AGENT
+    try:
+        from xmrt.eliza import validate_agent_id
+
+        validate_agent_id(agent)
+    except Exception as exc:  # a bad query parameter is the caller's error
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def down(reason: str) -> dict[str, Any]:
+        return {"connected": False, "error": reason, "stats": {}}
+
+    redis_info = await _off_loop(redis_part, config, timeout=3, default=down)
+    connected = redis_info["connected"]
+    no_redis = {"error": "Redis is not connected"}
+
+    def failed(reason: str) -> dict[str, Any]:
+        return {"error": reason}
+
+    eliza, kb, orch, known, audit = await asyncio.gather(
+        _off_loop(eliza_part, config, agent, 200, 15, timeout=5, default=failed) if connected else _const(no_redis),
+        _off_loop(kb_part, config, timeout=8, default=lambda r: {"available": False, "error": r}),
+        _off_loop(orchestrator_part, config, timeout=4, default=failed) if connected else _const(no_redis),
+        _off_loop(agents, config, timeout=3, default=lambda r: []) if connected else _const([]),
+        _off_loop(audit_part, config, timeout=3, default=lambda r: []) if connected else _const([]),
+    )
+    return JSONResponse({
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "redis": {"connected": connected, "error": redis_info.get("error"), **(redis_info.get("stats") or {})},
+        "kb": {k: kb.get(k) for k in ("available", "documents", "chunks", "collections", "sources",
+                                      "embedding_model", "last_ingest", "error")},
+        "agent": agent,
+        "agents": known,
+        "metrics": eliza.get("metrics"),
+        "history": eliza.get("history", []),
+        "decisions": eliza.get("decisions", []),
+        "agent_error": eliza.get("error"),
+        "registry": orch.get("registry", {}),
+        "latencies": orch.get("latencies"),
+        "audit": audit,
+    })
+
+
+app = Starlette(routes=[
+    Route("/health", health, methods=["GET"]),
+    Route("/status", status, methods=["GET"]),
+    Route("/dashboard", dashboard_page, methods=["GET"]),
+    Route("/dashboard/data", dashboard_data, methods=["GET"]),
+    Mount("/dashboard/static", app=StaticFiles(directory=STATIC_DIR), name="dashboard-static"),
+])
