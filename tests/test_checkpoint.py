@@ -777,6 +777,7 @@ def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys)
     assert report["redis"]["embedded"] is True
     modes = {r["mode"] for r in report["rows"]}
     assert {"none", "InMemorySaver", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) async",
-            "FastRedisSaver (ours) exit", "RedisSaver (library) sync", "ShallowRedisSaver (library) sync"} <= modes
+            "FastRedisSaver (ours) exit", "RedisSaver (library) sync",
+            "ShallowRedisSaver (library) sync (isolated)"} <= modes
     assert {r["graph"] for r in report["rows"]} == {"linear3", "fanout2"}
     assert {r["pattern"] for r in report["rows"]} == {"fresh", "growing"}

@@ -15,7 +15,10 @@ history grow with every invoke, like a conversation).
 
 The machine is shared and noisy, so the modes are interleaved: each round invokes every mode
 once, in a rotated order, and a mode's overhead sample is its invoke time minus the ``none``
-invoke of the same round. Overhead per super-step is that difference divided by the number of
+invoke of the same round. The library's ``ShallowRedisSaver`` is measured apart, after all the
+others and against its own ``none`` baseline: on a long thread it keeps Redis busy with
+background work (it rewrites one indexed document per step) that slows every mode sharing its
+rounds, even ``InMemorySaver``. Overhead per super-step is that difference divided by the number of
 super-steps of an invoke: the checkpoints one ``sync`` invoke writes, minus one (the input step
 plus each step that runs nodes: 4 for both graphs). Compare the ratios, which share the
 conditions of one run, rather than absolute times across runs.
@@ -61,6 +64,9 @@ class Mode:
     label: str
     saver: str  # none | memory | sqlite | sqlite-mem | redis-lib | redis-shallow | redis-fast
     durability: str | None = None
+    #: Measured apart, after every other block, against its own baseline: the mode loads Redis
+    #: with background work that would slow the modes sharing its rounds.
+    isolated: bool = False
 
 
 def default_modes() -> list[Mode]:
@@ -73,7 +79,7 @@ def default_modes() -> list[Mode]:
     ]
     for durability in ("sync", "async", "exit"):
         modes.append(Mode(f"RedisSaver (library) {durability}", "redis-lib", durability))
-    modes.append(Mode("ShallowRedisSaver (library) sync", "redis-shallow", "sync"))
+    modes.append(Mode("ShallowRedisSaver (library) sync", "redis-shallow", "sync", isolated=True))
     for durability in ("sync", "async", "exit"):
         modes.append(Mode(f"FastRedisSaver (ours) {durability}", "redis-fast", durability))
     return modes
@@ -334,7 +340,7 @@ class _Runner:
         self.pattern = pattern
         self.tag = tag
         self.kwargs = {"durability": mode.durability} if mode.durability else {}
-        self.thread = f"{tag}-{mode.saver}-{mode.durability}-growing"
+        self.thread = f"{tag}-{mode.saver}-{mode.durability}-{'iso' if mode.isolated else 'shared'}-growing"
 
     def config(self) -> dict:
         thread = self.thread if self.pattern == "growing" else f"{self.tag}-{uuid.uuid4().hex}"
@@ -411,22 +417,32 @@ def run_checkpoint_bench(
     if not sqlite_available():
         modes = [m for m in modes if not m.saver.startswith("sqlite")]
     steps = {g: super_steps(g) for g in graphs}
+    baseline = next(m for m in modes if m.saver == "none")
+    shared = [m for m in modes if not m.isolated]
+    # Blocks of modes measured in the same rounds: the shared ones first, each isolated one last.
+    blocks = [(g, p, shared) for g in graphs for p in patterns]
+    blocks += [(g, p, [baseline, m]) for m in modes if m.isolated for g in graphs for p in patterns]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="xmrt-bench-") as tmp, _redis_target(config, Path(tmp)) as target:
         savers = _Savers(target, Path(tmp))
         try:
-            for graph_name in graphs:
+            for graph_name, pattern, block in blocks:
+                if progress:
+                    progress(f"{graph_name} / {pattern} threads: {len(block)} modes x {iterations} invokes")
                 builder = build_graph(graph_name)
-                for pattern in patterns:
-                    if progress:
-                        progress(f"{graph_name} / {pattern} threads: {len(modes)} modes x {iterations} invokes")
-                    tag = f"{target.prefix}-{graph_name}-{pattern}"
-                    runners = [
-                        _Runner(m, builder.compile(checkpointer=savers.get(m.saver)), pattern, tag) for m in modes
-                    ]
-                    rows += _measure(runners, graph_name, pattern, steps[graph_name], iterations, warmup, savers)
+                tag = f"{target.prefix}-{graph_name}-{pattern}"
+                runners = [_Runner(m, builder.compile(checkpointer=savers.get(m.saver)), pattern, tag) for m in block]
+                measured = _measure(runners, graph_name, pattern, steps[graph_name], iterations, warmup, savers)
+                if block is not shared:
+                    measured = [r for r in measured if r.saver != "none"]
+                    for r in measured:
+                        r.mode += " (isolated)"
+                rows += measured
         finally:
             savers.close()
+    _add_ratios(rows)
+    order = {(g, p): i for i, (g, p) in enumerate((g, p) for g in graphs for p in patterns)}
+    rows.sort(key=lambda r: order[(r.graph, r.pattern)])  # stable: isolated rows end their group
     fast_default = [r for r in rows if r.saver == "redis-fast" and r.durability == config.durability]
     worst = max((r.overhead_p50_ms for r in fast_default if r.overhead_p50_ms is not None), default=None)
     return {
@@ -484,14 +500,17 @@ def _measure(
             row.overhead_p50_ms = round(statistics.median(diffs), 3)
             row.overhead_p95_ms = round(_quantile(diffs, 0.95), 3)
         rows.append(row)
-    for kind, attr in (("sqlite", "ratio_to_sqlite"), ("sqlite-mem", "ratio_to_sqlite_memory")):
-        ref = next((r for r in rows if r.saver == kind), None)
-        if ref is None or not ref.overhead_p50_ms or ref.overhead_p50_ms <= 0:
-            continue
-        for row in rows:
-            if row.overhead_p50_ms is not None:
-                setattr(row, attr, round(row.overhead_p50_ms / ref.overhead_p50_ms, 2))
     return rows
+
+
+def _add_ratios(rows: list[Row]) -> None:
+    """Overhead ratios to the SqliteSaver rows of the same graph and thread pattern."""
+    for kind, attr in (("sqlite", "ratio_to_sqlite"), ("sqlite-mem", "ratio_to_sqlite_memory")):
+        for row in rows:
+            ref = next((r for r in rows if r.saver == kind and (r.graph, r.pattern) == (row.graph, row.pattern)), None)
+            if ref is None or not ref.overhead_p50_ms or ref.overhead_p50_ms <= 0 or row.overhead_p50_ms is None:
+                continue
+            setattr(row, attr, round(row.overhead_p50_ms / ref.overhead_p50_ms, 2))
 
 
 def format_report(report: dict[str, Any], command: str = "xmrt bench checkpoint") -> str:
