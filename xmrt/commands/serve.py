@@ -26,7 +26,7 @@ from xmrt.cli import CommandTree
 from xmrt.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-API_LINE = re.compile(r"API:\s*(?:\x1b\[[0-9;]*m)?(https?://[^\s\x1b]+)")
+API_LINE = re.compile(r"API:\s*(?:\x1b\[[0-9;]*m\s*)*(https?://[^\s\x1b]+)")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 OFFLINE_ENV = {"LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "LANGGRAPH_NO_VERSION_CHECK": "true"}
 DEFAULT_JOBS = 8
@@ -81,6 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"xmrt: Redis OK at {describe(config.redis_url)} (prefix {config.key_prefix})", flush=True)
     print(f"xmrt: {notice}", flush=True)
     cmd, env = serve_command(port=args.port, host=host, jobs=args.jobs, reload=args.reload)
+
+    def on_sigterm(signum, frame):
+        raise SystemExit(143)  # run the cleanup below: the server lives in its own process group
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1, start_new_session=True)
     announced = False
