@@ -7,6 +7,7 @@ plus a test-only ``echo`` graph without an LLM.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import httpx
@@ -190,3 +191,71 @@ def test_dashboard_shell_is_open_but_its_data_is_not(served):
     assert data.status_code == 200 and data.json()["redis"]["connected"] is True
     assert _get(server, "/dashboard/data?agent=", ALICE).status_code == 200
     assert _get(server, "/dashboard/data?agent=" + "x" * 200, ALICE).status_code == 400
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _browser(tmp_path):
+    """Headless Debian Chromium through Selenium; a missing browser fails the test (it is a bootstrap package)."""
+    import shutil
+
+    if not (shutil.which("chromium") or os.path.exists(CHROMIUM)) or not os.path.exists(CHROMEDRIVER):
+        pytest.fail("Chromium is missing: apt-get install -y chromium chromium-driver (the dashboard test needs it)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
+                            options=options)
+
+
+def test_dashboard_in_headless_chromium_shows_and_refreshes_live_values(served, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from xmrt.eliza import DecisionLedger
+    from xmrt.monitoring import PerfRecorder
+
+    server, config = served
+    ledger = DecisionLedger(config, "eliza")
+    ledger.record([{"id": f"prop-{i}", "decision": "approve" if i % 2 else "reject", "score": 0.3 + i / 20,
+                    "rationale": f"rationale number {i}: treasury impact is acceptable"} for i in range(6)])
+    accuracies = [0.4, 0.55, 0.5, 0.7, 0.8]
+    for acc in accuracies:
+        ledger.append_metrics({"kind": "cycle", "decision_accuracy": acc})
+    perf = PerfRecorder(config)
+    for ms in (12.0, 15.5, 30.0):
+        perf.add("node:eliza.decide", ms)
+    perf.add("node:rag.retrieve", 42.0)
+    perf.flush()
+
+    driver = _browser(tmp_path)
+    try:
+        driver.get(f"{server.url}/dashboard#key={ALICE}")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true")
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert driver.find_element(By.ID, "redis-state").text == "up"
+        assert driver.find_element(By.ID, "redis-memory").text not in ("", "–")
+        assert driver.find_element(By.ID, "kb-documents").text == "0"
+        assert "rationale number 5: treasury impact is acceptable" in text
+        assert "eliza.decide" in text and "rag.retrieve" in text
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#chart circle.point")) == len(accuracies)
+        assert driver.find_element(By.ID, "accuracy-line").get_attribute("d").startswith("M")
+        assert "auth.failure" in text or "run.create" in text  # the audit panel
+
+        # It refreshes by itself: a new decision shows up without reloading the page.
+        ledger.record([{"id": "prop-late", "decision": "defer", "score": 0.5, "rationale": "arrived after load"}])
+        wait.until(lambda d: "arrived after load" in d.find_element(By.ID, "decisions").text)
+        shot = tmp_path / "dashboard.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        print(f"dashboard screenshot: {shot}")
+    finally:
+        driver.quit()

@@ -39,7 +39,7 @@ auth = Auth()
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
 #: Paths that need no key. The dashboard shell is static and loads its data from the protected /dashboard/data.
-PUBLIC_PATHS = frozenset({"/health", "/dashboard", "/dashboard/", "/ok"})
+PUBLIC_PATHS = frozenset({"/health", "/dashboard", "/dashboard/", "/ok", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/dashboard/static/",)
 LOCAL_USER = "local"
 
