@@ -119,6 +119,23 @@ def build_code(root: Path, n_corpus: int = 2500, n_queries: int = 300, seed: int
     return _write_beir(root, [(fid, code) for fid, _, code in corpus], queries, qrels)
 
 
+def _seed_cache(config: Config, subset: BeirDataset, full: BeirDataset) -> None:
+    """Write the embedding cache entry of ``subset`` from the cached embeddings of ``full`` (same texts)."""
+    from xmrt.embeddings import embedding_model_id
+    from xmrt.kb.evaluate import embedding_cache_path
+
+    path = embedding_cache_path(config, embedding_model_id(config), subset.corpus_sha256)
+    if path.is_file():
+        return
+    matrix, _ = corpus_embeddings(config, full, progress=False)
+    row = {d: i for i, d in enumerate(full.corpus_ids)}
+    text = dict(zip(full.corpus_ids, full.corpus_texts, strict=True))
+    if any(text.get(d) != t for d, t in zip(subset.corpus_ids, subset.corpus_texts, strict=True)):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, matrix[[row[d] for d in subset.corpus_ids]], allow_pickle=False)
+
+
 def per_query_table(config: Config, dataset: BeirDataset, scratch: Path) -> dict[str, dict]:
     """nDCG@10 of dense, BM25 and every (method, weight) for every judged query."""
     from xmrt.embeddings import get_embeddings
@@ -191,6 +208,8 @@ def study(config: Config, msmarco_dir: Path) -> dict:
                                    "share_not_worse_than_dense": wins / 500, "methods_picked": dict(picks)}
         for name, builder in (("p2p", lambda root: build_p2p(msmarco, root)), ("code", build_code)):
             ds = load_beir(builder(scratch / name))
+            if name == "p2p":  # same passages as MS MARCO: reuse their embeddings instead of embedding again
+                _seed_cache(config, ds, msmarco)
             t = per_query_table(config, ds, scratch / "bm25")
             qs = list(t)
             own = max(keys, key=lambda k: _mean(t, qs, k))

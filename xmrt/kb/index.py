@@ -413,10 +413,15 @@ class KnowledgeIndex:
 
         dense: list[Hit] = []
         lexical: list[Hit] = []
-        if mode in ("semantic", "hybrid"):
-            dense = self._dense(qvec, n_cand, where_all, source_glob)
-        if mode in ("bm25", "hybrid"):
-            lexical = self._lexical(query, n_cand, where_all, source_glob)
+        try:
+            if mode in ("semantic", "hybrid"):
+                dense = self._dense(qvec, n_cand, where_all, source_glob)
+            if mode in ("bm25", "hybrid"):
+                lexical = self._lexical(query, n_cand, where_all, source_glob)
+        except ValueError as exc:  # chromadb rejects a malformed where filter with ValueError subclasses
+            if where_all is None:
+                raise
+            raise UserError(f"invalid metadata filter {where_all!r}: {exc}".splitlines()[0]) from None
 
         if mode == "semantic":
             candidates = dense
