@@ -121,7 +121,7 @@ def test_openai_provider_without_key_or_url_is_one_clear_line(tmp_path):
 
 def test_openai_clients_are_cached_per_settings(tmp_path):
     config = cfg(tmp_path, OPENAI_API_KEY="sk-cache")
-    assert get_chat_model(config) is get_chat_model(config)
+    assert get_chat_model(config) is get_chat_model(config) is asyncio.run(llm.aget_chat_model(config))
     assert get_chat_model(config, temperature=0.9) is not get_chat_model(config)
     assert get_chat_model(config, model="gpt-4o") is not get_chat_model(config)
     other_key = cfg(tmp_path, OPENAI_API_KEY="sk-other")

@@ -17,6 +17,7 @@ token limits. Nothing is loaded or imported heavily until a model is requested.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import logging
@@ -148,6 +149,19 @@ def get_chat_model(
         return _local_chat(local_model_key(config, model=model, temperature=temperature,
                                            max_new_tokens=max_new_tokens, streaming=streaming))
     raise LLMSetupError(f"unknown LLM provider {config.llm_provider!r}; use 'openai' or 'huggingface'")
+
+
+async def aget_chat_model(
+    config: Config,
+    *,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    streaming: bool = True,
+) -> BaseChatModel:
+    """:func:`get_chat_model` for async code: a first local load (~20 s) runs off the event loop."""
+    return await asyncio.to_thread(get_chat_model, config, model=model, temperature=temperature,
+                                   max_new_tokens=max_new_tokens, streaming=streaming)
 
 
 def describe_llm(config: Config) -> dict[str, Any]:
@@ -411,6 +425,7 @@ __all__ = [
     "LocalModelFiles",
     "LocalModelKey",
     "OpenAIModelKey",
+    "aget_chat_model",
     "clear_model_cache",
     "default_local_model_path",
     "describe_llm",

@@ -59,10 +59,6 @@ from xmrt.llm_tools import (
 
 logger = logging.getLogger(__name__)
 
-#: Per-call keyword arguments that change generation; any other keyword is ignored.
-GENERATION_KWARGS = ("max_new_tokens", "max_tokens", "temperature", "top_p", "repetition_penalty")
-
-
 class LLMGenerationError(XmrtError):
     """The local model failed while generating (not a bad reply: those become text)."""
 
