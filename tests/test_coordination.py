@@ -58,12 +58,14 @@ def test_hold_renews_the_lock_while_a_long_block_runs(config, redis_client):
     assert redis_client.get(lock.key) is None
 
 
-def _spawn(config, agent, seconds, ttl):
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), agent, str(seconds), str(ttl)], cwd=ROOT,
+def _spawn(config, agent, seconds, ttl, wait=1.0, expect="IN_CYCLE"):
+    """A light process that runs one cycle of ``agent`` through SystemRunner (the code path of xmrt run)."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), agent, str(seconds), str(ttl), str(wait)], cwd=ROOT,
                             env=subprocess_env(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert line.strip() == "IN_CYCLE", (line, proc.stderr.read() if proc.poll() is not None else "")
+    if expect:
+        line = proc.stdout.readline()
+        assert line.strip() == expect, (line, proc.stderr.read() if proc.poll() is not None else "")
     return proc
 
 
@@ -90,9 +92,8 @@ def test_two_processes_contend_for_one_agents_cycle(config, redis_client):
             holder.kill()
     assert redis_client.get(key) is None
     # ... and a new process gets it.
-    after = _run_cycle(config, "contended", "--lock-wait", "1")
-    assert after.returncode == 0, after.stderr
-    assert "cycle 1:" in after.stdout and "nothing to decide" in after.stdout
+    after = _spawn(config, "contended", seconds=0, ttl=30)
+    assert after.wait(timeout=60) == 0 and "DONE" in after.stdout.read()
     assert redis_client.get(key) is None
 
 
@@ -102,7 +103,8 @@ def test_a_killed_holders_lock_is_taken_over_after_its_expiry(config, redis_clie
     holder.wait(timeout=30)
     key = f"{config.key_prefix}:lock:killed"
     assert redis_client.get(key) is not None  # left behind by the killed process
-    took = _run_cycle(config, "killed", "--lock-wait", "30")
-    assert took.returncode == 0, took.stderr
-    assert "cycle 1:" in took.stdout
+    # A new process waits for the expiry (3 s, no longer renewed), then takes the lock over and runs its cycle.
+    took = _spawn(config, "killed", seconds=0, ttl=30, wait=30)
+    assert took.wait(timeout=60) == 0, took.stderr.read()
+    assert "DONE" in took.stdout.read()
     assert redis_client.get(key) is None

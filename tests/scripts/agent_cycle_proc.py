@@ -1,8 +1,8 @@
 """A process that runs one system cycle of an agent whose decision step is slow (lock contention tests).
 
-``python agent_cycle_proc.py AGENT SECONDS TTL``: takes the agent's lock through ``SystemRunner`` (renewed every
+``python agent_cycle_proc.py AGENT SECONDS TTL [WAIT]``: takes the agent's lock through ``SystemRunner`` (renewed every
 TTL/3 seconds), prints ``IN_CYCLE`` and sleeps SECONDS inside the cycle
-(a negative SECONDS waits for a line on standard input instead), then prints ``DONE``.
+(a negative SECONDS waits for a line on standard input instead), then prints ``DONE``. WAIT (default 1) is how long it waits for the lock.
 """
 
 import sys
@@ -12,6 +12,7 @@ from xmrt.config import get_config
 from xmrt.runner import SystemRunner
 
 agent, seconds, ttl = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+wait = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
 
 
 class OneProposal:
@@ -33,5 +34,5 @@ def decide(proposals, cycle):
     return {"decisions": [{"id": p["id"], "decision": "defer"} for p in proposals], "metrics": {}}
 
 
-SystemRunner(get_config(), agent, decide, sources=[OneProposal()], lock_ttl=ttl, lock_wait=1).run(1)
+SystemRunner(get_config(), agent, decide, sources=[OneProposal()], lock_ttl=ttl, lock_wait=wait).run(1)
 print("DONE", flush=True)

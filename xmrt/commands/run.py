@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     def decide(proposals: list[dict[str, Any]], cycle: int) -> dict[str, Any]:
         return timed("eliza", lambda: eliza.invoke(
             {"proposals": proposals},
-            {"configurable": {"thread_id": f"eliza:{args.agent}"}, "callbacks": callbacks,
+            {"configurable": {"thread_id": f"eliza:{args.agent}"}, "callbacks": callbacks, "run_name": "eliza",
              "metadata": {"xmrt_cycle": cycle}},
             context=context))
 
@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         return timed("self_improve", lambda: improve.invoke(
             {"outcomes": []},
             {"configurable": {"thread_id": f"self_improve:{args.agent}"}, "callbacks": callbacks,
-             "metadata": {"xmrt_cycle": cycle}},
+             "run_name": "self_improve", "metadata": {"xmrt_cycle": cycle}},
             context={"agent_id": args.agent, "learn": not args.no_learn}))
 
     def on_cycle(report) -> None:
