@@ -4,9 +4,9 @@ import json
 
 import pytest
 import redis
+from langgraph.graph import END, START, StateGraph
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from tests.fakes import ScriptedChat

@@ -1,8 +1,8 @@
 """A process that runs one system cycle of an agent whose decision step is slow (lock contention tests).
 
-``python agent_cycle_proc.py AGENT SECONDS TTL [WAIT]``: takes the agent's lock through ``SystemRunner`` (renewed every
-TTL/3 seconds), prints ``IN_CYCLE`` and sleeps SECONDS inside the cycle
-(a negative SECONDS waits for a line on standard input instead), then prints ``DONE``. WAIT (default 1) is how long it waits for the lock.
+``python agent_cycle_proc.py AGENT SECONDS TTL [WAIT]``: takes the agent's lock through ``SystemRunner``
+(renewed every TTL/3 seconds, waiting up to WAIT seconds for it, default 1), prints ``IN_CYCLE``, sleeps
+SECONDS inside the cycle (a negative SECONDS waits for a line on standard input instead), then prints ``DONE``.
 """
 
 import sys
