@@ -530,7 +530,7 @@ def format_report(report: dict[str, Any], command: str = "xmrt bench checkpoint"
                  + ", ".join(f"{g} {n}" for g, n in report["super_steps"].items()))
     lines.append("overhead = (invoke with the saver - invoke without, same round) / super-steps; "
                  "x sqlite = overhead p50 / that of SqliteSaver on a file (x mem: on :memory:)")
-    header = (f"{'mode':34} {'invoke p50':>10} {'p95':>7} {'overhead/step p50':>18} {'p95':>7} "
+    header = (f"{'mode':44} {'invoke p50':>10} {'p95':>7} {'overhead/step p50':>18} {'p95':>7} "
               f"{'x sqlite':>8} {'x mem':>6} {'RT/invoke':>9}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in report["rows"]:
@@ -545,7 +545,7 @@ def format_report(report: dict[str, Any], command: str = "xmrt bench checkpoint"
         lines.append(header)
         for r in rows:
             lines.append(
-                f"{r['mode']:34} {fmt(r['invoke_p50_ms'], 10)} {fmt(r['invoke_p95_ms'], 7)} "
+                f"{r['mode']:44} {fmt(r['invoke_p50_ms'], 10)} {fmt(r['invoke_p95_ms'], 7)} "
                 f"{fmt(r['overhead_p50_ms'], 18)} {fmt(r['overhead_p95_ms'], 7)} "
                 f"{fmt(r['ratio_to_sqlite'], 8)} {fmt(r['ratio_to_sqlite_memory'], 6)} "
                 f"{fmt(r['round_trips_per_invoke'], 9)}"
