@@ -154,3 +154,33 @@ def test_status_command_shows_registry_agent_and_latencies(app_config, redis_cli
     assert main(["status", "--agent", "statusagent"]) == 0
     text = capsys.readouterr().out
     assert "eliza" in text and "agent statusagent" in text and "eliza.decide" in text
+
+
+def test_a_stop_during_a_cycle_finishes_it_and_a_stop_while_waiting_for_the_lock_cancels(config, redis_client):
+    from xmrt.coordination import AgentLock
+
+    push_inbox(redis_client, config, "stopper", [proposal("s1"), proposal("s2")])
+    seen = []
+
+    def decide(proposals, cycle):
+        runner.request_stop("interrupted")  # as the SIGINT handler does, in the middle of the cycle
+        seen.extend(p["id"] for p in proposals)
+        return {"decisions": [{"id": p["id"], "decision": "defer"} for p in proposals], "metrics": {}}
+
+    runner = SystemRunner(config, "stopper", decide, sources=[RedisInbox(redis_client, config, "stopper")],
+                          batch=1, client=redis_client)
+    summary = runner.run(5)
+    assert [c.decided for c in summary.cycles] == [1] and summary.stopped == "interrupted" and seen == ["s1"]
+    assert redis_client.llen(inbox_key(config, "stopper")) == 1  # the rest waits for the next run
+
+    other = AgentLock(config, "stopper", ttl=30, client=redis_client)
+    assert other.try_acquire("someone else")
+    try:
+        waiting = SystemRunner(config, "stopper", decide, sources=[], lock_wait=60, client=redis_client)
+        timer = __import__("threading").Timer(0.3, waiting.request_stop, args=("terminated",))
+        timer.start()
+        summary = waiting.run(1)  # returns at once when stopped, not after 60 s
+        timer.join()
+    finally:
+        other.release()
+    assert summary.cycles == [] and summary.stopped == "terminated"

@@ -75,6 +75,10 @@ class AgentBusy(XmrtError):
         )
 
 
+class LockWaitCancelled(XmrtError):
+    """The wait for a lock was cancelled (the process is stopping)."""
+
+
 class LockLost(XmrtError):
     """We no longer hold a lock we thought we held (it expired and someone else took it, or it was deleted)."""
 
@@ -161,11 +165,13 @@ class AgentLock:
             return True
         return False
 
-    def acquire(self, wait: float = DEFAULT_WAIT, purpose: str = "", poll: float = 0.1) -> None:
+    def acquire(self, wait: float = DEFAULT_WAIT, purpose: str = "", poll: float = 0.1,
+                cancel: threading.Event | None = None) -> None:
         """Take the lock, waiting up to ``wait`` seconds for its holder to release it (or for it to expire).
 
         Raises:
             AgentBusy: Still held by another process after ``wait`` seconds.
+            LockWaitCancelled: ``cancel`` was set while waiting.
         """
         started = time.monotonic()
         delay = min(poll, 0.05)
@@ -185,7 +191,12 @@ class AgentLock:
                     log.info("agent %r is busy (held by %s); waiting up to %.1f s", self.name,
                              current.holder.get("owner"), wait)
                 logged = True
-            time.sleep(min(delay, max(0.0, wait - waited)) or 0.001)
+            pause = min(delay, max(0.0, wait - waited)) or 0.001
+            if cancel is not None:
+                if cancel.wait(pause):
+                    raise LockWaitCancelled(f"stopped while waiting for agent {self.name!r}")
+            else:
+                time.sleep(pause)
             delay = min(delay * 2, poll)
 
     def extend(self, ttl: float | None = None) -> None:
@@ -215,9 +226,10 @@ class AgentLock:
         return released
 
     @contextlib.contextmanager
-    def hold(self, wait: float = DEFAULT_WAIT, purpose: str = "", renew: bool = True) -> Iterator[AgentLock]:
+    def hold(self, wait: float = DEFAULT_WAIT, purpose: str = "", renew: bool = True,
+             cancel: threading.Event | None = None) -> Iterator[AgentLock]:
         """Acquire, renew every ``ttl / 3`` seconds from a daemon thread while the block runs, then release."""
-        self.acquire(wait=wait, purpose=purpose)
+        self.acquire(wait=wait, purpose=purpose, cancel=cancel)
         stop = threading.Event()
         renewer = None
         if renew:

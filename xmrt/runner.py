@@ -21,8 +21,9 @@ Invalid lines or messages are logged with their position and skipped; an empty c
 
 **Stopping.** Nothing polls forever: the loop ends after ``cycles`` cycles. :meth:`SystemRunner.request_stop`
 (called from a SIGINT/SIGTERM handler by the CLI) ends the loop after the current cycle, and wakes up an
-interval sleep at once. A second interrupt abandons the current cycle (``KeyboardInterrupt``); the lock is
-released either way.
+interval sleep or a wait for the lock at once. A second interrupt abandons the current cycle
+(``KeyboardInterrupt``); the lock is released either way. Any other failure of a cycle ends the run with that
+error (its inbox proposals are pushed back first).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import redis
 
 from xmrt.config import Config
-from xmrt.coordination import DEFAULT_TTL, DEFAULT_WAIT, AgentLock
+from xmrt.coordination import DEFAULT_TTL, DEFAULT_WAIT, AgentLock, LockWaitCancelled
 from xmrt.eliza import DecisionLedger, parse_jsonl, proposal_from_dict, validate_agent_id
 from xmrt.errors import UserError
 
@@ -269,7 +270,7 @@ class SystemRunner:
     def run_cycle(self, number: int) -> CycleReport:
         """One cycle under the agent's lock: take proposals, decide, and self-improve when it is due."""
         started = time.perf_counter()
-        with self.lock.hold(wait=self.lock_wait, purpose=f"xmrt run cycle {number}"):
+        with self.lock.hold(wait=self.lock_wait, purpose=f"xmrt run cycle {number}", cancel=self._stop):
             taken = self._take()
             try:
                 lines = [(pos, text) for _, items in taken for pos, text in items]
@@ -328,7 +329,11 @@ class SystemRunner:
         for number in range(1, cycles + 1):
             if self.stopping:
                 break
-            report = self.run_cycle(number)
+            try:
+                report = self.run_cycle(number)
+            except LockWaitCancelled:
+                log.info("stopped while waiting for the lock of agent %r", self.agent_id)
+                break
             summary.cycles.append(report)
             log.info("%s", report.line())
             if self.on_cycle is not None:
