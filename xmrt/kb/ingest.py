@@ -188,15 +188,19 @@ class _Writer:
     def flush(self) -> None:
         if not self.pending:
             return
-        batch = sorted(self.pending.values(), key=lambda c: len(c.text), reverse=True)
+        batch = list(self.pending.values())
         self.pending = {}
-        vectors: list[list[float]] = []
-        for start in range(0, len(batch), EMBED_CALL):
-            part = batch[start : start + EMBED_CALL]
-            vectors.extend(self.index.embed_documents([c.text for c in part]))
+        # identical texts (license headers, repeated signatures) are embedded once; longest first, so each
+        # embedding call holds texts of similar length and little padding is computed
+        unique = sorted({c.text for c in batch}, key=len, reverse=True)
+        vector_of: dict[str, list[float]] = {}
+        for start in range(0, len(unique), EMBED_CALL):
+            part = unique[start : start + EMBED_CALL]
+            vector_of.update(zip(part, self.index.embed_documents(part), strict=True))
             self.bar.update(len(part))
+        self.bar.update(len(batch) - len(unique))
         self.index.upsert([c.id for c in batch], [c.text for c in batch], [c.metadata for c in batch],
-                          embeddings=vectors)
+                          embeddings=[vector_of[c.text] for c in batch])
         self.embedded += len(batch)
 
 
