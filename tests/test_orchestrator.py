@@ -138,3 +138,16 @@ def test_the_exported_graph_has_no_checkpointer(name):
     from graphs.orchestrator import graph
 
     assert graph.checkpointer is None and graph.name == name
+
+
+def test_the_served_graph_runs_async_without_a_checkpointer(app_config):
+    """As the served API runs it: the exported graph, no checkpointer or store, async."""
+    import asyncio
+
+    from graphs.orchestrator import graph
+
+    requests = [{"type": "proposal", "id": "a1", "title": "Fund docs", "criteria": {"alignment": 0.9}},
+                {"type": "nonsense"}]
+    out = asyncio.run(graph.ainvoke({"requests": requests}, context={"use_llm": False, "agent_id": "served"}))
+    assert [r["route"] for r in out["results"]] == ["eliza", "reject"]
+    assert out["results"][0]["decisions"][0]["decision"] == "approve"
