@@ -6,22 +6,25 @@
 * ``none`` (no checkpointer), ``InMemorySaver``, and ``SqliteSaver`` on a file in a temp dir (WAL,
   the saver's default ``synchronous=FULL``: an fsync per commit) and on ``:memory:`` (persists
   nothing; the fastest SQLite can be); both skipped when ``langgraph-checkpoint-sqlite`` is absent,
-* the library's ``RedisSaver`` and ``ShallowRedisSaver``,
-* our :class:`~xmrt.checkpoint.FastRedisSaver`,
+* the library's ``RedisSaver`` and our :class:`~xmrt.checkpoint.FastRedisSaver`, each in
+  langgraph's durability modes ``sync``, ``async`` and ``exit``, and the library's
+  ``ShallowRedisSaver`` (``sync``).
 
-each Redis saver in langgraph's durability modes ``sync``, ``async`` and ``exit``. Every graph
+Every graph
 runs on fresh threads (a new ``thread_id`` per invoke) and on one growing thread (state and
 history grow with every invoke, like a conversation).
 
 The machine is shared and noisy, so the modes are interleaved: each round invokes every mode
 once, in a rotated order, and a mode's overhead sample is its invoke time minus the ``none``
 invoke of the same round. The library's ``ShallowRedisSaver`` is measured apart, after all the
-others and against its own ``none`` baseline: on a long thread it keeps Redis busy with
-background work (it rewrites one indexed document per step) that slows every mode sharing its
-rounds, even ``InMemorySaver``. Overhead per super-step is that difference divided by the number of
-super-steps of an invoke: the checkpoints one ``sync`` invoke writes, minus one (the input step
-plus each step that runs nodes: 4 for both graphs). Compare the ratios, which share the
-conditions of one run, rather than absolute times across runs.
+others and against its own ``none`` baseline: on a long thread one of its invokes takes over
+100 ms (its ``get_tuple`` reads every write the thread ever had), which would stretch every round
+and loosen the pairing of the other modes with their baseline.
+
+Overhead per super-step is that difference divided by the number of super-steps of an invoke:
+the checkpoints one ``sync`` invoke writes, minus one (the input step plus each step that runs
+nodes: 4 for both graphs). Compare the ratios, which share the conditions of one run, rather
+than absolute times across runs.
 
 Redis: the configured external server (REDIS_URL / REDIS_HOST) under a throw-away key prefix
 that is deleted afterwards, or else a temporary embedded Redis Stack on a free port, stopped
@@ -64,8 +67,8 @@ class Mode:
     label: str
     saver: str  # none | memory | sqlite | sqlite-mem | redis-lib | redis-shallow | redis-fast
     durability: str | None = None
-    #: Measured apart, after every other block, against its own baseline: the mode loads Redis
-    #: with background work that would slow the modes sharing its rounds.
+    #: Measured apart, after every other block, against its own baseline: the mode is so slow on
+    #: long threads that it would stretch the rounds it shares with the others.
     isolated: bool = False
 
 
