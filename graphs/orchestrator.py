@@ -147,15 +147,19 @@ def _record(component: str, ok: bool, ms: float, error: str | None) -> None:
 
 def _run(component: str, state: dict[str, Any], config: RunnableConfig, runtime: Runtime,
          work: Callable[[OrchestratorContext, RunnableConfig, list[dict[str, Any]]], list[dict[str, Any]]]):
-    """Run ``work`` for the current batch: time it, record it in the registry, turn failures into results."""
+    """Run ``work`` for the current batch: time it, record it in the registry, turn failures into results.
+
+    The registry counts the component's run as failed only when it raised (it could not run, the agent was busy);
+    a request it refused for bad input gets an error result and leaves the component ``ok``.
+    """
     ctx = context_of(runtime, OrchestratorContext)
     batch = state["batch"]
     child_config, monitor = _child_config(config, ctx)
     started = time.perf_counter()
     try:
         results = work(ctx, child_config, batch)
-        error = next((r.get("error") for r in results if not r.get("ok")), None)
-        ok = all(r.get("ok") for r in results)
+        # The component worked; a request it refused (invalid input) is in that request's result only.
+        ok, error = True, None
     except GraphBubbleUp:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing component must not crash the other requests
