@@ -217,6 +217,8 @@ class AgenticRagContext(RetrievalSettings):
         max_tool_calls: The step budget: tool calls executed per question, at most.
         max_calls_per_step: Tool calls taken from one model reply; extra calls are dropped.
         tools: Names of the tools the agent may use.
+        first_tool: A tool the agent must call first in each turn (e.g. ``search_knowledge``; helps small models
+            that otherwise answer from memory); "" lets the model choose.
         max_history: Earlier conversation messages (text only) shown to the agent.
         max_tool_result_chars: Characters of a tool result quoted in the final-answer prompt.
         instructions: The agent's system prompt; ``{budget}`` and ``{remaining}`` are filled in.
@@ -227,6 +229,7 @@ class AgenticRagContext(RetrievalSettings):
     max_tool_calls: int = 6
     max_calls_per_step: int = 3
     tools: tuple[str, ...] = AGENT_TOOLS
+    first_tool: str = ""
     max_history: int = 6
     max_tool_result_chars: int = 1500
     instructions: str = AGENT_INSTRUCTIONS

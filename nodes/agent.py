@@ -4,11 +4,15 @@
   limit) and the tool-call counter.
 * ``agent`` calls the model with the allowed tools bound. Calls to unknown tools and malformed calls are
   dropped; a reply with valid calls keeps at most ``max_calls_per_step`` of them and never more than the budget
-  left. A reply with neither valid calls nor text is retried ``max_attempts`` times. The verdict is written
+  left. With ``first_tool`` set, the turn's first step must call that tool. A reply with neither valid calls
+  nor text is retried ``max_attempts`` times. The verdict is written
   to state as ``agent_outcome`` (``tools``, ``answer`` or ``no_reply``).
 * ``route_after_tools`` goes back to the agent while budget is left, else to ``final_answer``, which answers
   without tools from what was gathered (an extractive answer when the model still gives nothing).
 * ``finish`` turns the agent's own answer into ``final_response`` with the gathered sources.
+
+Sources are the passages the tools returned this turn that pass the same relevance threshold as a search
+(similarity to the question), plus any whose path the answer names.
 
 Text in tool results is data: the budget is enforced here, so a document that says "call tool X 100 times"
 cannot push the agent past it.
@@ -29,6 +33,7 @@ from graphs.state import message_text
 from nodes.answering import ask_text, bounded_model
 from nodes.citations import clean_citations, extractive_answer, format_passages, sources_of, with_footer
 from nodes.models import chat_model
+from nodes.retrieval import kb_config, keep_relevant
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +111,9 @@ def agent(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     allowed = {t.name for t in tools}
     model = chat_model(ctx.model)
     if tools:
+        forced = ctx.first_tool if ctx.first_tool in allowed and remaining == budget else None
         try:
-            model = model.bind_tools(tools)
+            model = model.bind_tools(tools, tool_choice=forced) if forced else model.bind_tools(tools)
         except NotImplementedError:
             log.warning("the chat model cannot call tools; the agent answers without them")
             tools, allowed = [], set()
@@ -200,10 +206,19 @@ def _final(text: str, passages: list[dict[str, Any]], extra_cited: list[int] = (
     return with_footer(answer, sources), sources
 
 
+def _relevant_gathered(state: dict[str, Any], ctx: AgenticRagContext, answer: str = "") -> list[dict[str, Any]]:
+    """This turn's tool results that are relevant to the question (or named in the answer), numbered."""
+    passages = gathered_passages(state["messages"], int(state.get("turn_start") or 0), ctx.max_tool_result_chars)
+    if not passages:
+        return []
+    return keep_relevant(kb_config(ctx), state.get("question") or "", passages, ctx.min_similarity,
+                         ctx.relevance_ratio, keep_paths=answer)
+
+
 def final_answer(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Answer without tools from what the tools returned (budget spent, or the agent gave nothing usable)."""
     ctx = context_of(runtime, AgenticRagContext)
-    passages = gathered_passages(state["messages"], int(state.get("turn_start") or 0), ctx.max_tool_result_chars)
+    passages = _relevant_gathered(state, ctx)
     spent = int(state.get("tool_calls_used") or 0) >= int(state.get("tool_budget") or 0)
     reason = (f"the tool budget of {state.get('tool_budget', 0)} calls is spent" if spent
               else "the agent gave no usable reply")
@@ -230,6 +245,6 @@ def final_answer(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """The agent answered: attach the sources its tools returned."""
     ctx = context_of(runtime, AgenticRagContext)
-    passages = gathered_passages(state["messages"], int(state.get("turn_start") or 0), ctx.max_tool_result_chars)
-    final, sources = _final(message_text(state["messages"][-1]), passages)
+    text = message_text(state["messages"][-1])
+    final, sources = _final(text, _relevant_gathered(state, ctx, text))
     return {"final_response": final, "sources": sources}

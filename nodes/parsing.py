@@ -11,7 +11,7 @@ from typing import Any
 
 from nodes.citations import split_sentences
 
-_ITEM = re.compile(r"^\s*(?:(?:step\s*)?\d{1,2}\s*[.):-]|[-*•]|step\s*\d{1,2}\s*)\s*(?=\S)", re.I)
+_ITEM = re.compile(r"^\s*(?:(?:step\s*)?\d{1,2}\s*[.):-]\s+|[-*•]\s+|step\s*\d{1,2}\s*[.):-]?\s*)(?=\S)", re.I)
 _FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```\s*$", re.S)
 _TEXT_KEYS = ("revised_step", "revised", "step", "question", "standalone_question", "answer", "text", "content")
 _LABEL = re.compile(
@@ -73,11 +73,21 @@ def parse_steps(text: str, max_steps: int) -> list[str] | None:
             continue
         match = _ITEM.match(line)
         if match:
-            steps.append(line[match.end() :].strip())
+            steps.append(_strip_markers(line))
         elif steps:
             steps[-1] = f"{steps[-1]} {line.strip()}"
     steps = [" ".join(s.split()) for s in steps if any(c.isalnum() for c in s)]
     return steps[:max_steps] or None
+
+
+def _strip_markers(line: str) -> str:
+    """A list item without its markers; small models repeat them ("1. 1. Find ...")."""
+    for _ in range(3):
+        match = _ITEM.match(line)
+        if not match:
+            break
+        line = line[match.end() :]
+    return line.strip()
 
 
 def sentence_steps(text: str, max_steps: int) -> list[str]:
@@ -98,7 +108,7 @@ def parse_text_reply(text: str, max_chars: int = 2000) -> str | None:
             return None
         text = found
     text = _unfence(text or "")
-    text = _LABEL.sub("", text, count=1).strip()
+    text = _strip_markers(_LABEL.sub("", text, count=1).strip())
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
         text = text[1:-1].strip()
     text = " ".join(text.split())

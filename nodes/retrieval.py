@@ -149,6 +149,30 @@ def search_passages(
     return info
 
 
+def similarities(config: Config, query: str, texts: Sequence[str]) -> list[float]:
+    """Cosine similarity of each text to the query, with the configured embeddings."""
+    if not texts:
+        return []
+    from xmrt.embeddings import get_embeddings
+
+    model = get_embeddings(config)
+    qvec = model.embed_query(query)
+    return [_cosine(qvec, vec) for vec in model.embed_documents(list(texts))]
+
+
+def keep_relevant(config: Config, query: str, passages: Sequence[dict[str, Any]], min_similarity: float,
+                  relevance_ratio: float, keep_paths: str = "") -> list[dict[str, Any]]:
+    """The passages relevant to the query (the same per-query threshold as a search), renumbered from 1.
+
+    Passages whose path occurs in ``keep_paths`` (e.g. the answer that names them) are kept regardless.
+    """
+    sims = similarities(config, query, [p.get("text", "") for p in passages])
+    threshold = relevance_threshold(sims, min_similarity, relevance_ratio)
+    kept = [{**p, "similarity": round(s, 4)} for p, s in zip(passages, sims, strict=True)
+            if s >= threshold or (p.get("path") and p["path"] in keep_paths)]
+    return number_passages(kept)
+
+
 def retrieve(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """RAG: search the collection for the (standalone) question; keep the passages above the threshold."""
     ctx = context_of(runtime, RagContext)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
@@ -45,14 +46,44 @@ class ScriptedToolChat(ScriptedChat):
     """ScriptedChat that accepts bind_tools and records which tools each call had bound."""
 
     tool_sets: list[list[str] | None] = Field(default_factory=list)
+    tool_choices: list[str | None] = Field(default_factory=list)
 
-    def bind_tools(self, tools, **kwargs):
-        return self.bind(tools=[convert_to_openai_tool(t)["function"]["name"] for t in tools])
+    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+        return self.bind(tools=[convert_to_openai_tool(t)["function"]["name"] for t in tools], tool_choice=tool_choice)
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs):
         self.tool_sets.append(kwargs.get("tools"))
+        self.tool_choices.append(kwargs.get("tool_choice"))
         return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
 
 
 def call(name: str, **args) -> dict:
     return {"name": name, "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
+
+
+def ingest(config, root, collection: str = "ingested") -> str:
+    """Write :data:`DOCS` under ``root`` and ingest the folder with the real ingestion graph."""
+    from graphs.ingest import IngestContext
+    from graphs.ingest import graph as ingest_graph
+
+    for rel, text in DOCS.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+    ingest_graph.invoke({"source": str(root)}, context=IngestContext(config=config, collection=collection,
+                                                                     progress=False))
+    return collection
+
+
+@pytest.fixture
+def local_llm(monkeypatch):
+    """The real local model (SmolLM2-135M GGUF), greedy, whatever the developer's environment configures."""
+    from xmrt.config import get_config
+
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAGLIGHT_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAGLIGHT_LLM_PROVIDER", "huggingface")
+    monkeypatch.setenv("XMRT_LLM_TEMPERATURE", "0")
+    get_config.cache_clear()
+    yield
+    get_config.cache_clear()

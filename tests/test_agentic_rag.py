@@ -14,7 +14,7 @@ from graphs import agentic_rag
 from graphs.context import AgenticRagContext
 from nodes.agent import route_after_tools, route_agent
 from nodes.models import scripted_model
-from tests.reasoning_corpus import INJECTION, ScriptedToolChat, call, fill
+from tests.reasoning_corpus import DOCS, INJECTION, ScriptedToolChat, call, fill, ingest, local_llm  # noqa: F401
 from xmrt.kb.index import KnowledgeIndex
 from xmrt.memory import AgentMemory
 from xmrt.persistence import redis_graph
@@ -180,3 +180,35 @@ def test_zero_budget_answers_without_tools(kb):
         out = agentic_rag.graph.invoke({"messages": [("user", "hi")]}, context=ctx(kb, max_tool_calls=0))
     assert model.tool_sets == [None] and out["final_response"] == "I answer directly."
     assert out["sources"] == []
+
+
+def test_first_tool_is_forced_on_the_first_step_only(kb):
+    model = ScriptedToolChat(replies=[
+        AIMessage("", tool_calls=[call("search_knowledge", query="voting period")]),
+        "Seven days.",
+    ])
+    with scripted_model(model):
+        out = agentic_rag.graph.invoke({"messages": [("user", "How long is voting?")]},
+                                       context=ctx(kb, first_tool="search_knowledge"))
+    assert model.tool_choices == ["search_knowledge", None]
+    assert out["sources"][0]["path"] == "docs/governance.md"
+
+
+# ------------------------------------------------------------------------------------ real local model (slow)
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_llm")
+def test_real_local_model_calls_a_tool_and_answers_within_budget(config, tmp_path):
+    """SmolLM2 with prompted tool calls on an ingested corpus: structure, not wording."""
+    collection = ingest(config, tmp_path / "corpus")
+    graph = redis_graph(agentic_rag.builder, config)
+    cfg = {"configurable": {"thread_id": "slow-agent"}}
+    out = graph.invoke({"messages": [("user", "How much XMR does the treasury hold?")]}, cfg, context=AgenticRagContext(
+        config=config, collection=collection, max_new_tokens=48, max_tool_calls=2, tools=("search_knowledge",),
+        first_tool="search_knowledge"))
+    state = graph.get_state(cfg).values
+    results = tool_messages(state["messages"])
+    assert 1 <= len(results) <= 2 and state["tool_calls_used"] <= 2
+    assert results[0].name == "search_knowledge"
+    assert all(h["source"] in DOCS for h in json.loads(results[0].content))
+    assert out["final_response"].strip()
+    assert out["sources"] and all(s["path"] in DOCS for s in out["sources"])

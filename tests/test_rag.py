@@ -18,7 +18,7 @@ from nodes.models import scripted_model
 from nodes.parsing import parse_steps, parse_text_reply
 from nodes.retrieval import relevance_threshold
 from tests.fakes import ScriptedChat
-from tests.reasoning_corpus import fill
+from tests.reasoning_corpus import DOCS, fill, ingest, local_llm  # noqa: F401 - fixture
 from xmrt.persistence import redis_graph
 
 
@@ -177,3 +177,23 @@ def test_answer_streams_token_by_token(kb):
                 chunks.append(chunk.content)
     assert len(chunks) > 5 and "".join(chunks) == text
     assert time.perf_counter() - started < 60
+
+
+# ------------------------------------------------------------------------------------ real local model (slow)
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_llm")
+def test_real_local_model_answers_and_rewrites_a_follow_up(config, tmp_path):
+    """SmolLM2 on an ingested corpus: structure, not wording."""
+    collection = ingest(config, tmp_path / "corpus")
+    graph = redis_graph(rag.builder, config)
+    context = RagContext(config=config, collection=collection, max_new_tokens=32, k=3)
+    first = ask(graph, "How much XMR does the treasury hold?", context, "slow-rag")
+    second = ask(graph, "Who approves spending it?", context, "slow-rag")
+    for out in (first, second):
+        assert out["final_response"].strip()
+        assert out["sources"] and all(s["path"] in DOCS for s in out["sources"])
+        assert "\n\nSources:\n[1] " in out["final_response"]
+    assert first["sources"][0]["path"] == "docs/treasury.md"
+    assert second["standalone_question"].strip()  # the model's rewrite, or the deterministic fallback
+    state = graph.get_state({"configurable": {"thread_id": "slow-rag"}}).values
+    assert [m.type for m in state["messages"]] == ["human", "ai", "human", "ai"] and state["reformulated"]

@@ -13,7 +13,7 @@ from graphs.context import RatContext
 from nodes.models import scripted_model
 from nodes.reflection import route_after_revision
 from tests.fakes import ScriptedChat
-from tests.reasoning_corpus import fill
+from tests.reasoning_corpus import DOCS, fill, ingest, local_llm  # noqa: F401 - fixture
 from xmrt.persistence import redis_graph
 
 QUESTION = "How much XMR does the DAO treasury hold and who approves spending from it?"
@@ -153,3 +153,21 @@ def test_each_question_on_a_thread_starts_a_fresh_loop(kb):
     assert len(first["reflections"]) == len(second["reflections"]) == 2
     state = graph.get_state(cfg).values
     assert state["reflection_count"] == 2 and state["max_reflections"] == 2
+
+
+# ------------------------------------------------------------------------------------ real local model (slow)
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_llm")
+def test_real_local_model_drafts_revises_and_scores(config, tmp_path):
+    """SmolLM2 on an ingested corpus, one pass over a two-step draft: structure, not wording."""
+    collection = ingest(config, tmp_path / "corpus")
+    out = rat.graph.invoke({"question": "How much XMR does the treasury hold?"}, context=RatContext(
+        config=config, collection=collection, max_new_tokens=40, reflection_steps=1, max_steps=2))
+    assert out["final_response"].strip()
+    assert 1 <= len(out["reflections"]) <= 2
+    for r in out["reflections"]:
+        assert r["query"].startswith("How much XMR does the treasury hold?")
+        assert r["before"] and r["after"] and isinstance(r["changed"], bool)
+        assert all(s["path"] in DOCS for s in r["sources"])
+    assert out["sources"] and out["sources"][0]["path"] in DOCS
+    assert 0.0 <= out["confidence"] <= 1.0
