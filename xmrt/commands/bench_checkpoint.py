@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from xmrt.cli import CommandTree
 
@@ -20,7 +22,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--warmup must not be negative")
     config = create_config()
     progress = None if args.json else (lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
-    report = run_checkpoint_bench(config, iterations=args.iterations, warmup=args.warmup, progress=progress)
+    # A terminated benchmark still stops the Redis server it started and removes its temp dir.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        report = run_checkpoint_bench(config, iterations=args.iterations, warmup=args.warmup, progress=progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
