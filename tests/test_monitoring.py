@@ -1,6 +1,5 @@
 """Performance monitoring: the callback handler records node durations, LLM calls and retrieval in Redis."""
 
-import json
 
 import pytest
 import redis
@@ -92,9 +91,12 @@ def test_recorder_batches_caps_the_window_and_keeps_exact_counts(config, redis_c
     for ms in range(1, 13):
         recorder.add("node:x.y", float(ms))
     assert recorder.flush() == 12 and recorder.flush() == 0
-    stats = json.loads(redis_client.hget(f"{config.key_prefix}:perf:summary", "node:x.y"))
-    assert stats["count"] == 12 and stats["total_ms"] == sum(range(1, 13)) and stats["window"] == 5
-    assert stats["p50_ms"] == 10.0 and stats["last_ms"] == 12.0  # p50 over the last 5 samples (8..12)
+    recorder.add("node:x.y", 1.0, error=True)
+    recorder.flush()
+    assert redis_client.hget(f"{config.key_prefix}:perf:stats", "node:x.y|count") == b"13"
+    stats = read_perf(config, redis_client)["node:x.y"]  # p50 over the window: the last 5 samples (9..12, 1)
+    assert stats["count"] == 13 and stats["total_ms"] == sum(range(1, 13)) + 1 and stats["window"] == 5
+    assert stats["errors"] == 1 and stats["p50_ms"] == 10.0 and stats["last_ms"] == 1.0
     assert percentile([1, 2, 3, 4], 0.5) == 2.5 and percentile([], 0.5) is None
 
 

