@@ -32,7 +32,7 @@ def test_run_two_cycles_from_a_jsonl_file_and_the_inbox(config, redis_client, tm
     assert proc.returncode == 0, proc.stderr
     lines = [x for x in proc.stdout.splitlines() if x.startswith("cycle ")]
     assert len(lines) == 2, proc.stdout
-    assert "decided 2, (approve 1 reject 1 defer 0)" in lines[0] and "accuracy n/a" in lines[0]
+    assert "decided 2 (approve 1 reject 1 defer 0)" in lines[0] and "accuracy n/a" in lines[0]
     # Cycle 2: the malformed line of the file is skipped with its position, the inbox proposal is decided.
     assert "decided 1" in lines[1] and "invalid 1" in lines[1] and "self-improved" in lines[1]
     assert "proposals.jsonl:3" in proc.stderr and "malformed JSON" in proc.stderr

@@ -167,9 +167,8 @@ class CycleReport:
         """The log line of the cycle."""
         acc = "n/a" if self.accuracy is None else f"{self.accuracy:.3f}"
         counts = " ".join(f"{k} {v}" for k, v in self.counts.items())
-        parts = [f"cycle {self.cycle}: {self.duration_s * 1000:.0f} ms", f"decided {self.decided}"]
-        if self.decided:
-            parts.append(f"({counts})")
+        parts = [f"cycle {self.cycle}: {self.duration_s * 1000:.0f} ms",
+                 f"decided {self.decided}" + (f" ({counts})" if self.decided else "")]
         if self.invalid:
             parts.append(f"invalid {self.invalid}")
         parts.append(f"accuracy {acc}")

@@ -178,7 +178,9 @@ def _status(args: argparse.Namespace) -> int:
         if not rec:
             print(f"  {name}")
             continue
-        line = f"  {name:13} {rec.get('status', '?'):11} runs {rec.get('runs', 0)}, avg {_fmt(rec.get('avg_ms'))} ms"
+        avg = rec.get("avg_ms")
+        line = f"  {name:13} {rec.get('status', '?'):11} runs {rec.get('runs', 0)}, avg " + (
+            "n/a" if avg is None else f"{avg:.1f} ms")
         if rec.get("last_error"):
             line += f", last error: {rec['last_error']}"
         print(line)
