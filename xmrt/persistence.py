@@ -161,8 +161,10 @@ def make_store(config: Config | None = None, *, ttl_minutes: float | None = None
     config = config or get_config()
     client = ensure_redis(config) if start else connect(config)
     client.close()
+    from xmrt.checkpoint import client_options
+
     store = _store_classes()[0](
-        Redis.from_url(config.redis_url),
+        Redis.from_url(config.redis_url, **client_options()),
         index=store_index_config(config),
         ttl=_ttl(ttl_minutes if ttl_minutes is not None else config.memory_ttl_minutes),
         **_store_prefixes(config),
@@ -181,7 +183,9 @@ async def async_store(config: Config | None = None, *, ttl_minutes: float | None
     config = config or await asyncio.to_thread(get_config)
     await asyncio.to_thread(lambda: connect(config).close())
     index = await asyncio.to_thread(store_index_config, config)
-    client = AsyncRedis.from_url(config.redis_url)
+    from xmrt.checkpoint import client_options
+
+    client = AsyncRedis.from_url(config.redis_url, **client_options(asyncio_client=True))
     try:
         async with _store_classes()[1](
             redis_client=client,
