@@ -27,6 +27,7 @@ import json
 import os
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 from langgraph_sdk import Auth
@@ -143,14 +144,49 @@ async def on_run_create(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> d
     """
     from xmrt.audit import arecord
 
+    graph = graph_of(value.get("assistant_id"))
+    kwargs = value.get("kwargs") or {}
+    if graph == "ingest" and isinstance(kwargs.get("input"), dict):
+        try:
+            check_ingest_source(_config(), kwargs["input"].get("source"))
+        except Auth.exceptions.HTTPException as exc:
+            await arecord("kb.ingest", who=ctx.user.identity, outcome="denied",
+                          details={"source": str(kwargs["input"].get("source"))[:500], "reason": exc.detail})
+            raise
     filters = _stamp_owner(ctx, value)
     await arecord("run.create", who=ctx.user.identity, outcome="requested", details={
         "thread_id": str(value.get("thread_id") or ""),
         "assistant_id": str(value.get("assistant_id") or ""),
-        "graph": graph_of(value.get("assistant_id")),
+        "graph": graph,
         "run_id": str(value.get("run_id") or ""),
     })
     return filters
+
+
+_URL_SOURCE = re.compile(r"^(https?://|git@|ssh://)")
+
+
+def check_ingest_source(config: Config, source: Any) -> None:
+    """An ingest requested over the API may read git URLs, or local paths inside ``XMRT_INGEST_ROOTS`` only.
+
+    Relative paths are taken relative to the first root; ``..`` and symlinks are resolved before the check.
+
+    Raises:
+        Auth.exceptions.HTTPException: 400 naming the source and the allowed roots.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise Auth.exceptions.HTTPException(status_code=400, detail="ingest input needs a non-empty 'source'")
+    if _URL_SOURCE.match(source.strip()):
+        return
+    roots = config.ingest_roots
+    path = Path(source).expanduser()
+    resolved = (path if path.is_absolute() else roots[0] / path).resolve()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise Auth.exceptions.HTTPException(
+            status_code=400,
+            detail=f"ingest source {source!r} is outside the allowed roots "
+            f"({', '.join(str(r) for r in roots)}); set XMRT_INGEST_ROOTS to allow more",
+        )
 
 
 @auth.on.threads

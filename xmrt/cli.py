@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.retrieval",
     "xmrt.commands.run",
     "xmrt.commands.serve",
+    "xmrt.commands.bench_api",
 )
 
 

@@ -60,6 +60,7 @@ class Config:
     llm_max_new_tokens: int = 256
     api_keys: tuple[tuple[str, str], ...] = field(repr=False, default=())
     audit_max_len: int = 100_000
+    ingest_roots: tuple[Path, ...] = ()
 
     @property
     def redis_dir(self) -> Path:
@@ -261,6 +262,9 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         llm_max_new_tokens=_int(source, "XMRT_LLM_MAX_NEW_TOKENS", 256, 1, 32768),
         api_keys=_api_keys(source),
         audit_max_len=_int(source, "XMRT_AUDIT_MAX_LEN", 100_000, 100, 100_000_000),
+        ingest_roots=tuple(Path(p.strip()).expanduser().resolve()
+                           for p in (_opt(source, "XMRT_INGEST_ROOTS") or "").split(",") if p.strip())
+        or (data_dir.resolve() / "sources",),
     )
 
 

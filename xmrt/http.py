@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT = "eliza"
+#: Largest request body accepted by the whole server (graph API included): 1 MiB.
+MAX_BODY_BYTES = 1024 * 1024
 _clients: dict[str, redis.Redis] = {}
 _cache: dict[str, tuple[float, Any]] = {}
 
@@ -320,7 +323,72 @@ async def dashboard_data(request: Request) -> JSONResponse:
     })
 
 
-app = Starlette(routes=[
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before the API reads them (pure ASGI middleware).
+
+    A declared ``content-length`` over the limit is refused at once; a chunked body is buffered up to the limit.
+    """
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """Pass the request on, or answer 413 when its body is too large."""
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.limit:
+                await self._drain(receive, int(declared))
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._too_large(send)
+                return
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Callable, declared: int) -> None:
+        # Read (and drop) a moderately large body before answering: a client still uploading when the server
+        # answers and closes sees a connection reset instead of the 413. Huge bodies are not read.
+        if declared > 16 * self.limit:
+            return
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+    async def _too_large(self, send: Callable) -> None:
+        detail = json.dumps({"detail": f"request body is larger than {self.limit // 1024} KiB; nothing was stored"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": detail.encode()})
+
+
+app = Starlette(middleware=[Middleware(BodyLimit)], routes=[
     Route("/health", health, methods=["GET"]),
     Route("/status", status, methods=["GET"]),
     Route("/dashboard", dashboard_page, methods=["GET"]),
