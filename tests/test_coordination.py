@@ -108,3 +108,44 @@ def test_a_killed_holders_lock_is_taken_over_after_its_expiry(config, redis_clie
     assert took.wait(timeout=60) == 0, took.stderr.read()
     assert "DONE" in took.stdout.read()
     assert redis_client.get(key) is None
+
+
+def _wait_for(stream, text):
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never came: {''.join(seen)}")
+
+
+def test_ctrl_c_mid_cycle_finishes_the_cycle_then_stops_and_releases_the_lock(config, redis_client):
+    key = f"{config.key_prefix}:lock:sigint"
+    proc = _spawn(config, "sigint", seconds=-1, ttl=30)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _wait_for(proc.stderr, "stopping after the current cycle")
+        assert redis_client.get(key) is not None  # the cycle goes on, under its lock
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 130
+        assert "DONE interrupted" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert redis_client.get(key) is None
+
+
+def test_a_second_ctrl_c_abandons_the_cycle_and_releases_the_lock(config, redis_client):
+    key = f"{config.key_prefix}:lock:sigint2"
+    proc = _spawn(config, "sigint2", seconds=-1, ttl=30)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _wait_for(proc.stderr, "stopping after the current cycle")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        assert "ABANDONED" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert redis_client.get(key) is None

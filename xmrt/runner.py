@@ -28,11 +28,13 @@ error (its inbox proposals are pushed back first).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,6 +255,29 @@ class SystemRunner:
     def stopping(self) -> bool:
         """Whether a stop was requested."""
         return self._stop.is_set()
+
+    @contextlib.contextmanager
+    def stop_on_signals(self, announce: Callable[[str], None] | None = None) -> Iterator[None]:
+        """While the block runs, SIGINT or SIGTERM requests a stop; a second SIGINT abandons the current cycle.
+
+        The first signal lets the current cycle finish (``announce`` is called with a message for the user);
+        a second SIGINT raises ``KeyboardInterrupt`` where the cycle is, and the lock is released on the way out.
+        The previous handlers are restored afterwards. Call it from the main thread.
+        """
+
+        def on_signal(signum, frame) -> None:
+            if self.stopping and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+            if announce is not None:
+                announce("stopping after the current cycle (press Ctrl-C again to abandon it)")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # -- one cycle ------------------------------------------------------------------------
     def _take(self) -> list[tuple[Any, list[tuple[str, str]]]]:

@@ -2,7 +2,8 @@
 
 ``python agent_cycle_proc.py AGENT SECONDS TTL [WAIT]``: takes the agent's lock through ``SystemRunner``
 (renewed every TTL/3 seconds, waiting up to WAIT seconds for it, default 1), prints ``IN_CYCLE``, sleeps
-SECONDS inside the cycle (a negative SECONDS waits for a line on standard input instead), then prints ``DONE``.
+SECONDS inside the cycle (a negative SECONDS waits for a line on standard input instead), then prints ``DONE``
+and how the run ended. SIGINT/SIGTERM are handled as ``xmrt run`` handles them (exit 130 after SIGINT).
 """
 
 import sys
@@ -34,5 +35,12 @@ def decide(proposals, cycle):
     return {"decisions": [{"id": p["id"], "decision": "defer"} for p in proposals], "metrics": {}}
 
 
-SystemRunner(get_config(), agent, decide, sources=[OneProposal()], lock_ttl=ttl, lock_wait=wait).run(1)
-print("DONE", flush=True)
+runner = SystemRunner(get_config(), agent, decide, sources=[OneProposal()], lock_ttl=ttl, lock_wait=wait)
+try:
+    with runner.stop_on_signals(lambda message: print(message, file=sys.stderr, flush=True)):
+        summary = runner.run(1)
+except KeyboardInterrupt:
+    print("ABANDONED", flush=True)
+    sys.exit(130)
+print("DONE", summary.stopped, flush=True)
+sys.exit(130 if summary.stopped == "interrupted" else 0)

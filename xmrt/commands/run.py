@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,21 +103,10 @@ def _run(args: argparse.Namespace) -> int:
         on_cycle=on_cycle, client=client,
     )
 
-    def on_signal(signum, frame) -> None:
-        if runner.stopping and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        runner.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
-        print("xmrt: stopping after the current cycle (press Ctrl-C again to abandon it)", file=sys.stderr,
-              flush=True)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     print(f"xmrt run: agent {args.agent}, {args.cycles} cycle(s), batch {args.batch}, sources: "
           + (", ".join(s.name for s in sources) or "none"), flush=True)
-    try:
+    with runner.stop_on_signals(lambda message: print(f"xmrt: {message}", file=sys.stderr, flush=True)):
         summary = runner.run(args.cycles, args.interval)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     decided = sum(c.decided for c in summary.cycles)
     print(f"xmrt run: {summary.stopped} after {len(summary.cycles)} cycle(s), {decided} decision(s)", flush=True)
     return 130 if summary.stopped == "interrupted" else 0
