@@ -13,6 +13,8 @@
 * Each handler invokes its graph (compiled without a checkpointer of its own: the orchestrator's checkpoint
   records each handled batch) and updates the component's record in the Redis registry
   (:mod:`xmrt.registry`: status, last_run_at, last_error, runs, avg_ms).
+* Served by the graph API, an ingest request obeys the API's ingest policy (``xmrt.auth.check_ingest_source``:
+  git URLs, or local paths inside ``XMRT_INGEST_ROOTS``), as a run of the ``ingest`` graph does.
 * ``route_more`` loops until every request has a result; the loop is bounded (``max_requests``, and a batch
   budget derived from the recursion limit), and ``finish`` gives the leftovers an error result.
 
@@ -33,6 +35,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -286,6 +289,15 @@ def ingest(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> d
         source = request.get("source")
         if not isinstance(source, str) or not source.strip():
             return [{"ok": False, "error": "an ingest request needs a 'source' (a path or git URL)"}]
+        if os.environ.get("LANGSERVE_GRAPHS"):
+            # Served by the graph API (langgraph-api sets this, as xmrt.auth relies on): the API's ingest policy
+            # (git URLs, or local paths inside XMRT_INGEST_ROOTS) applies to an ingest requested through here too.
+            from xmrt.auth import check_ingest_source
+
+            try:
+                check_ingest_source(get_config(), source)
+            except Exception as exc:  # noqa: BLE001 - Auth's HTTPException: a refused request, not a failure
+                return [{"ok": False, "error": str(getattr(exc, "detail", exc))}]
         inputs = {"source": source, **{k: request[k] for k in ("branch", "working_tree") if k in request}}
         context = IngestContext(collection=request.get("collection") or ctx.collection, progress=False)
         out = _child("ingest").invoke(inputs, child_config, context=context)

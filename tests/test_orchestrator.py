@@ -153,3 +153,14 @@ def test_the_served_graph_runs_async_without_a_checkpointer(app_config):
     out = asyncio.run(graph.ainvoke({"requests": requests}, context={"use_llm": False, "agent_id": "served"}))
     assert [r["route"] for r in out["results"]] == ["eliza", "reject"]
     assert out["results"][0]["decisions"][0]["decision"] == "approve"
+
+
+def test_served_ingest_requests_obey_the_apis_ingest_roots(app_config, tmp_path, monkeypatch):
+    """Through the orchestrator, an API caller cannot ingest a local path the ingest graph's API policy refuses."""
+    monkeypatch.setenv("LANGSERVE_GRAPHS", '{"orchestrator": "x"}')  # what langgraph-api sets when serving
+    outside = tmp_path / "private"
+    outside.mkdir()
+    out = run(redis_graph(builder), {"request": {"type": "ingest", "source": str(outside)}}, thread="served-ingest")
+    (result,) = out["results"]
+    assert result["route"] == "ingest" and not result["ok"]
+    assert "outside the allowed roots" in result["error"]
