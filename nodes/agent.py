@@ -142,7 +142,7 @@ def agent(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
             return {"messages": [message], "tool_calls_used": len(keep), "agent_outcome": "tools"}
         if text and not _looks_like_failed_call(reply, text) and not getattr(reply, "tool_calls", None):
             return {"messages": [AIMessage(text)], "agent_outcome": "answer"}
-        log.warning("agent reply %d/%d unusable: %r", attempt, attempts, text[:120] or getattr(reply, "tool_calls", ""))
+        log.info("agent reply %d/%d unusable: %r", attempt, attempts, text[:120] or getattr(reply, "tool_calls", ""))
     return {"agent_outcome": "no_reply", "fallbacks": [*(state.get("fallbacks") or []), "agent: no usable reply"]}
 
 

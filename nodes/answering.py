@@ -47,7 +47,7 @@ def ask_text(model, messages: list, attempts: int, parse=None) -> tuple[str | No
         value = parse(text) if text else None
         if value is not None:
             return value, attempt
-        log.warning("model reply %d/%d unusable: %r", attempt, attempts, (text or "")[:120])
+        log.info("model reply %d/%d unusable: %r", attempt, attempts, (text or "")[:120])
     return None, attempts
 
 
