@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xmrt.config import Config
+from xmrt.errors import UserError
 from xmrt.kb.loaders import SkipFile, check_bytes, load_bytes, precheck
 from xmrt.kb.sources import Globs, ResolvedSource, resolve_source, walk_files
 from xmrt.kb.splitting import (
@@ -65,8 +66,6 @@ class IngestSettings:
         """Raise UserError for bad sizes."""
         validate_sizes(self.chunk_size, self.chunk_overlap)
         if self.batch_chunks < 1:
-            from xmrt.errors import UserError
-
             raise UserError(f"batch size must be positive, got {self.batch_chunks}")
 
     @property
