@@ -41,7 +41,10 @@ class LangGraphServer:
         if self.jobs:
             cmd += ["--n-jobs-per-worker", str(self.jobs)]
         self.log = self.log_path.open("a")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        # With its own config the server runs in that config's directory, so the dev server's on-disk state
+        # (.langgraph_api: threads and runs of the in-memory runtime) is private to it and survives a restart.
+        cwd = self.config_path.parent if self.config_path is not None else ROOT
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

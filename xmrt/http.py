@@ -152,13 +152,18 @@ def llm_part(config: Config) -> dict[str, Any]:
 def orchestrator_part(config: Config) -> dict[str, Any]:
     """The orchestrator's agent registry (``<prefix>:registry``) and the recorded node latencies."""
     client = redis_client(config)
-    registry = {}
-    for k, v in client.hgetall(f"{config.key_prefix}:registry").items():
-        name = k.decode() if isinstance(k, bytes) else k
-        try:
-            registry[name] = json.loads(v)
-        except ValueError:
-            registry[name] = v.decode() if isinstance(v, bytes) else v
+    try:
+        from xmrt.registry import read_registry
+    except ImportError:  # older checkouts: read the hash directly
+        registry = {}
+        for k, v in client.hgetall(f"{config.key_prefix}:registry").items():
+            name = k.decode() if isinstance(k, bytes) else k
+            try:
+                registry[name] = json.loads(v)
+            except ValueError:
+                registry[name] = v.decode() if isinstance(v, bytes) else v
+    else:
+        registry = read_registry(config, client)
     try:
         from xmrt.monitoring import read_node_latencies
     except ImportError:  # the monitoring module is optional

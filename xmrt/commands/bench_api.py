@@ -77,7 +77,7 @@ def own_server(jobs: int):
     """Start ``langgraph dev`` for the benchmark; yields ``(url, api_key)``."""
     import httpx
 
-    from xmrt.commands.serve import PROJECT_ROOT, parse_api_url, serve_command
+    from xmrt.commands.serve import parse_api_url, serve_command
     from xmrt.config import get_config
     from xmrt.redis_server import ensure_redis
 
@@ -95,7 +95,8 @@ def own_server(jobs: int):
         cmd += ["--config", str(config_path)]
         log_path = Path(tmp) / "server.log"
         with log_path.open("w") as log:
-            proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            # Run in the temporary directory: the dev server's on-disk state (.langgraph_api) goes with it.
+            proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         try:
             url, deadline = None, time.time() + 240
