@@ -675,6 +675,9 @@ def test_real_smollm2_invoke_stream_graph_and_tools(smollm2):
     assert prompt.startswith("<|im_start|>system\n")
     assert prompt.endswith("<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n")
 
+    raw = model.llm.invoke(prompt, pipeline_kwargs={"max_new_tokens": 6, "do_sample": False})
+    assert raw.strip() and "<|im_start|>" not in raw  # the pipeline returns only new text (return_full_text=False)
+
     answer = model.invoke(question)
     assert isinstance(answer.content, str) and answer.content.strip()
     assert "<|im_" not in answer.content and "Name three colors" not in answer.content
