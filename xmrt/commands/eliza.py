@@ -34,6 +34,14 @@ def _lines(path: str) -> list[str]:
         raise UserError(f"input file {path} is not UTF-8 text: {exc}") from None
 
 
+def _agent_lock(agent: str, purpose: str, wait: float):
+    """The agent's cycle lock: no two processes decide or learn for one agent at once."""
+    from xmrt.config import get_config
+    from xmrt.coordination import AgentLock
+
+    return AgentLock(get_config(), agent).hold(wait=wait, purpose=purpose)
+
+
 def _report_errors(errors) -> None:
     for err in errors:
         print(f"xmrt: {err}", file=sys.stderr)
@@ -52,8 +60,9 @@ def _decide(args: argparse.Namespace) -> int:
         raise UserError("no valid proposals in the input" + (f" ({len(errors)} rejected)" if errors else ""))
     graph = redis_graph(builder)
     context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection}
-    out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
-                       {"configurable": {"thread_id": f"eliza:{args.agent}"}}, context=context)
+    with _agent_lock(args.agent, "xmrt eliza decide", args.lock_wait):
+        out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
+                           {"configurable": {"thread_id": f"eliza:{args.agent}"}}, context=context)
     for d in out["decisions"]:
         record = {k: d[k] for k in ("id", "decision", "score", "rationale", "sources")}
         if args.json:
@@ -78,9 +87,10 @@ def _feedback(args: argparse.Namespace) -> int:
     outcomes, errors = parse_jsonl(_lines(args.input), outcome_from_dict)
     _report_errors(errors)
     graph = redis_graph(builder)
-    out = graph.invoke({"outcomes": [o.__dict__ for o in outcomes]},
-                       {"configurable": {"thread_id": f"self_improve:{args.agent}"}},
-                       context={"agent_id": args.agent, "learn": not args.no_learn})
+    with _agent_lock(args.agent, "xmrt eliza feedback", args.lock_wait):
+        out = graph.invoke({"outcomes": [o.__dict__ for o in outcomes]},
+                           {"configurable": {"thread_id": f"self_improve:{args.agent}"}},
+                           context={"agent_id": args.agent, "learn": not args.no_learn})
     for err in out.get("errors", []):
         print(f"xmrt: outcome {err.get('id')!r}: {err['error']}", file=sys.stderr)
     summary = {
@@ -135,12 +145,15 @@ def register(cli: CommandTree) -> None:
     d.add_argument("--collection", default="default", help="knowledge-base collection to consult")
     d.add_argument("--no-llm", action="store_true", help="decide on the learned criteria weights alone")
     d.add_argument("--json", action="store_true", help="one JSON line per decision")
+    d.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait while another process "
+                   "runs this agent's cycle (default 30)")
     f = cli.command("eliza", "feedback", help="record outcomes and self-improve", handler=_feedback,
                     description=__doc__)
     f.add_argument("--input", required=True, help="outcomes JSONL file (id, success), or - for standard input")
     f.add_argument("--agent", default="eliza", help="agent id (default eliza)")
     f.add_argument("--no-learn", action="store_true", help="record outcomes without updating the weights")
     f.add_argument("--json", action="store_true", help="print one JSON summary line")
+    f.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait for the agent's lock (default 30)")
     s = cli.command("eliza", "status", help="metrics, weights and prompt versions of an agent", handler=_status)
     s.add_argument("--agent", default="eliza", help="agent id (default eliza)")
     s.add_argument("--json", action="store_true", help="compact JSON")
