@@ -77,6 +77,10 @@ def test_every_graph_runs_over_the_api_and_a_thread_resumes_after_restart(config
     assert not problems, problems
     assert results["eliza"][0]["decisions"][0]["id"] == "srv-1"
     assert results["ingest"][0]["summary"]
+    from xmrt.audit import tail
+
+    actions = {(e["action"], e["details"].get("collection")) for e in tail(200, config)}
+    assert ("kb.ingest", "served") in actions and ("eliza.decision", None) in actions
 
     server = LangGraphServer(env, tmp_path / "dev-2.log", config_path=lg_config).start()
     try:

@@ -195,3 +195,15 @@ def test_xmrt_serve_prints_the_real_url_when_the_port_is_taken(config, tmp_path)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+
+
+def test_every_decision_and_outcome_is_audited(config):
+    from xmrt import audit
+    from xmrt.eliza import DecisionLedger, Outcome
+
+    ledger = DecisionLedger(config, "auditee")
+    ledger.record([{"id": "a1", "decision": "approve", "score": 0.9, "rationale": "r"}])
+    ledger.set_outcome(Outcome(id="a1", success=False))
+    entries = [(e["who"], e["action"], e["details"]) for e in audit.tail(10, config)]
+    assert entries == [("agent:auditee", "eliza.decision", {"decisions": {"a1": "approve"}}),
+                       ("agent:auditee", "eliza.outcome", {"id": "a1", "success": False})]

@@ -1,9 +1,14 @@
 """The audit log: who did what, when, and how it ended, in the Redis Stream ``<prefix>:audit``.
 
-Every entry has ``ts`` (Unix seconds), ``who`` (API user, or the OS user for the CLI), ``action``
-(``run.create``, ``auth.failure``, ``eliza.decide``, ``kb.ingest``, ``kb.export``, ``kb.import``...),
+Every entry has ``ts`` (Unix seconds), ``who`` (API user, ``agent:<id>``, or the OS user for the CLI), ``action``
+(``run.create``, ``auth.failure``, ``eliza.decision``, ``eliza.outcome``, ``kb.ingest``, ``kb.export``,
+``kb.import``...),
 ``outcome`` (``ok``, ``accepted``, ``denied``, ``error``...) and ``details`` (a JSON object).
 The stream is trimmed to about ``XMRT_AUDIT_MAX_LEN`` entries (``XADD ... MAXLEN ~``).
+
+Where entries come from: the auth handlers (``auth.failure``, ``run.create``, denied ingest sources), the
+decision ledger (``eliza.decision``, ``eliza.outcome``: every decision and outcome, whatever the entry point),
+the ingest log (``kb.ingest``, every ingest) and the CLI (:data:`AUDITED_COMMANDS`, with exit status).
 
 Writing an entry never raises: a Redis outage must not turn a served request or a CLI command into a
 failure, so a failed write is logged as a warning and :func:`record` returns ``None``.
@@ -35,6 +40,7 @@ AUDITED_COMMANDS: dict[tuple[str, ...], str] = {
     ("kb", "export"): "kb.export",
     ("kb", "import"): "kb.import",
     ("kb", "drop"): "kb.drop",
+    ("run",): "eliza.run",
 }
 
 _clients: dict[str, redis.Redis] = {}

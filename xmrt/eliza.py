@@ -356,6 +356,10 @@ class DecisionLedger:
             d["id"]: json.dumps({**d, "decided_at": now + i * 1e-6, "outcome": None}) for i, d in enumerate(decisions)
         }
         self.r.hset(self.k_decisions, mapping=mapping)
+        from xmrt.audit import record as audit  # every decision, whichever entry point made it
+
+        audit("eliza.decision", who=f"agent:{self.agent_id}", outcome="recorded", config=self.config,
+              details={"decisions": {d["id"]: d.get("decision") for d in list(decisions)[:100]}})
 
     def get(self, proposal_id: str) -> dict[str, Any] | None:
         """One stored decision, or None."""
@@ -384,6 +388,10 @@ class DecisionLedger:
                     pipe.multi()
                     pipe.hset(key, outcome.id, json.dumps(record))
                     pipe.execute()
+                    from xmrt.audit import record as audit
+
+                    audit("eliza.outcome", who=f"agent:{self.agent_id}", outcome="recorded", config=self.config,
+                          details={"id": outcome.id, "success": outcome.success})
                     return record
                 except redis.WatchError:
                     continue

@@ -60,6 +60,9 @@ def record_ingest(config: Config, collection: str, record: dict[str, Any]) -> No
         data = _read_log(config)
         data[collection] = record
         _write_log(config, data)
+    from xmrt.audit import record as audit  # every ingest, from the CLI, the API or Python
+
+    audit("kb.ingest", outcome="ok", config=config, details={"collection": collection, **record})
 
 
 def forget_collection(config: Config, collection: str) -> None:
