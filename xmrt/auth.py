@@ -9,8 +9,8 @@ Ownership:
 
 * Threads (and their runs, state and history), crons and assistants created over the API carry
   ``metadata.owner``; every read, search, update and delete is filtered on it, so another user's thread
-  is invisible: 404 on access, absent from searches. Assistants created from ``langgraph.json`` (the graphs
-  themselves) have no owner and can be read and run by everyone.
+  is invisible: 404 on access, absent from searches. Assistants (the graphs of ``langgraph.json`` and any created
+  over the API) can be read and run by every user; only their creator may update or delete one.
 * Store items live under the caller's own namespace: the server prepends the user to every namespace
   (``("notes",)`` is stored as ``("alice", "notes")``), so users can never see each other's items.
 
@@ -22,6 +22,7 @@ dots, and one-character labels (which the Redis store cannot find again) are ref
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -147,8 +148,8 @@ async def on_run_create(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> d
     graph = graph_of(value.get("assistant_id"))
     kwargs = value.get("kwargs") or {}
     if graph == "ingest" and isinstance(kwargs.get("input"), dict):
-        try:
-            check_ingest_source(_config(), kwargs["input"].get("source"))
+        try:  # resolving the path touches the file system: off the event loop
+            await asyncio.to_thread(check_ingest_source, _config(), kwargs["input"].get("source"))
         except Auth.exceptions.HTTPException as exc:
             await arecord("kb.ingest", who=ctx.user.identity, outcome="denied",
                           details={"source": str(kwargs["input"].get("source"))[:500], "reason": exc.detail})
@@ -205,7 +206,7 @@ async def on_crons(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> dict[s
 
 @auth.on.assistants
 async def on_assistants(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> dict[str, str] | None:
-    """Everyone may read and run the registered graphs; assistants created over the API belong to their creator."""
+    """Every user may read (and run) assistants; only the creator may update or delete one made over the API."""
     if ctx.action in ("read", "search"):
         return None
     if ctx.action == "create":
