@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import tempfile
 import time
@@ -31,20 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from xmrt.cli import CommandTree
+from xmrt.commands.serve import stop_process_group
 from xmrt.errors import UserError, XmrtError
+from xmrt.monitoring import percentile
 
 BENCH_GRAPH = "bench_scripted"
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) by linear interpolation; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 # ----------------------------------------------------------------------------- own server
@@ -113,13 +103,7 @@ def own_server(jobs: int):
                 raise XmrtError("the benchmark server did not come up in 240 s")
             yield url, key
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+            stop_process_group(proc)
 
 
 # ----------------------------------------------------------------------------- load

@@ -32,6 +32,18 @@ OFFLINE_ENV = {"LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", 
 DEFAULT_JOBS = 8
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group of ``proc`` (langgraph dev and its workers), then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def parse_api_url(line: str) -> str | None:
     """The served URL from a ``langgraph dev`` output line ("- API: http://127.0.0.1:2024"), else None."""
     match = API_LINE.search(line)
@@ -102,13 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc)
 
 
 def _audit_tail(args: argparse.Namespace) -> int:
