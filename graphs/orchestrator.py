@@ -106,15 +106,23 @@ def _child(name: str):
 
 
 def _child_config(config: RunnableConfig, ctx: OrchestratorContext) -> tuple[RunnableConfig, Any]:
-    """The config for a child graph: the node's callbacks, plus a PerfMonitor when none is there yet."""
+    """The config for a child graph: the node's callbacks, plus a PerfMonitor when none is there yet.
+
+    The child inherits the node's ``configurable`` except the durability: a child has no checkpointer, and
+    LangGraph 1.2 waits on a checkpoint save that never happens when a checkpointer-less graph inherits
+    ``durability="sync"`` from its parent (AttributeError ``_put_checkpoint_fut``). "exit" saves nothing.
+    """
+    from langgraph._internal._constants import CONFIG_KEY_DURABILITY
+
+    configurable = {**(config.get("configurable") or {}), CONFIG_KEY_DURABILITY: "exit"}
     callbacks = config.get("callbacks")
     if not ctx.monitor:
-        return {"callbacks": callbacks}, None
+        return {"callbacks": callbacks, "configurable": configurable}, None
     from xmrt.monitoring import PerfMonitor, monitor_for
 
     handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", []) or []
     if any(isinstance(h, PerfMonitor) for h in handlers):
-        return {"callbacks": callbacks}, None
+        return {"callbacks": callbacks, "configurable": configurable}, None
     monitor = monitor_for(get_config())
     if callbacks is None:
         callbacks = [monitor]
@@ -123,7 +131,7 @@ def _child_config(config: RunnableConfig, ctx: OrchestratorContext) -> tuple[Run
     else:
         callbacks = callbacks.copy()
         callbacks.add_handler(monitor, inherit=True)
-    return {"callbacks": callbacks}, monitor
+    return {"callbacks": callbacks, "configurable": configurable}, monitor
 
 
 def _registry():
