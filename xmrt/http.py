@@ -18,6 +18,7 @@ on blocking calls inside the event loop, and a slow dependency must not hang a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -393,7 +394,20 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": detail.encode()})
 
 
-app = Starlette(middleware=[Middleware(BodyLimit)], routes=[
+@contextlib.asynccontextmanager
+async def lifespan(_app: Starlette):
+    """Served by ``langgraph dev``: fix its in-memory runtime's run pick-up and thread deletes (xmrt.dev_runtime)."""
+    from xmrt import dev_runtime
+
+    installed = dev_runtime.install()
+    try:
+        yield
+    finally:
+        if installed:
+            dev_runtime.uninstall()
+
+
+app = Starlette(lifespan=lifespan, middleware=[Middleware(BodyLimit)], routes=[
     Route("/health", health, methods=["GET"]),
     Route("/status", status, methods=["GET"]),
     Route("/dashboard", dashboard_page, methods=["GET"]),
