@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -111,6 +112,17 @@ def test_audit_record_tail_and_trim(config):
     assert (last["who"], last["action"], last["outcome"], last["details"]) == ("alice", "kb.export", "ok", {"i": 499})
     dead = config.with_embedded_port(free_port())
     assert audit.record("kb.export", config=dead) is None  # never raises
+
+    async def served():  # the served API's writer: same entry, written on the event loop
+        entry_id = await audit.arecord("run.create", who="bob", outcome="requested", config=small,
+                                       details={"graph": "rag"})
+        return entry_id, await audit.arecord("run.create", config=dead)
+
+    entry_id, dead_id = asyncio.run(served())
+    last = audit.tail(1, small)[-1]
+    assert last["id"] == entry_id and dead_id is None
+    assert (last["who"], last["action"], last["outcome"], last["details"]) == ("bob", "run.create", "requested",
+                                                                               {"graph": "rag"})
 
 
 def test_cli_commands_are_audited_with_their_outcome(app_config):

@@ -63,6 +63,17 @@ def _client(config: Config) -> redis.Redis:
     return client
 
 
+def _entry(action: str, who: str | None, outcome: str, details: dict[str, Any] | None,
+           more: dict[str, Any]) -> dict[str, str]:
+    return {
+        "ts": f"{time.time():.6f}",
+        "who": who or _os_user(),
+        "action": action,
+        "outcome": outcome,
+        "details": json.dumps({**(details or {}), **more}, default=str, ensure_ascii=False)[:8000],
+    }
+
+
 def record(action: str, *, who: str | None = None, outcome: str = "ok", config: Config | None = None,
            details: dict[str, Any] | None = None, **more: Any) -> str | None:
     """Append one entry to the audit stream.
@@ -80,13 +91,7 @@ def record(action: str, *, who: str | None = None, outcome: str = "ok", config: 
     """
     try:
         config = config or get_config()
-        fields = {
-            "ts": f"{time.time():.6f}",
-            "who": who or _os_user(),
-            "action": action,
-            "outcome": outcome,
-            "details": json.dumps({**(details or {}), **more}, default=str, ensure_ascii=False)[:8000],
-        }
+        fields = _entry(action, who, outcome, details, more)
         entry = _client(config).xadd(stream_key(config), fields, maxlen=config.audit_max_len, approximate=True)
         return entry.decode() if isinstance(entry, bytes) else entry
     except Exception as exc:  # the audit log must never break the audited operation
@@ -94,9 +99,40 @@ def record(action: str, *, who: str | None = None, outcome: str = "ok", config: 
         return None
 
 
-async def arecord(action: str, **kwargs: Any) -> str | None:
-    """:func:`record` off the event loop (for the served API)."""
-    return await asyncio.to_thread(record, action, **kwargs)
+_async_clients: dict[str, list[tuple[asyncio.AbstractEventLoop, Any]]] = {}
+
+
+def _async_client(config: Config) -> Any:
+    """A ``redis.asyncio`` client for the running event loop (a client's connections belong to one loop)."""
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    loop = asyncio.get_running_loop()
+    pairs = [(lp, c) for lp, c in _async_clients.get(config.redis_url, []) if not lp.is_closed()]
+    for known, client in pairs:
+        if known is loop:
+            break
+    else:
+        client = aioredis.Redis.from_url(config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                         retry=Retry(NoBackoff(), 0))
+        pairs.append((loop, client))
+    _async_clients[config.redis_url] = pairs
+    return client
+
+
+async def arecord(action: str, *, who: str | None = None, outcome: str = "ok", config: Config | None = None,
+                  details: dict[str, Any] | None = None, **more: Any) -> str | None:
+    """:func:`record` for the served API: the same entry, written without leaving the event loop."""
+    try:
+        config = config or get_config()
+        fields = _entry(action, who, outcome, details, more)
+        entry = await _async_client(config).xadd(stream_key(config), fields, maxlen=config.audit_max_len,
+                                                 approximate=True)
+        return entry.decode() if isinstance(entry, bytes) else entry
+    except Exception as exc:  # the audit log must never break the audited operation
+        log.warning("audit log write failed (%s %s): %s", action, outcome, exc)
+        return None
 
 
 def tail(n: int = 20, config: Config | None = None) -> list[dict[str, Any]]:
