@@ -21,6 +21,8 @@ def test_bench_api_runs_without_errors_and_every_bad_request_is_refused_cleanly(
     load = report["load"]
     assert load["errors"] == 0 and load["runs"] > 0 and load["runs_per_s"] > 0
     assert load["latency_ms"]["run_wait"]["p99"] is not None
+    # Each iteration deletes its thread (concurrent deletes are safe: xmrt.dev_runtime).
+    assert load["keep_threads"] is False and load["latency_ms"]["delete_thread"]["count"] == load["runs"]
     checks = {c["check"]: c for c in report["checks"]}
     assert set(checks) == {"malformed JSON", "unknown graph", "unknown thread", "payload over 1 MB",
                            "ingest path traversal", "namespace with RediSearch syntax"}

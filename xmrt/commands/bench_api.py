@@ -1,7 +1,9 @@
 """``xmrt bench api``: load and bad-request checks against the served graph API, over loopback.
 
 Load: N concurrent clients (``langgraph_sdk``) loop for a fixed duration over: create a thread, run a graph on it
-and wait for the result, read the thread's state. The default graph, ``bench_scripted``, answers with a scripted
+and wait for the result, read the thread's state, delete the thread (``--keep-threads`` skips the delete; the
+dev server's in-memory thread and run lists are scanned linearly, so kept threads slow every request a little
+more as the run goes on). The default graph, ``bench_scripted``, answers with a scripted
 chat model, so the figures measure the server (auth, runs, Redis checkpoints) and not a model. Prints runs/s,
 p50/p99 latency per operation and the error count.
 
@@ -107,11 +109,16 @@ def own_server(jobs: int):
 
 
 # ----------------------------------------------------------------------------- load
-async def run_load(url: str, key: str | None, graph: str, clients: int, duration: float) -> dict[str, Any]:
-    """The load phase: ``clients`` loops of create thread → run (wait) → read state, for ``duration`` seconds."""
+async def run_load(url: str, key: str | None, graph: str, clients: int, duration: float,
+                   keep_threads: bool = False) -> dict[str, Any]:
+    """The load phase: ``clients`` loops for ``duration`` seconds.
+
+    Each loop: create a thread → run (wait) → read its state → delete it (unless ``keep_threads``).
+    """
     from langgraph_sdk import get_client
 
-    lat: dict[str, list[float]] = {"create_thread": [], "run_wait": [], "get_state": [], "iteration": []}
+    lat: dict[str, list[float]] = {"create_thread": [], "run_wait": [], "get_state": [], "delete_thread": [],
+                                   "iteration": []}
     errors: list[str] = []
     payload = {"messages": [{"role": "user", "content": "How much XMR does the treasury hold?"}]}
     stop_at = time.perf_counter() + duration
@@ -131,13 +138,17 @@ async def run_load(url: str, key: str | None, graph: str, clients: int, duration
                     raise XmrtError(f"run failed: {out['__error__']}")
                 if graph == BENCH_GRAPH and len(state["values"].get("messages", [])) != 2:
                     raise XmrtError(f"unexpected state: {str(state['values'])[:200]}")
+                t4 = time.perf_counter()
+                if not keep_threads:
+                    await client.threads.delete(thread["thread_id"])
+                    lat["delete_thread"].append(time.perf_counter() - t4)
             except Exception as exc:  # counted and reported, the load goes on
                 errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 continue
             lat["create_thread"].append(t1 - t0)
             lat["run_wait"].append(t2 - t1)
             lat["get_state"].append(t3 - t2)
-            lat["iteration"].append(t3 - t0)
+            lat["iteration"].append(time.perf_counter() - t0)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(clients)))
@@ -147,6 +158,7 @@ async def run_load(url: str, key: str | None, graph: str, clients: int, duration
         "clients": clients,
         "duration_s": round(elapsed, 1),
         "graph": graph,
+        "keep_threads": keep_threads,
         "runs": runs,
         "runs_per_s": round(runs / elapsed, 2) if elapsed else 0.0,
         "errors": len(errors),
@@ -261,7 +273,8 @@ def _bench_api(args: argparse.Namespace) -> int:
         raise UserError(f"--duration {args.duration} is out of range (0..3600)")
 
     def go(url: str, key: str | None) -> int:
-        load = asyncio.run(run_load(url, key, args.graph, args.clients, args.duration)) if args.duration else None
+        load = (asyncio.run(run_load(url, key, args.graph, args.clients, args.duration, args.keep_threads))
+                if args.duration else None)
         checks = [] if args.no_checks else asyncio.run(run_checks(url, key))
         if args.json:
             print(json.dumps({"url": url, "load": load, "checks": checks}))
@@ -285,5 +298,7 @@ def register(cli: CommandTree) -> None:
     b.add_argument("--graph", default=BENCH_GRAPH, help=f"graph to run (default {BENCH_GRAPH}, a scripted model)")
     b.add_argument("--url", default=None, help="a running server; default: start one on a free port")
     b.add_argument("--key", default=None, help="API key for --url (default $XMRT_API_KEY)")
+    b.add_argument("--keep-threads", action="store_true",
+                   help="do not delete each iteration's thread (the server's thread list grows during the run)")
     b.add_argument("--no-checks", action="store_true", help="skip the bad-request checks")
     b.add_argument("--json", action="store_true", help="one JSON object")
