@@ -61,6 +61,7 @@ class Config:
     api_keys: tuple[tuple[str, str], ...] = field(repr=False, default=())
     audit_max_len: int = 100_000
     ingest_roots: tuple[Path, ...] = ()
+    dev_runtime_fixes: bool = True
 
     @property
     def redis_dir(self) -> Path:
@@ -236,6 +237,10 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
     if durability not in DURABILITY_MODES:
         raise ConfigError(f"XMRT_DURABILITY={durability!r} must be one of {', '.join(DURABILITY_MODES)}")
 
+    fixes = (_opt(source, "XMRT_DEV_RUNTIME_FIXES") or "1").lower()
+    if fixes not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"XMRT_DEV_RUNTIME_FIXES={fixes!r} must be 1 or 0 (true/false, yes/no, on/off)")
+
     vector_dir = _opt(source, "RAGLIGHT_VECTOR_STORE")
     return Config(
         data_dir=data_dir,
@@ -265,6 +270,7 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         ingest_roots=tuple(Path(p.strip()).expanduser().resolve()
                            for p in (_opt(source, "XMRT_INGEST_ROOTS") or "").split(",") if p.strip())
         or (data_dir.resolve() / "sources",),
+        dev_runtime_fixes=fixes in ("1", "true", "yes", "on"),
     )
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -151,7 +150,9 @@ def unwrap(runs: Any) -> None:
 
 def install() -> bool:
     """Apply the fixes to ``langgraph_runtime_inmem``; True when they are (or already were) in place."""
-    if os.environ.get("XMRT_DEV_RUNTIME_FIXES", "1").strip().lower() in {"0", "false", "no", "off"}:
+    from xmrt.config import create_config
+
+    if not create_config().dev_runtime_fixes:
         log.info("in-memory runtime fixes disabled by XMRT_DEV_RUNTIME_FIXES")
         return False
     ops = _ops()
