@@ -29,11 +29,13 @@ from tests.conftest import free_port, make_config
 from xmrt.checkpoint import (
     AsyncFastRedisSaver,
     CheckpointStoreError,
+    ClassCachingSerializer,
     FastRedisSaver,
     async_checkpointer,
     checkpoint_prefixes,
     make_checkpointer,
 )
+from xmrt.errors import UserError
 from xmrt.redis_server import EmbeddedRedis, RedisSetupError, server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,6 +413,44 @@ def test_documents_equal_the_library_ones(config, saver, redis_client, with_byte
         assert got["fast"].metadata == got["lib"].metadata
 
 
+def test_class_caching_serializer_revives_like_the_library_without_repeating_imports(saver, monkeypatch):
+    import importlib
+
+    from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
+
+    assert isinstance(saver.serde, ClassCachingSerializer)
+    values = dict(_rich_checkpoint("c")["channel_values"])
+    library, ours = JsonPlusRedisSerializer(), ClassCachingSerializer()
+    # an envelope naming a class that does not exist is refused the same way, every time
+    unknown = {"lc": 1, "type": "constructor", "id": ["no_such_pkg", "mod", "Thing"], "kwargs": {}}
+    for serializer in (library, ours, ours):
+        with pytest.raises(ValueError, match="no_such_pkg"):
+            serializer._revive_if_needed(dict(unknown))
+    encoded = orjson.loads(library.dumps_typed(values)[1])
+    expected = library._revive_if_needed(encoded)
+    failed = []  # imports that searched sys.path and found nothing: the cost being removed
+    real_import = importlib.import_module
+
+    def counting_import(name, package=None):
+        try:
+            return real_import(name, package)
+        except ImportError:
+            failed.append(name)
+            raise
+
+    monkeypatch.setattr(importlib, "import_module", counting_import)
+    assert library._revive_if_needed(encoded) == expected
+    assert library._revive_if_needed(encoded) == expected
+    per_read = len(failed) // 2
+    assert per_read >= 2 and "langchain.schema.messages" in failed  # one per message, on every read
+    failed.clear()
+    assert ours._revive_if_needed(encoded) == expected  # first read: the library's lookups, remembered
+    assert failed == ["langchain.schema.messages"] * 2  # once per class (HumanMessage, AIMessage)
+    assert ours._revive_if_needed(encoded) == expected  # second read: same values, no failed import
+    assert len(failed) == 2
+    assert isinstance(expected["messages"][1], AIMessage) and expected["misc"]["note"] == Note("n", ["x"])
+
+
 def test_library_saver_reads_our_history_and_writes(saver):
     graph = interrupt_graph(saver)
     graph.invoke({"log": []}, _cfg("compat"))
@@ -734,7 +774,8 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
     modes = [Mode("none", "none"), Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
              Mode("RedisSaver (library) sync", "redis-lib", "sync"),
              Mode("FastRedisSaver (ours) sync", "redis-fast", "sync")]
-    report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), modes=modes)
+    report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), modes=modes,
+                                  conversation_messages=10)
     assert report["super_steps"] == {"linear3": 4}
     rows = {(r["pattern"], r["mode"]): r for r in report["rows"]}
     assert len(rows) == (8 if sqlite_available() else 6)  # SqliteSaver needs langgraph-checkpoint-sqlite
@@ -750,8 +791,14 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
             assert (row["ratio_to_sqlite"] is not None) == sqlite_available()
     assert report["target"]["mode"] == "FastRedisSaver (ours) sync" and report["target"]["met"] in (True, False)
     assert report["redis"]["embedded"] is False
+    conversation = report["conversation_reads"]
+    assert [r["mode"] for r in conversation["rows"]] == [
+        "RedisSaver (library)", "FastRedisSaver, library serializer", "FastRedisSaver (ours)"]
+    for row in conversation["rows"]:
+        assert row["messages"] == 10 and 0 < row["p50_ms"] <= row["p95_ms"] and row["x_ours"] > 0
     text = format_report(report)
     assert "linear3, growing threads" in text and "FastRedisSaver (ours) sync" in text
+    assert "get_state of a 10-message conversation thread" in text
     # nothing of the run is left on the shared server
     assert list(redis_client.scan_iter(match="benchtest-bench-*")) == []
     assert list(redis_client.scan_iter(match="write_keys_zset:benchtest-bench-*")) == []
@@ -771,9 +818,14 @@ def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys)
     for name in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XMRT_DATA_DIR", str(tmp_path / "data"))
-    args = parser.parse_args(["bench", "checkpoint", "--iterations", "2", "--warmup", "0", "--json"])
+    bad = parser.parse_args(["bench", "checkpoint", "--conversation-messages", "-1"])
+    with pytest.raises(UserError, match="--conversation-messages"):
+        bad._handler(bad)
+    args = parser.parse_args(["bench", "checkpoint", "--iterations", "2", "--warmup", "0",
+                              "--conversation-messages", "0", "--json"])
     assert args._handler(args) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["conversation_reads"] is None  # 0 skips it
     assert report["redis"]["embedded"] is True
     modes = {r["mode"] for r in report["rows"]}
     assert {"none", "InMemorySaver", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) async",

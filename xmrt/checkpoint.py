@@ -78,6 +78,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.redis import AsyncRedisSaver, RedisSaver
+from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
 from langgraph.checkpoint.redis.key_registry import CheckpointKeyRegistry
 from langgraph.checkpoint.redis.util import (
     EMPTY_ID_SENTINEL,
@@ -214,6 +215,40 @@ class _LatestCache:
         with self._lock:
             for key in [k for k in self._data if k[0] == thread_id]:
                 self._bytes -= len(self._data.pop(key).raw)
+
+
+class ClassCachingSerializer(JsonPlusRedisSerializer):
+    """The library's serializer, remembering which class each LangChain constructor envelope names.
+
+    On every read the library imports the module an envelope names (``_constructor_class``). For
+    messages that module is LangChain's legacy ``langchain.schema.messages``, which no longer exists, so
+    every message read paid a failed import, a scan of ``sys.path``, before the reviver mapped the
+    legacy id to the real class: about 30 µs per message. The lookup's outcome, class or error, is kept
+    per envelope id (at most :attr:`MAX_CLASSES` ids); what is revived is unchanged.
+    """
+
+    MAX_CLASSES = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._classes: dict[tuple[str, ...], type[Any] | str] = {}
+
+    def _constructor_class(self, obj: dict[str, Any]) -> type[Any]:
+        id_parts = obj.get("id")
+        if not isinstance(id_parts, list) or not all(isinstance(part, str) for part in id_parts):
+            return super()._constructor_class(obj)  # the library's own error for a malformed id
+        key = tuple(id_parts)
+        found = self._classes.get(key)
+        if found is None:
+            try:
+                found = super()._constructor_class(obj)
+            except ValueError as exc:
+                found = str(exc)
+            if len(self._classes) < self.MAX_CLASSES:
+                self._classes[key] = found
+        if isinstance(found, str):
+            raise ValueError(found)
+        return found
 
 
 #: Keys that make the library's channel-value reviver change a value (``_recursive_deserialize``:
@@ -362,6 +397,8 @@ class _FastPathMixin:
 
     def _init_fast(self, server_label: str | None) -> None:
         self._latest_cache = _LatestCache()
+        if type(self.serde) is JsonPlusRedisSerializer:
+            self.serde = ClassCachingSerializer()
         self._connections = _Connections(self._redis.connection_pool)
         if server_label:
             self._server_label = server_label

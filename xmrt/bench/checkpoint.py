@@ -26,6 +26,10 @@ the checkpoints one ``sync`` invoke writes, minus one (the input step plus each 
 nodes: 4 for both graphs). Compare the ratios, which share the conditions of one run, rather
 than absolute times across runs.
 
+Last, :func:`conversation_reads` reads the state of one conversation thread (``conversation_messages``
+LangChain messages, default 100) with the library's ``RedisSaver``, with ours using the library's
+serializer, and with ours as shipped (:class:`~xmrt.checkpoint.ClassCachingSerializer`), interleaved.
+
 Redis: the configured external server (REDIS_URL / REDIS_HOST) under a throw-away key prefix
 that is deleted afterwards, or else a temporary embedded Redis Stack on a free port, stopped
 and removed at the end.
@@ -393,6 +397,7 @@ def run_checkpoint_bench(
     graphs: tuple[str, ...] = GRAPHS,
     patterns: tuple[str, ...] = PATTERNS,
     modes: list[Mode] | None = None,
+    conversation_messages: int = 100,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the comparison in this process and return its figures.
@@ -405,6 +410,7 @@ def run_checkpoint_bench(
         patterns: ``fresh`` (a new thread per invoke) and/or ``growing`` (one thread throughout).
         modes: The rows to compare (default: :func:`default_modes`); the ``none`` baseline is
             always added.
+        conversation_messages: Messages in the thread of :func:`conversation_reads` (0 skips it).
         progress: Called with a short message as each block starts.
 
     Returns:
@@ -426,6 +432,7 @@ def run_checkpoint_bench(
     blocks = [(g, p, shared) for g in graphs for p in patterns]
     blocks += [(g, p, [baseline, m]) for m in modes if m.isolated for g in graphs for p in patterns]
     rows: list[Row] = []
+    conversation: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="xmrt-bench-") as tmp, _redis_target(config, Path(tmp)) as target:
         savers = _Savers(target, Path(tmp))
         try:
@@ -441,6 +448,10 @@ def run_checkpoint_bench(
                     for r in measured:
                         r.mode += " (isolated)"
                 rows += measured
+            if conversation_messages > 0:
+                if progress:
+                    progress(f"state reads of a {conversation_messages}-message conversation")
+                conversation = conversation_reads(savers, conversation_messages, iterations)
         finally:
             savers.close()
     _add_ratios(rows)
@@ -459,9 +470,55 @@ def run_checkpoint_bench(
             "limit_ms": TARGET_OVERHEAD_MS,
             "met": None if worst is None else worst <= TARGET_OVERHEAD_MS,
         },
+        "conversation_reads": conversation,
         "machine": machine_info(),
         "redis": {"version": target.version, "embedded": target.embedded},
     }
+
+
+def conversation_reads(savers: _Savers, messages: int, reads: int) -> dict[str, Any]:
+    """Time ``get_state`` of a thread holding ``messages`` LangChain messages, per saver, interleaved.
+
+    Rows: the library's ``RedisSaver``; ours with the library's serializer; ours as shipped, whose
+    serializer remembers constructor-class lookups (the library's fails an import of the legacy
+    ``langchain.schema.messages`` for every message it reads). Both of ours read the same thread.
+    """
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    def reply(state: MessagesState) -> dict:
+        return {"messages": [AIMessage(content=f"answer {len(state['messages'])}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    builder.add_edge("reply", END)
+    plain = savers._make("redis-fast")  # same keys as savers.get("redis-fast"), the library's serializer
+    plain.serde = JsonPlusRedisSerializer()
+    graphs = {
+        "RedisSaver (library)": builder.compile(checkpointer=savers.get("redis-lib")),
+        "FastRedisSaver, library serializer": builder.compile(checkpointer=plain),
+        "FastRedisSaver (ours)": builder.compile(checkpointer=savers.get("redis-fast")),
+    }
+    config = {"configurable": {"thread_id": f"conversation-{uuid.uuid4().hex[:8]}"}}
+    for name in ("RedisSaver (library)", "FastRedisSaver (ours)"):  # the other one reads ours' thread
+        for turn in range((messages + 1) // 2):
+            graphs[name].invoke({"messages": [HumanMessage(content=f"question {turn}")]}, config)
+    held = {name: len(graph.get_state(config).values["messages"]) for name, graph in graphs.items()}
+    samples: dict[str, list[float]] = {name: [] for name in graphs}
+    order = list(graphs)
+    for i in range(reads):
+        for name in order[i % len(order):] + order[: i % len(order)]:
+            start = time.perf_counter()
+            graphs[name].get_state(config)
+            samples[name].append((time.perf_counter() - start) * 1000)
+    rows = [{"mode": name, "messages": held[name], "p50_ms": round(statistics.median(v), 3),
+             "p95_ms": round(_quantile(v, 0.95), 3)} for name, v in samples.items()]
+    ours = rows[-1]["p50_ms"]
+    for row in rows:
+        row["x_ours"] = round(row["p50_ms"] / ours, 2) if ours else None
+    return {"messages": messages, "reads": reads, "rows": rows}
 
 
 def _measure(
@@ -553,6 +610,14 @@ def format_report(report: dict[str, Any], command: str = "xmrt bench checkpoint"
                 f"{fmt(r['ratio_to_sqlite'], 8)} {fmt(r['ratio_to_sqlite_memory'], 6)} "
                 f"{fmt(r['round_trips_per_invoke'], 9)}"
             )
+    conversation = report.get("conversation_reads")
+    if conversation:
+        lines.append("")
+        lines.append(f"get_state of a {conversation['messages']}-message conversation thread, "
+                     f"{conversation['reads']} interleaved reads (ms)")
+        lines.append(f"{'mode':44} {'p50':>10} {'p95':>7} {'x ours':>7}")
+        for r in conversation["rows"]:
+            lines.append(f"{r['mode']:44} {fmt(r['p50_ms'], 10)} {fmt(r['p95_ms'], 7)} {fmt(r['x_ours'], 7)}")
     t = report["target"]
     if t["overhead_p50_ms_max"] is not None:
         verdict = "met" if t["met"] else "NOT met"
