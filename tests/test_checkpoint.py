@@ -451,6 +451,24 @@ def test_class_caching_serializer_revives_like_the_library_without_repeating_imp
     assert isinstance(expected["messages"][1], AIMessage) and expected["misc"]["note"] == Note("n", ["x"])
 
 
+def test_class_caching_serializer_does_not_remember_a_class_missing_from_an_existing_module(monkeypatch):
+    import types
+
+    module = types.ModuleType("xmrt_test_late_module")  # as if still being imported (circular import)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    envelope = {"lc": 1, "type": "constructor", "id": [module.__name__, "Late"], "kwargs": {}}
+    ours = ClassCachingSerializer()
+    with pytest.raises(ValueError, match="Late"):
+        ours._constructor_class(envelope)
+    module.Late = Note  # the module finished importing
+    assert ours._constructor_class(envelope) is Note
+    missing = {"lc": 1, "type": "constructor", "id": ["xmrt_no_such_module", "X"], "kwargs": {}}
+    for _ in range(2):  # a module that does not exist is remembered, and refused the same way
+        with pytest.raises(ValueError, match="xmrt_no_such_module"):
+            ours._constructor_class(missing)
+    assert ("xmrt_no_such_module", "X") in ours._classes
+
+
 def test_library_saver_reads_our_history_and_writes(saver):
     graph = interrupt_graph(saver)
     graph.invoke({"log": []}, _cfg("compat"))

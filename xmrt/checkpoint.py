@@ -223,8 +223,8 @@ class ClassCachingSerializer(JsonPlusRedisSerializer):
     On every read the library imports the module an envelope names (``_constructor_class``). For
     messages that module is LangChain's legacy ``langchain.schema.messages``, which no longer exists, so
     every message read paid a failed import, a scan of ``sys.path``, before the reviver mapped the
-    legacy id to the real class: about 30 µs per message. The lookup's outcome, class or error, is kept
-    per envelope id (at most :attr:`MAX_CLASSES` ids); what is revived is unchanged.
+    legacy id to the real class: about 30 µs per message. The lookup's outcome, the class or a missing
+    module, is kept per envelope id (at most :attr:`MAX_CLASSES` ids); what is revived is unchanged.
     """
 
     MAX_CLASSES = 1024
@@ -243,7 +243,11 @@ class ClassCachingSerializer(JsonPlusRedisSerializer):
             try:
                 found = super()._constructor_class(obj)
             except ValueError as exc:
-                found = str(exc)
+                # Remember only a module that does not exist; a class missing from a module that is
+                # still being imported (a circular import) may be there on the next read.
+                if isinstance(exc.__cause__, ModuleNotFoundError) and len(self._classes) < self.MAX_CLASSES:
+                    self._classes[key] = str(exc)
+                raise
             if len(self._classes) < self.MAX_CLASSES:
                 self._classes[key] = found
         if isinstance(found, str):
