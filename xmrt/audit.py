@@ -51,27 +51,40 @@ def stream_key(config: Config) -> str:
     return f"{config.key_prefix}:audit"
 
 
+def _client_options(*, asyncio_client: bool = False) -> dict[str, Any]:
+    """Short timeouts and no retries: an unreachable Redis costs the audited operation at most a second."""
+    from redis.backoff import NoBackoff
+
+    if asyncio_client:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry
+    return {"socket_connect_timeout": 1.0, "socket_timeout": 2.0, "retry": Retry(NoBackoff(), 0)}
+
+
 def _client(config: Config) -> redis.Redis:
     client = _clients.get(config.redis_url)
     if client is None:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                      retry=Retry(NoBackoff(), 0))
+        client = redis.Redis.from_url(config.redis_url, **_client_options())
         _clients[config.redis_url] = client
     return client
 
 
-def _entry(action: str, who: str | None, outcome: str, details: dict[str, Any] | None,
-           more: dict[str, Any]) -> dict[str, str]:
-    return {
+def _xadd_args(config: Config, action: str, who: str | None, outcome: str, details: dict[str, Any] | None,
+               more: dict[str, Any]) -> dict[str, Any]:
+    """``xadd`` keyword arguments of one entry (stream, fields, approximate trim): the same for both writers."""
+    fields = {
         "ts": f"{time.time():.6f}",
         "who": who or _os_user(),
         "action": action,
         "outcome": outcome,
         "details": json.dumps({**(details or {}), **more}, default=str, ensure_ascii=False)[:8000],
     }
+    return {"name": stream_key(config), "fields": fields, "maxlen": config.audit_max_len, "approximate": True}
+
+
+def _entry_id(entry: bytes | str) -> str:
+    return entry.decode() if isinstance(entry, bytes) else entry
 
 
 def record(action: str, *, who: str | None = None, outcome: str = "ok", config: Config | None = None,
@@ -91,9 +104,7 @@ def record(action: str, *, who: str | None = None, outcome: str = "ok", config: 
     """
     try:
         config = config or get_config()
-        fields = _entry(action, who, outcome, details, more)
-        entry = _client(config).xadd(stream_key(config), fields, maxlen=config.audit_max_len, approximate=True)
-        return entry.decode() if isinstance(entry, bytes) else entry
+        return _entry_id(_client(config).xadd(**_xadd_args(config, action, who, outcome, details, more)))
     except Exception as exc:  # the audit log must never break the audited operation
         log.warning("audit log write failed (%s %s): %s", action, outcome, exc)
         return None
@@ -105,8 +116,6 @@ _async_clients: dict[str, list[tuple[asyncio.AbstractEventLoop, Any]]] = {}
 def _async_client(config: Config) -> Any:
     """A ``redis.asyncio`` client for the running event loop (a client's connections belong to one loop)."""
     import redis.asyncio as aioredis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     loop = asyncio.get_running_loop()
     pairs = [(lp, c) for lp, c in _async_clients.get(config.redis_url, []) if not lp.is_closed()]
@@ -114,8 +123,7 @@ def _async_client(config: Config) -> Any:
         if known is loop:
             break
     else:
-        client = aioredis.Redis.from_url(config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                         retry=Retry(NoBackoff(), 0))
+        client = aioredis.Redis.from_url(config.redis_url, **_client_options(asyncio_client=True))
         pairs.append((loop, client))
     _async_clients[config.redis_url] = pairs
     return client
@@ -126,10 +134,7 @@ async def arecord(action: str, *, who: str | None = None, outcome: str = "ok", c
     """:func:`record` for the served API: the same entry, written without leaving the event loop."""
     try:
         config = config or get_config()
-        fields = _entry(action, who, outcome, details, more)
-        entry = await _async_client(config).xadd(stream_key(config), fields, maxlen=config.audit_max_len,
-                                                 approximate=True)
-        return entry.decode() if isinstance(entry, bytes) else entry
+        return _entry_id(await _async_client(config).xadd(**_xadd_args(config, action, who, outcome, details, more)))
     except Exception as exc:  # the audit log must never break the audited operation
         log.warning("audit log write failed (%s %s): %s", action, outcome, exc)
         return None
