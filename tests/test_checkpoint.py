@@ -825,6 +825,52 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
     assert not [i for i in redis_client.execute_command("FT._LIST") if i.startswith(b"benchtest-bench-")]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a Linux process allowed on two or more CPUs")
+def test_bench_one_cpu_pins_the_graph_and_its_pool_then_restores(redis_server, tmp_path):
+    import langgraph.graph as lg
+
+    from xmrt.bench.checkpoint import BenchState, Mode, _Runner, one_cpu, run_checkpoint_bench
+
+    allowed = os.sched_getaffinity(0)
+    seen: dict[str, set[int]] = {}
+
+    def node(name):
+        def run(state):
+            seen[name] = os.sched_getaffinity(0)
+            return {"log": [name]}
+        return run
+
+    builder = lg.StateGraph(BenchState)
+    for name in "abc":
+        builder.add_node(name, node(name))
+    builder.add_edge(lg.START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("a", "c")  # b and c run on langgraph's pool threads
+    runner = _Runner(Mode("pinned", "none", one_cpu=True), builder.compile(), "fresh", "t")
+    assert runner.invoke() > 0
+    assert seen["a"] == seen["b"] == seen["c"] == {min(allowed)}
+    assert os.sched_getaffinity(0) == allowed  # restored
+    with pytest.raises(RuntimeError), one_cpu():
+        raise RuntimeError("boom")
+    assert os.sched_getaffinity(0) == allowed  # restored after an error too
+
+    config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchcpu")
+    modes = [Mode("FastRedisSaver (ours) sync", "redis-fast", "sync"),
+             Mode("FastRedisSaver (ours) sync, one CPU", "redis-fast", "sync", one_cpu=True)]
+    report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), patterns=("fresh",),
+                                  modes=modes, conversation_messages=0)
+    rows = {r["mode"]: r for r in report["rows"]}
+    assert set(rows) == {"none", "none, one CPU", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) sync, one CPU"}
+    assert rows["none, one CPU"]["one_cpu"] is True and rows["none, one CPU"]["overhead_p50_ms"] is None
+    assert rows["FastRedisSaver (ours) sync, one CPU"]["overhead_p50_ms"] is not None
+    # the target is judged on the default (unpinned) rows only; the pinned figure is reported beside it
+    assert report["target"]["mode"] == "FastRedisSaver (ours) sync"
+    assert report["target"]["overhead_p50_ms_max"] == rows["FastRedisSaver (ours) sync"]["overhead_p50_ms"]
+    assert report["one_cpu"]["overhead_p50_ms_max"] == rows["FastRedisSaver (ours) sync, one CPU"]["overhead_p50_ms"]
+    assert os.sched_getaffinity(0) == allowed
+
+
 def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys):
     import argparse
 
@@ -851,5 +897,8 @@ def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys)
     assert {"none", "InMemorySaver", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) async",
             "FastRedisSaver (ours) exit", "RedisSaver (library) sync",
             "ShallowRedisSaver (library) sync (isolated)"} <= modes
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        assert {"none, one CPU", "FastRedisSaver (ours) sync, one CPU"} <= modes
+        assert report["one_cpu"]["mode"] == "FastRedisSaver (ours) sync, one CPU"
     assert {r["graph"] for r in report["rows"]} == {"linear3", "fanout2"}
     assert {r["pattern"] for r in report["rows"]} == {"fresh", "growing"}

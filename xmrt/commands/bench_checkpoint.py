@@ -53,7 +53,9 @@ def register(cli: CommandTree) -> None:
         description=(
             "Invoke two small graphs (3-node linear, 2-branch fan-out) on fresh threads and on one growing\n"
             "thread with each persistence mode, interleaved in one process, and print per-invoke p50/p95 and\n"
-            "the persistence overhead per super-step (p50, p95) with its ratio to SqliteSaver. Then time\n"
+            "the persistence overhead per super-step (p50, p95) with its ratio to SqliteSaver. Where this\n"
+            "process may use several CPUs, a few modes run again in the same rounds pinned to one CPU\n"
+            "(rows ', one CPU'): a diagnosis of how much is threads waking each other across CPUs. Then time\n"
             "get_state of one conversation thread (--conversation-messages) with the library's RedisSaver and\n"
             "with ours, with and without our serializer's class cache.\n\n"
             "Uses the configured external Redis under a throw-away key prefix (deleted afterwards), or else\n"
