@@ -793,12 +793,15 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
     config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchtest")
     modes = [Mode("none", "none"), Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
              Mode("RedisSaver (library) sync", "redis-lib", "sync"),
-             Mode("FastRedisSaver (ours) sync", "redis-fast", "sync")]
+             Mode("FastRedisSaver (ours) sync", "redis-fast", "sync"),
+             Mode("round trips only", "redis-ping", "sync")]
     report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), modes=modes,
                                   conversation_messages=10)
     assert report["super_steps"] == {"linear3": 4}
     rows = {(r["pattern"], r["mode"]): r for r in report["rows"]}
-    assert len(rows) == (8 if sqlite_available() else 6)  # SqliteSaver needs langgraph-checkpoint-sqlite
+    assert len(rows) == (10 if sqlite_available() else 8)  # SqliteSaver needs langgraph-checkpoint-sqlite
+    # the floor makes ours' round trips but the get_tuple (5 put + 4 put_writes) and stores nothing
+    assert 9 <= rows[("fresh", "round trips only")]["round_trips_per_invoke"] < 10
     fast, lib = rows[("fresh", "FastRedisSaver (ours) sync")], rows[("fresh", "RedisSaver (library) sync")]
     # 1 get_tuple + 5 put + 4 put_writes (a new pooled connection's handshake can add a packet)
     assert 10 <= fast["round_trips_per_invoke"] < 11
@@ -896,7 +899,7 @@ def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys)
     modes = {r["mode"] for r in report["rows"]}
     assert {"none", "InMemorySaver", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) async",
             "FastRedisSaver (ours) exit", "RedisSaver (library) sync",
-            "ShallowRedisSaver (library) sync (isolated)"} <= modes
+            "ShallowRedisSaver (library) sync (isolated)", "round trips only (PING per save) sync"} <= modes
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         assert {"none, one CPU", "FastRedisSaver (ours) sync, one CPU"} <= modes
         assert report["one_cpu"]["mode"] == "FastRedisSaver (ours) sync, one CPU"

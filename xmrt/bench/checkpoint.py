@@ -8,7 +8,9 @@
   nothing; the fastest SQLite can be); both skipped when ``langgraph-checkpoint-sqlite`` is absent,
 * the library's ``RedisSaver`` and our :class:`~xmrt.checkpoint.FastRedisSaver`, each in
   langgraph's durability modes ``sync``, ``async`` and ``exit``, and the library's
-  ``ShallowRedisSaver`` (``sync``).
+  ``ShallowRedisSaver`` (``sync``),
+* :class:`RoundTripsOnlySaver`: one ``PING`` per ``put`` and per ``put_writes``, nothing stored, the
+  least a Redis saver that waits for acknowledgements can cost here.
 
 Every graph
 runs on fresh threads (a new ``thread_id`` per invoke) and on one growing thread (state and
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import redis
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from redis.connection import Connection
 
 from xmrt.config import Config, create_config
@@ -75,7 +78,7 @@ class Mode:
     """One row of the comparison: a saver in one durability mode."""
 
     label: str
-    saver: str  # none | memory | sqlite | sqlite-mem | redis-lib | redis-shallow | redis-fast
+    saver: str  # none | memory | sqlite | sqlite-mem | redis-lib | redis-shallow | redis-fast | redis-ping
     durability: str | None = None
     #: Measured apart, after every other block, against its own baseline: the mode is so slow on
     #: long threads that it would stretch the rounds it shares with the others.
@@ -98,6 +101,8 @@ def default_modes() -> list[Mode]:
     modes.append(Mode("ShallowRedisSaver (library) sync", "redis-shallow", "sync", isolated=True))
     for durability in ("sync", "async", "exit"):
         modes.append(Mode(f"FastRedisSaver (ours) {durability}", "redis-fast", durability))
+    # The floor for any Redis saver under langgraph's threads: the round trips and nothing else.
+    modes.append(Mode("round trips only (PING per save) sync", "redis-ping", "sync"))
     if one_cpu_available():
         # Where the rest of the time goes: the same invokes with no thread hand-off between CPUs.
         modes += [
@@ -284,6 +289,58 @@ def _cleanup_prefix(client: redis.Redis, tag: str) -> None:
 # Savers
 
 
+class RoundTripsOnlySaver(BaseCheckpointSaver):
+    """A saver that stores nothing and sends one ``PING`` per ``put`` and per ``put_writes``.
+
+    Over the same connections and code path as :class:`~xmrt.checkpoint.FastRedisSaver`, it makes
+    the round trips ours makes per super-step and does nothing else: the least any saver that waits
+    for a Redis acknowledgement can cost under langgraph's executor. Every thread looks new to it.
+    """
+
+    _PING = b"*1\r\n$4\r\nPING\r\n"
+
+    def __init__(self, client: redis.Redis) -> None:
+        from xmrt.checkpoint import _Connections
+
+        super().__init__()
+        self._connections = _Connections(client.connection_pool)
+
+    def _ping(self) -> None:
+        conn = self._connections.acquire()
+        try:
+            conn.send_packed_command([self._PING], check_health=False)
+            reply = conn.read_response()
+        except BaseException:
+            self._connections.discard(conn)
+            raise
+        self._connections.release(conn)
+        if reply not in (b"PONG", "PONG"):
+            raise redis.ResponseError(f"unexpected reply to PING: {reply!r}")
+
+    def get_tuple(self, config: Any) -> None:
+        """Nothing is stored: every thread starts empty."""
+        return None
+
+    def list(self, config: Any, *, filter: Any = None, before: Any = None, limit: Any = None) -> Iterator[Any]:  # noqa: A002
+        """No history."""
+        return iter(())
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> dict:
+        """One acknowledged round trip, as ours makes per checkpoint; nothing is written."""
+        self._ping()
+        conf = config["configurable"]
+        return {"configurable": {"thread_id": conf["thread_id"], "checkpoint_ns": conf.get("checkpoint_ns", ""),
+                                 "checkpoint_id": checkpoint["id"]}}
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        """One acknowledged round trip, as ours makes per task; nothing is written."""
+        self._ping()
+
+    def close(self) -> None:
+        """Close the connections it opened."""
+        self._connections.close()
+
+
 @dataclass
 class _Savers:
     target: _Target
@@ -319,6 +376,10 @@ class _Savers:
             return saver
         client = _counting_client(self.target.url, self.counter)
         self._closers.append(client.close)
+        if kind == "redis-ping":
+            saver = RoundTripsOnlySaver(client)
+            self._closers.append(saver.close)
+            return saver
         prefixes = checkpoint_prefixes(f"{self.target.prefix}-{kind}")
         if kind == "redis-lib":
             from langgraph.checkpoint.redis import RedisSaver
