@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,16 +69,20 @@ class _Wakeup:
 
 
 class _LoopLock:
-    """An :class:`asyncio.Lock` per event loop (the runtime may run work on more than one loop)."""
+    """An :class:`asyncio.Lock` per event loop (the runtime may run work on more than one loop).
+
+    Keyed by the loop itself, weakly: a key by ``id()`` could hand a new loop, allocated where a closed one
+    was, that loop's lock, which asyncio refuses to use from another loop.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def get(self) -> asyncio.Lock:
-        key = id(asyncio.get_running_loop())
-        lock = self._locks.get(key)
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+            lock = self._locks[loop] = asyncio.Lock()
         return lock
 
 
