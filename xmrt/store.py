@@ -1,0 +1,555 @@
+"""The long-term memory store: LangGraph's ``BaseStore`` on Redis (RedisJSON + RediSearch), in a format of our own.
+
+It answers like LangGraph's reference ``InMemoryStore`` (the behaviour tests run both side by side):
+
+* **Namespaces are exact.** Each label is stored hex-encoded, and every prefix of a namespace is a RediSearch
+  TAG, so a search under ``("bob",)`` matches ``("bob", ...)`` and never ``("bobby", ...)``; any label that
+  ``BaseStore`` accepts (unicode, punctuation, one character, stop words) round-trips.
+* **Filters** take values and the operators ``$eq $ne $gt $gte $lt $lte``, nested objects and lists, checked
+  on the stored value after the namespace query (as InMemoryStore does).
+* **Search** without a query lists items in insertion order; with a query it ranks by the cosine similarity of
+  the best-matching embedded field (max pooling), then fills up with the items that have no embedding
+  (``index=False`` or no text), unscored, exactly like InMemoryStore.
+* **list_namespaces** takes prefix and suffix conditions (``*`` matches any label), ``max_depth``, ``limit`` and
+  ``offset``, over the namespaces that hold at least one live item.
+* **TTL** in minutes per item (``supports_ttl``); with a TTL config whose ``refresh_on_read`` is on (the
+  default of a config), reads push the expiry back. Redis expires the item and its vectors together. A read
+  racing an expiry sees the item or nothing, never an error.
+
+Every key lives under ``XMRT_KEY_PREFIX``::
+
+    {prefix}:store:item:{id}       JSON: ns, ns_path (TAGs), ns_key, key, value, created_at, updated_at, order,
+                                   nvec (how many vectors), ttl (minutes)
+    {prefix}:store:vec:{id}:{n}    HASH: one embedded field of an item (ns_path TAGs, FLOAT32 vector)
+    {prefix}:store:seq             insertion counter
+    {prefix}:store:ns_seq          HASH: the insertion number of each namespace's first item (listing order)
+    indexes {prefix}:store:items (JSON) and {prefix}:store:vectors (HASH)
+
+Sync and async share one implementation: each operation is a generator that yields the Redis commands (or the
+texts to embed) it needs, and :meth:`RedisStore.batch` / :meth:`RedisStore.abatch` run it with a sync or an
+asyncio client. The sync methods never bridge to an event loop, so sync graph nodes on a server's worker
+threads never wait on each other (the pool deadlock of a sync bridge over an async store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
+    validate_op_namespace,
+)
+
+#: Items fetched per page while a filter is applied after the namespace query.
+PAGE = 500
+#: Listing order: items of the namespace seen first come first, then by insertion (as InMemoryStore lists them).
+#: ``order = namespace_seq * ORDER_SPAN + item_seq`` stays an exact double for 2**21 namespaces.
+ORDER_SPAN = 2**32
+#: Most items (or vectors) a single search looks at before giving up on filling its page.
+MAX_SCAN = 100_000
+_SEP = "x"  # joins hex-encoded labels: never a hex digit
+
+
+def encode_label(label: str) -> str:
+    """A namespace label as one RediSearch-safe token: its UTF-8 bytes in lowercase hex."""
+    return label.encode("utf-8").hex()
+
+
+def decode_label(token: str) -> str:
+    """Inverse of :func:`encode_label`."""
+    return bytes.fromhex(token).decode("utf-8")
+
+
+def ns_paths(namespace: Sequence[str]) -> list[str]:
+    """Every prefix of ``namespace``, encoded: the TAGs a prefix search matches on."""
+    encoded = [encode_label(label) for label in namespace]
+    return [_SEP.join(encoded[: i + 1]) for i in range(len(encoded))]
+
+
+def ns_key(namespace: Sequence[str]) -> str:
+    """The whole namespace, encoded."""
+    return _SEP.join(encode_label(label) for label in namespace)
+
+
+def ns_from_key(key: str) -> tuple[str, ...]:
+    """Inverse of :func:`ns_key`."""
+    return tuple(decode_label(part) for part in key.split(_SEP)) if key else ()
+
+
+def item_id(namespace: Sequence[str], key: str) -> str:
+    """The id of an item: a digest of its namespace and key (fixed length, whatever the labels)."""
+    return hashlib.sha256(json.dumps([list(namespace), key], ensure_ascii=False).encode()).hexdigest()[:40]
+
+
+# ------------------------------------------------------------------------------------------------ filters
+def matches(value: Any, filters: dict[str, Any] | None) -> bool:
+    """Whether a stored value satisfies a search filter (InMemoryStore's semantics)."""
+    return not filters or all(_compare(value.get(k) if isinstance(value, dict) else None, v)
+                              for k, v in filters.items())
+
+
+def _compare(item: Any, wanted: Any) -> bool:
+    if isinstance(wanted, dict):
+        if any(k.startswith("$") for k in wanted):
+            return all(_operator(item, op, arg) for op, arg in wanted.items())
+        return isinstance(item, dict) and all(_compare(item.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list | tuple):
+        return (isinstance(item, list | tuple) and len(item) == len(wanted)
+                and all(_compare(a, b) for a, b in zip(item, wanted, strict=True)))
+    return item == wanted
+
+
+def _operator(item: Any, op: str, arg: Any) -> bool:
+    if op == "$eq":
+        return item == arg
+    if op == "$ne":
+        return item != arg
+    if op not in ("$gt", "$gte", "$lt", "$lte"):
+        raise ValueError(f"unsupported filter operator {op!r} (use $eq, $ne, $gt, $gte, $lt, $lte)")
+    try:
+        a, b = float(item), float(arg)
+    except (TypeError, ValueError):
+        return False
+    return {"$gt": a > b, "$gte": a >= b, "$lt": a < b, "$lte": a <= b}[op]
+
+
+def _namespace_matches(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
+    path = tuple(condition.path)
+    if len(namespace) < len(path):
+        return False
+    pairs = zip(namespace, path) if condition.match_type == "prefix" else zip(reversed(namespace), reversed(path))
+    if condition.match_type not in ("prefix", "suffix"):
+        raise ValueError(f"unsupported namespace match type {condition.match_type!r}")
+    return all(p == "*" or n == p for n, p in pairs)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+@dataclass
+class Commands:
+    """Redis commands to run in one round trip; ``atomic`` wraps them in MULTI/EXEC."""
+
+    commands: list[tuple[Any, ...]]
+    atomic: bool = False
+    #: Return errors as values instead of raising the first one.
+    tolerate: bool = False
+
+
+@dataclass
+class Embed:
+    """Texts to embed (``query``: one search query)."""
+
+    texts: list[str]
+    query: bool = False
+
+
+def _decode(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _item_from_doc(doc: dict[str, Any], score: float | None = None, searched: bool = False) -> Item:
+    created = datetime.fromtimestamp(doc["created_at"], UTC)
+    updated = datetime.fromtimestamp(doc["updated_at"], UTC)
+    namespace = tuple(doc["ns"])
+    if searched:
+        return SearchItem(namespace=namespace, key=doc["key"], value=doc["value"], created_at=created,
+                          updated_at=updated, score=score)
+    return Item(value=doc["value"], key=doc["key"], namespace=namespace, created_at=created, updated_at=updated)
+
+
+def _vector_bytes(vector: Sequence[float]) -> bytes:
+    return struct.pack(f"<{len(vector)}f", *vector)
+
+
+class RedisStore(BaseStore):
+    """LangGraph's ``BaseStore`` on Redis with vector search and TTL (see the module docstring).
+
+    Args:
+        client: A sync ``redis.Redis`` (needed for the sync methods).
+        aclient: A ``redis.asyncio.Redis``, or a callable returning the one of the running event loop
+            (needed for the async methods).
+        prefix: Key prefix (``XMRT_KEY_PREFIX``).
+        index: ``{"dims", "embed", "fields"}``: what to embed; None disables semantic search.
+        ttl: ``{"default_ttl": minutes, "refresh_on_read": bool}``.
+    """
+
+    supports_ttl = True
+
+    def __init__(self, client: Any = None, aclient: Any = None, *, prefix: str = "xmrt",
+                 index: IndexConfig | None = None, ttl: TTLConfig | None = None) -> None:
+        self.client = client
+        self.aclient = aclient
+        self.prefix = prefix
+        self.ttl_config = ttl
+        self.index_config = dict(index) if index else None
+        self.embeddings = ensure_embeddings(index.get("embed")) if index else None
+        self.dims = int(index["dims"]) if index else 0
+        fields = (index or {}).get("fields") or ["$"]
+        self._fields = [(f, tokenize_path(f) if f != "$" else f) for f in fields]
+        self.k_seq = f"{prefix}:store:seq"
+        self.k_ns_seq = f"{prefix}:store:ns_seq"
+        self.items_index = f"{prefix}:store:items"
+        self.vectors_index = f"{prefix}:store:vectors"
+
+    # -- keys --------------------------------------------------------------------------------------------
+    def _item_key(self, iid: str) -> str:
+        return f"{self.prefix}:store:item:{iid}"
+
+    def _vec_key(self, iid: str, n: int) -> str:
+        return f"{self.prefix}:store:vec:{iid}:{n}"
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _setup(self) -> Generator[Any, Any, None]:
+        info = yield Commands([("FT._LIST",)])
+        existing = {_decode(name) for name in info[0]}
+        creates = []
+        if self.items_index not in existing:
+            creates.append((
+                "FT.CREATE", self.items_index, "ON", "JSON", "PREFIX", "1", f"{self.prefix}:store:item:",
+                "SCHEMA", "$.ns_path[*]", "AS", "ns_path", "TAG", "CASESENSITIVE",
+                "$.ns_key", "AS", "ns_key", "TAG", "CASESENSITIVE",
+                "$.order", "AS", "order", "NUMERIC", "SORTABLE",
+                "$.nvec", "AS", "nvec", "NUMERIC",
+            ))
+        if self.dims and self.vectors_index not in existing:
+            creates.append((
+                "FT.CREATE", self.vectors_index, "ON", "HASH", "PREFIX", "1", f"{self.prefix}:store:vec:",
+                "SCHEMA", "ns_path", "TAG", "SEPARATOR", ",", "CASESENSITIVE",
+                "embedding", "VECTOR", "HNSW", "6", "TYPE", "FLOAT32", "DIM", str(self.dims),
+                "DISTANCE_METRIC", "COSINE",
+            ))
+        if creates:
+            results = yield Commands(creates, tolerate=True)
+            for result in results:
+                if isinstance(result, Exception) and "Index already exists" not in str(result):
+                    raise result
+        if self.dims and self.vectors_index in existing:
+            info = yield Commands([("FT.INFO", self.vectors_index)])
+            dims = _vector_dims(info[0])
+            if dims and dims != self.dims:
+                raise ValueError(f"the store's vector index {self.vectors_index} holds {dims}-dimensional vectors, "
+                                 f"but the configured embeddings give {self.dims}; use another XMRT_KEY_PREFIX "
+                                 "or the embedding model the memories were stored with")
+
+    def setup(self) -> None:
+        """Create the indexes (idempotent)."""
+        self._run_sync(self._setup())
+
+    async def asetup(self) -> None:
+        """Create the indexes (idempotent)."""
+        await self._run_async(self._setup())
+
+    # -- drivers -----------------------------------------------------------------------------------------
+    def _run_sync(self, gen: Generator[Any, Any, Any]) -> Any:
+        if self.client is None:
+            raise RuntimeError("this store has no sync Redis client; use the async methods")
+        try:
+            request = next(gen)
+            while True:
+                if isinstance(request, Embed):
+                    if request.query:
+                        reply = [self.embeddings.embed_query(request.texts[0])]
+                    else:
+                        reply = self.embeddings.embed_documents(request.texts)
+                else:
+                    pipe = self.client.pipeline(transaction=request.atomic)
+                    for command in request.commands:
+                        pipe.execute_command(*command)
+                    reply = pipe.execute(raise_on_error=not request.tolerate)
+                request = gen.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+    async def _run_async(self, gen: Generator[Any, Any, Any]) -> Any:
+        if self.aclient is None:
+            raise RuntimeError("this store has no asyncio Redis client; use the sync methods")
+        aclient = self.aclient() if callable(self.aclient) and not hasattr(self.aclient, "pipeline") else self.aclient
+        try:
+            request = next(gen)
+            while True:
+                if isinstance(request, Embed):
+                    if request.query:
+                        reply = [await self.embeddings.aembed_query(request.texts[0])]
+                    else:
+                        reply = await self.embeddings.aembed_documents(request.texts)
+                else:
+                    pipe = aclient.pipeline(transaction=request.atomic)
+                    for command in request.commands:
+                        pipe.execute_command(*command)
+                    reply = await pipe.execute(raise_on_error=not request.tolerate)
+                request = gen.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run the operations in order (sync Redis client)."""
+        return [self._run_sync(self._op(op)) for op in ops]
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run the operations in order (asyncio Redis client)."""
+        return [await self._run_async(self._op(op)) for op in ops]
+
+    def _op(self, op: Op) -> Generator[Any, Any, Result]:
+        validate_op_namespace(op)
+        if isinstance(op, GetOp):
+            return (yield from self._get(op))
+        if isinstance(op, PutOp):
+            return (yield from self._put(op))
+        if isinstance(op, SearchOp):
+            return (yield from self._search(op))
+        if isinstance(op, ListNamespacesOp):
+            return (yield from self._list_namespaces(op))
+        raise ValueError(f"unknown store operation {type(op).__name__}")
+
+    # -- get ---------------------------------------------------------------------------------------------
+    def _refresh(self, docs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """EXPIRE commands that push back the expiry of items read, when the store refreshes on read."""
+        if not (self.ttl_config and self.ttl_config.get("refresh_on_read", True)):
+            return []
+        commands = []
+        for doc in docs:
+            if doc.get("ttl"):
+                seconds = max(1, int(doc["ttl"] * 60))
+                iid = item_id(doc["ns"], doc["key"])
+                commands.append(("EXPIRE", self._item_key(iid), seconds))
+                commands += [("EXPIRE", self._vec_key(iid, n), seconds) for n in range(int(doc.get("nvec") or 0))]
+        return commands
+
+    def _fetch(self, iids: list[str]) -> Generator[Any, Any, list[dict[str, Any] | None]]:
+        if not iids:
+            return []
+        reply = yield Commands([("JSON.MGET", *[self._item_key(i) for i in iids], "$")])
+        docs = []
+        for raw in reply[0]:
+            parsed = json.loads(raw) if raw else None
+            docs.append(parsed[0] if isinstance(parsed, list) and parsed else None)
+        return docs
+
+    def _get(self, op: GetOp) -> Generator[Any, Any, Item | None]:
+        docs = yield from self._fetch([item_id(op.namespace, op.key)])
+        doc = docs[0]
+        if doc is None:
+            return None
+        if op.refresh_ttl and (commands := self._refresh([doc])):
+            yield Commands(commands)
+        return _item_from_doc(doc)
+
+    # -- put / delete ------------------------------------------------------------------------------------
+    def _texts(self, op: PutOp) -> list[str]:
+        if not self.embeddings or op.value is None or op.index is False:
+            return []
+        fields = self._fields if op.index is None else [(f, tokenize_path(f)) for f in op.index]
+        texts: list[str] = []
+        for _, path in fields:
+            texts += [t for t in get_text_at_path(op.value, path) if isinstance(t, str) and t]
+        return texts
+
+    def _put(self, op: PutOp) -> Generator[Any, Any, None]:
+        iid = item_id(op.namespace, op.key)
+        key = self._item_key(iid)
+        (existing,) = yield from self._fetch([iid])
+        old_vectors = int((existing or {}).get("nvec") or 0)
+        if op.value is None:
+            yield Commands([("DEL", key, *[self._vec_key(iid, n) for n in range(old_vectors)])], atomic=True)
+            return None
+        texts = self._texts(op)
+        vectors = (yield Embed(texts)) if texts else []
+        now = time.time()
+        encoded = ns_key(op.namespace)
+        if existing is None:
+            (seq,) = yield Commands([("INCR", self.k_seq)])
+            _, ns_seq = yield Commands([("HSETNX", self.k_ns_seq, encoded, seq), ("HGET", self.k_ns_seq, encoded)])
+            order = int(ns_seq) * ORDER_SPAN + int(seq) % ORDER_SPAN
+            created = now
+        else:
+            order, created = existing.get("order", 0), existing.get("created_at", now)
+        paths = ns_paths(op.namespace)
+        doc = {"ns": list(op.namespace), "ns_path": paths, "ns_key": encoded, "key": op.key,
+               "value": op.value, "created_at": created, "updated_at": now, "order": order,
+               "nvec": len(vectors), "ttl": op.ttl}
+        commands: list[tuple[Any, ...]] = [("JSON.SET", key, "$", json.dumps(doc, ensure_ascii=False))]
+        stale = [self._vec_key(iid, n) for n in range(len(vectors), old_vectors)]
+        if stale:
+            commands.append(("DEL", *stale))
+        for n, vector in enumerate(vectors):
+            commands.append(("HSET", self._vec_key(iid, n), "item", iid, "ns_path", ",".join(paths),
+                             "embedding", _vector_bytes(vector)))
+        keys = [key] + [self._vec_key(iid, n) for n in range(len(vectors))]
+        if op.ttl:
+            seconds = max(1, int(op.ttl * 60))
+            commands += [("EXPIRE", k, seconds) for k in keys]
+        elif existing is not None and existing.get("ttl"):
+            commands += [("PERSIST", k) for k in keys]
+        yield Commands(commands, atomic=True)
+        return None
+
+    # -- search ------------------------------------------------------------------------------------------
+    def _prefix_query(self, prefix: Sequence[str]) -> str:
+        # Encoded tags are [0-9a-fx] only: nothing to escape.
+        return f"@ns_path:{{{ns_key(prefix)}}}" if prefix else "*"
+
+    def _page(self, query: str, offset: int, count: int) -> Generator[Any, Any, tuple[int, list[dict[str, Any]]]]:
+        reply = yield Commands([("FT.SEARCH", self.items_index, query, "SORTBY", "order", "ASC", "RETURN", "1", "$",
+                                 "LIMIT", str(offset), str(count), "DIALECT", "2")])
+        total, docs = _search_docs(reply[0])
+        return total, docs
+
+    def _listing(self, query: str, op: SearchOp) -> Generator[Any, Any, list[dict[str, Any]]]:
+        """Items in insertion order, filtered, offset and limited (paging through when a filter applies)."""
+        if not op.filter:
+            _, docs = yield from self._page(query, op.offset, op.limit)
+            return docs
+        kept: list[dict[str, Any]] = []
+        start = 0
+        while len(kept) < op.offset + op.limit and start < MAX_SCAN:
+            total, docs = yield from self._page(query, start, PAGE)
+            kept += [d for d in docs if matches(d["value"], op.filter)]
+            start += PAGE
+            if start >= total:
+                break
+        return kept[op.offset: op.offset + op.limit]
+
+    def _search(self, op: SearchOp) -> Generator[Any, Any, list[SearchItem]]:
+        prefix_query = self._prefix_query(op.namespace_prefix)
+        if op.limit <= 0:
+            return []
+        if not (op.query and self.embeddings):
+            docs = yield from self._listing(prefix_query, op)
+            scored = [(None, d) for d in docs]
+        else:
+            scored = yield from self._semantic(op, prefix_query)
+        if op.refresh_ttl and (commands := self._refresh([d for _, d in scored])):
+            yield Commands(commands)
+        return [_item_from_doc(d, score, searched=True) for score, d in scored]
+
+    def _semantic(self, op: SearchOp, prefix_query: str) -> Generator[Any, Any, list[tuple[float | None, dict]]]:
+        (vector,) = yield Embed([op.query], query=True)
+        blob = _vector_bytes(vector)
+        wanted = op.offset + op.limit
+        k = max(wanted * 3, 10)
+        best: dict[str, float] = {}
+        docs_by_id: dict[str, dict[str, Any]] = {}
+        ranked: list[str] = []
+        while True:
+            filter_part = f"({prefix_query})" if op.namespace_prefix else "*"
+            reply = yield Commands([(
+                "FT.SEARCH", self.vectors_index, f"{filter_part}=>[KNN {k} @embedding $vec AS dist]",
+                "PARAMS", "2", "vec", blob, "SORTBY", "dist", "ASC", "RETURN", "2", "item", "dist",
+                "LIMIT", "0", str(k), "DIALECT", "2",
+            )])
+            total, hits = _search_fields(reply[0])
+            for fields in hits:
+                iid, dist = fields.get("item"), fields.get("dist")
+                if iid is None or dist is None:
+                    continue
+                score = 1.0 - float(dist)
+                if iid not in best or score > best[iid]:
+                    best[iid] = score
+            ranked = sorted(best, key=lambda i: -best[i])
+            missing = [i for i in ranked if i not in docs_by_id]
+            for iid, doc in zip(missing, (yield from self._fetch(missing)), strict=True):
+                docs_by_id[iid] = doc
+            live = [i for i in ranked if docs_by_id.get(i) is not None and matches(docs_by_id[i]["value"], op.filter)]
+            if len(live) >= wanted or len(hits) < k or k >= MAX_SCAN or total <= k:
+                break
+            k = min(k * 4, MAX_SCAN)
+        live = [i for i in ranked if docs_by_id.get(i) is not None and matches(docs_by_id[i]["value"], op.filter)]
+        kept = [(best[i], docs_by_id[i]) for i in live[op.offset: op.offset + op.limit]]
+        if len(kept) < op.limit:  # as InMemoryStore: fill up with the items that have no embedding, unscored
+            unembedded_query = f"{prefix_query} @nvec:[0 0]" if op.namespace_prefix else "@nvec:[0 0]"
+            fill = SearchOp(op.namespace_prefix, op.filter, op.limit - len(kept), 0, None, op.refresh_ttl)
+            docs = yield from self._listing(unembedded_query, fill)
+            kept += [(None, d) for d in docs]
+        return kept
+
+    # -- namespaces ---------------------------------------------------------------------------------------
+    def _list_namespaces(self, op: ListNamespacesOp) -> Generator[Any, Any, list[tuple[str, ...]]]:
+        reply = yield Commands([("FT.AGGREGATE", self.items_index, "*", "LOAD", "1", "@ns_key",
+                                 "GROUPBY", "1", "@ns_key", "LIMIT", "0", str(MAX_SCAN), "DIALECT", "2")])
+        namespaces = [ns_from_key(row["ns_key"]) for row in _aggregate_rows(reply[0]) if row.get("ns_key")]
+        if op.match_conditions:
+            namespaces = [ns for ns in namespaces if all(_namespace_matches(c, ns) for c in op.match_conditions)]
+        if op.max_depth is not None:
+            namespaces = [ns[: op.max_depth] for ns in namespaces]
+        return sorted(set(namespaces))[op.offset: op.offset + op.limit]
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+def _pairs(row: Sequence[Any]) -> dict[str, Any]:
+    return {_decode(row[i]): row[i + 1] for i in range(0, len(row) - 1, 2)}
+
+
+def _get(mapping: dict, name: str) -> Any:
+    return mapping.get(name, mapping.get(name.encode()))
+
+
+def _search_fields(reply: Any) -> tuple[int, list[dict[str, Any]]]:
+    """An ``FT.SEARCH`` reply as (total, [fields]): RESP2 (total, id, fields, ...) or RESP3 (a map)."""
+    if isinstance(reply, dict):
+        rows = [_get(r, "extra_attributes") or {} for r in _get(reply, "results") or []]
+        return int(_get(reply, "total_results") or 0), [{_decode(k): _decode(v) for k, v in r.items()} for r in rows]
+    total = int(reply[0])
+    out = []
+    for i in range(1, len(reply) - 1, 2):
+        fields = reply[i + 1]
+        out.append({_decode(k): _decode(v) for k, v in _pairs(fields).items()} if fields else {})
+    return total, out
+
+
+def _aggregate_rows(reply: Any) -> list[dict[str, Any]]:
+    """An ``FT.AGGREGATE`` reply's rows as dicts, RESP2 or RESP3."""
+    if isinstance(reply, dict):
+        return [{_decode(k): _decode(v) for k, v in (_get(r, "extra_attributes") or {}).items()}
+                for r in _get(reply, "results") or []]
+    return [{k: _decode(v) for k, v in _pairs(row).items()} for row in reply[1:]]
+
+
+def _search_docs(reply: Sequence[Any]) -> tuple[int, list[dict[str, Any]]]:
+    total, rows = _search_fields(reply)
+    docs = []
+    for fields in rows:
+        raw = fields.get("$")
+        if raw:  # an item whose TTL ran out may still be listed by the index for a moment: skip it
+            docs.append(json.loads(raw))
+    return total, docs
+
+
+def _vector_dims(info: Any) -> int | None:
+    """The DIM of the vector attribute in an ``FT.INFO`` reply (RESP2 list or RESP3 map)."""
+    if isinstance(info, dict):
+        for attribute in _get(info, "attributes") or []:
+            if isinstance(attribute, dict) and _decode(_get(attribute, "type")) == "VECTOR":
+                dim = _get(attribute, "dim")
+                return int(dim) if dim is not None else None
+        return None
+    flat = list(info)
+    for i, entry in enumerate(flat):
+        if _decode(entry) == "attributes" and i + 1 < len(flat):
+            for attribute in flat[i + 1]:
+                fields = [_decode(x) if isinstance(x, bytes) else x for x in attribute]
+                if "VECTOR" in fields:
+                    for j, name in enumerate(fields):
+                        if isinstance(name, str) and name.lower() == "dim" and j + 1 < len(fields):
+                            return int(fields[j + 1])
+    return None
+
