@@ -1,14 +1,49 @@
 """Context schemas (``runtime.context``): every tunable of a graph, with defaults. A leaf module.
 
-Nodes read their settings from here; when a caller passes no context, the defaults apply.
+Nodes read their settings from here; when a caller passes no context, the defaults apply. Each field carries a
+description (LangGraph Studio shows it) and, where it has one, its allowed range (``ge``/``le``, or ``choices``),
+declared with :func:`knob`. :func:`context_of` checks a run's context against them, so a wrong type or an
+out-of-range value is refused naming the field, and the served API answers 422 naming it before a run starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from xmrt.schema_check import check_dataclass
+
 T = TypeVar("T")
+PROMPT_MAX = 20_000
+_NO_DEFAULT: Any = dataclasses.MISSING
+
+
+def knob(default: Any = _NO_DEFAULT, description: str = "", *, default_factory: Any = _NO_DEFAULT,
+         ge: float | None = None, le: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    """A context field with a description and optional bounds (numbers, or a string's length) or choices."""
+    meta: dict[str, Any] = {"description": description}
+    if ge is not None:
+        meta["ge"] = ge
+    if le is not None:
+        meta["le"] = le
+    if choices is not None:
+        meta["choices"] = choices
+    if default_factory is not _NO_DEFAULT:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def agent_knob(what: str = "The agent") -> Any:
+    """The ``agent_id`` field every agent context has."""
+    return knob("eliza", f"{what}'s id: its memories, ledger and model (scoped to the calling user when served "
+                "with API keys).", ge=1, le=128)
+
+
+def model_knob() -> Any:
+    """The ``model`` field: a chat model name, "" for the configured one."""
+    return knob("", "Chat model name; empty keeps the configured one (RAGLIGHT_LLM_MODEL).", le=200)
+
 
 MEMORY_AGENT_PROMPT = (
     "You are Eliza, the XMRT DAO assistant. Answer briefly and truthfully.\n"
@@ -21,15 +56,15 @@ MEMORY_AGENT_PROMPT = (
 class MemoryAgentContext:
     """Tunables of the memory agent."""
 
-    agent_id: str = "eliza"
-    model: str = ""
-    recall_k: int = 4
-    min_similarity: float = 0.3
-    max_history: int = 12
-    max_attempts: int = 2
-    max_answer_chars: int = 600
-    remember: bool = True
-    system_prompt: str = MEMORY_AGENT_PROMPT
+    agent_id: str = agent_knob()
+    model: str = model_knob()
+    recall_k: int = knob(4, "Memories recalled per question.", ge=0, le=50)
+    min_similarity: float = knob(0.3, "A recalled memory must be at least this similar to the question.", ge=-1, le=1)
+    max_history: int = knob(12, "Earlier messages of the thread shown to the model.", ge=0, le=200)
+    max_attempts: int = knob(2, "Model calls before the deterministic fallback answer.", ge=1, le=10)
+    max_answer_chars: int = knob(600, "Characters of the answer stored in the exchange's memory.", ge=0, le=20_000)
+    remember: bool = knob(True, "Store each exchange as a new long-term memory.")
+    system_prompt: str = knob(MEMORY_AGENT_PROMPT, "System prompt; {memories} is filled in.", le=PROMPT_MAX)
 
 
 ELIZA_INSTRUCTIONS = (
@@ -44,53 +79,54 @@ ELIZA_INSTRUCTIONS = (
 class ElizaContext:
     """Tunables of one Eliza decision cycle (graphs/eliza.py)."""
 
-    agent_id: str = "eliza"
-    model: str = ""
-    use_llm: bool = True
-    #: Use recorded outcomes (similar past cases) when reflecting; off = the no-learning agent.
-    learn: bool = True
-    collection: str = "default"
-    knowledge_k: int = 3
-    lessons_k: int = 3
-    defer_margin: float = 0.05
-    #: Decisions whose probability is within this margin of 0.5 are reflected on.
-    reflect_margin: float = 0.15
-    max_reflections: int = 50
-    neighbors_k: int = 15
-    min_neighbors: int = 5
-    #: Pseudo-count of the model's own estimate when blending in the neighbours' success rate.
-    neighbor_prior: float = 10.0
-    max_attempts: int = 2
-    max_new_tokens: int = 96
-    instructions: str = ELIZA_INSTRUCTIONS
+    agent_id: str = agent_knob("The decision agent")
+    model: str = model_knob()
+    use_llm: bool = knob(True, "Ask the chat model for a verdict; its learned weight decides how much it counts.")
+    learn: bool = knob(True, "Use recorded outcomes (similar past cases) when reflecting; off = no learning.")
+    collection: str = knob("default", "Knowledge-base collection consulted for each proposal.", ge=1, le=512)
+    knowledge_k: int = knob(3, "Knowledge-base passages per proposal.", ge=0, le=50)
+    lessons_k: int = knob(3, "Lessons from past outcomes recalled per cycle.", ge=0, le=50)
+    defer_margin: float = knob(0.05, "Probabilities within this margin of 0.5 are deferred.", ge=0, le=0.5)
+    reflect_margin: float = knob(0.15, "Decisions within this margin of 0.5 are reflected on.", ge=0, le=0.5)
+    max_reflections: int = knob(50, "Most decisions reflected on per cycle.", ge=0, le=1000)
+    neighbors_k: int = knob(15, "Similar past proposals consulted by a reflection.", ge=1, le=1000)
+    min_neighbors: int = knob(5, "Past outcomes needed before reflecting.", ge=0, le=1000)
+    neighbor_prior: float = knob(10.0, "Pseudo-count of the model's own estimate when blending in the "
+                                 "neighbours' success rate.", ge=0, le=1e6)
+    max_attempts: int = knob(2, "Model calls per verdict before deciding on the criteria alone.", ge=1, le=10)
+    max_new_tokens: int = knob(96, "Token limit of a verdict reply.", ge=1, le=4096)
+    instructions: str = knob(ELIZA_INSTRUCTIONS, "The decision instructions given to the model.", le=PROMPT_MAX)
 
 
 @dataclass(kw_only=True)
 class SelfImproveContext:
     """Tunables of the self-improvement graph (graphs/self_improve.py)."""
 
-    agent_id: str = "eliza"
-    model: str = ""
-    learn: bool = True
-    learning_rate: float = 0.01
-    epochs: int = 30
-    l2: float = 1e-4
-    lesson_min_cases: int = 5
-    lesson_min_gap: float = 0.25
-    max_lessons: int = 5
-    #: Let the LLM rewrite the decision instructions: "auto" (only with the openai provider), "on" or "off".
-    prompt_optimizer: str = "auto"
-    max_attempts: int = 2
+    agent_id: str = agent_knob("The decision agent")
+    model: str = model_knob()
+    learn: bool = knob(True, "Train the decision model on the recorded outcomes.")
+    learning_rate: float = knob(0.01, "Learning rate of the decision model's training.", ge=1e-6, le=10)
+    epochs: int = knob(30, "Passes over the recorded outcomes per training.", ge=1, le=1000)
+    l2: float = knob(1e-4, "L2 penalty on the weights.", ge=0, le=10)
+    lesson_min_cases: int = knob(5, "Outcomes a lesson must rest on.", ge=1, le=100_000)
+    lesson_min_gap: float = knob(0.25, "Success-rate gap a lesson must show.", ge=0, le=1)
+    max_lessons: int = knob(5, "Lessons written per run.", ge=0, le=100)
+    prompt_optimizer: str = knob("auto", "Let the model rewrite the decision instructions: 'auto' (only with the "
+                                 "openai provider), 'on' or 'off'.", choices=("auto", "on", "off"))
+    max_attempts: int = knob(2, "Model calls before the deterministic fallback.", ge=1, le=10)
 
 
 def context_of(runtime: Any, schema: type[T]) -> T:
-    """The run's context, or the schema's defaults when the caller passed none."""
+    """The run's context, checked against ``schema``; the schema's defaults when the caller passed none.
+
+    Raises:
+        xmrt.schema_check.FieldError: (a ``ValueError``) naming the first unknown, mistyped or out-of-range field.
+    """
     ctx = getattr(runtime, "context", None)
     if ctx is None:
         return schema()
-    if isinstance(ctx, dict):
-        return schema(**ctx)
-    return ctx
+    check_dataclass(ctx, schema)
+    return schema(**ctx) if isinstance(ctx, dict) else ctx
 
 
 # --------------------------------------------------------------------------- reasoning graphs (RAG, RAT, agentic)
@@ -135,6 +171,9 @@ AGENT_TOOLS = ("search_knowledge", "search_code_signatures", "list_knowledge_col
                "save_memory")
 
 
+SEARCH_MODES = ("hybrid", "semantic", "bm25")
+
+
 @dataclass(kw_only=True)
 class RetrievalSettings:
     """What the reasoning graphs share: where to search, how many hits, and when a hit counts as relevant.
@@ -152,16 +191,16 @@ class RetrievalSettings:
         config: An ``xmrt.config.Config`` (data dir, Chroma, embeddings); None uses ``get_config()``.
     """
 
-    model: str = ""
-    max_new_tokens: int = 0
-    collection: str = "default"
-    k: int = 4
-    search_mode: str = "hybrid"
-    min_similarity: float = 0.2
-    relevance_ratio: float = 0.5
-    max_passage_chars: int = 700
-    max_attempts: int = 2
-    config: Any = None
+    model: str = model_knob()
+    max_new_tokens: int = knob(0, "Token limit per model reply (0 keeps the provider's default).", ge=0, le=4096)
+    collection: str = knob("default", "Knowledge-base collection to search.", ge=1, le=512)
+    k: int = knob(4, "Hits per search.", ge=1, le=50)
+    search_mode: str = knob("hybrid", "How to search: hybrid, semantic or bm25.", choices=SEARCH_MODES)
+    min_similarity: float = knob(0.2, "A hit less similar to the query than this is ignored.", ge=-1, le=1)
+    relevance_ratio: float = knob(0.5, "Hits below this share of the best hit's similarity are ignored.", ge=0, le=1)
+    max_passage_chars: int = knob(700, "Characters of each passage shown to the model.", ge=50, le=20_000)
+    max_attempts: int = knob(2, "Model calls per node before its deterministic fallback.", ge=1, le=10)
+    config: Any = knob(None, "An xmrt.config.Config (Python callers only; refused over the API).")
 
 
 @dataclass(kw_only=True)
@@ -175,10 +214,11 @@ class RagContext(RetrievalSettings):
         no_answer_message: The reply when nothing relevant was found.
     """
 
-    max_history: int = 6
-    reformulate_prompt: str = RAG_REFORMULATE_PROMPT
-    answer_prompt: str = RAG_ANSWER_PROMPT
-    no_answer_message: str = RAG_NO_ANSWER
+    max_history: int = knob(6, "Earlier messages shown to the question rewriter.", ge=0, le=200)
+    reformulate_prompt: str = knob(RAG_REFORMULATE_PROMPT, "System prompt of the rewriter.", le=PROMPT_MAX)
+    answer_prompt: str = knob(RAG_ANSWER_PROMPT, "System prompt of the answer; {passages} is filled in.",
+                              le=PROMPT_MAX)
+    no_answer_message: str = knob(RAG_NO_ANSWER, "The reply when nothing relevant was found.", le=PROMPT_MAX)
 
 
 @dataclass(kw_only=True)
@@ -198,14 +238,15 @@ class RatContext(RetrievalSettings):
         answer_prompt: System prompt of the final answer.
     """
 
-    k: int = 3
-    reflection_steps: int = 3
-    max_steps: int = 4
-    unchanged_similarity: float = 0.97
-    support_threshold: float = 0.6
-    draft_prompt: str = RAT_DRAFT_PROMPT
-    revise_prompt: str = RAT_REVISE_PROMPT
-    answer_prompt: str = RAT_ANSWER_PROMPT
+    k: int = knob(3, "Hits per step search.", ge=1, le=50)
+    reflection_steps: int = knob(3, "Most passes of revision over the draft.", ge=0, le=10)
+    max_steps: int = knob(4, "Most steps kept from the draft.", ge=1, le=20)
+    unchanged_similarity: float = knob(0.97, "A revision at least this similar to its step changes nothing.",
+                                       ge=0, le=1)
+    support_threshold: float = knob(0.6, "A sentence is supported when this similar to a passage.", ge=0, le=1)
+    draft_prompt: str = knob(RAT_DRAFT_PROMPT, "System prompt of the draft; {max_steps} is filled in.", le=PROMPT_MAX)
+    revise_prompt: str = knob(RAT_REVISE_PROMPT, "System prompt of a step revision.", le=PROMPT_MAX)
+    answer_prompt: str = knob(RAT_ANSWER_PROMPT, "System prompt of the final answer.", le=PROMPT_MAX)
 
 
 @dataclass(kw_only=True)
@@ -225,18 +266,24 @@ class AgenticRagContext(RetrievalSettings):
         final_prompt: System prompt of the answer written without tools; ``{passages}`` and ``{reason}``.
     """
 
-    agent_id: str = "eliza"
-    max_tool_calls: int = 6
-    max_calls_per_step: int = 3
-    tools: tuple[str, ...] = AGENT_TOOLS
-    first_tool: str = ""
-    max_history: int = 6
-    max_tool_result_chars: int = 1500
-    instructions: str = AGENT_INSTRUCTIONS
-    final_prompt: str = AGENT_FINAL_PROMPT
+    agent_id: str = agent_knob("The agent whose memories the memory tools use:")
+    max_tool_calls: int = knob(6, "The step budget: tool calls executed per question, at most.", ge=0, le=50)
+    max_calls_per_step: int = knob(3, "Tool calls taken from one model reply.", ge=1, le=10)
+    tools: tuple[str, ...] = knob(AGENT_TOOLS, "Names of the tools the agent may use.")
+    first_tool: str = knob("", "A tool the agent must call first in each turn ('' lets the model choose).",
+                           choices=("", *AGENT_TOOLS))
+    max_history: int = knob(6, "Earlier conversation messages shown to the agent.", ge=0, le=200)
+    max_tool_result_chars: int = knob(1500, "Characters of a tool result quoted in the final answer prompt.",
+                                      ge=100, le=50_000)
+    instructions: str = knob(AGENT_INSTRUCTIONS, "The agent's system prompt; {budget} and {remaining}.",
+                             le=PROMPT_MAX)
+    final_prompt: str = knob(AGENT_FINAL_PROMPT, "System prompt of the answer written without tools.", le=PROMPT_MAX)
 
 
 # --------------------------------------------------------------------------- orchestrator
+QUESTION_MODES = ("auto", "rag", "rat", "agentic_rag", "agentic")
+
+
 @dataclass(kw_only=True)
 class OrchestratorContext:
     """Tunables of the orchestrator (graphs/orchestrator.py).
@@ -255,13 +302,14 @@ class OrchestratorContext:
         monitor: Record node, LLM and retrieval latencies of the graphs it runs in Redis (xmrt.monitoring).
     """
 
-    agent_id: str = "eliza"
-    collection: str = "default"
-    question_mode: str = "auto"
-    use_llm: bool = True
-    learn: bool = True
-    max_requests: int = 50
-    max_batch: int = 50
-    lock_wait: float = 30.0
-    lock_ttl: float = 60.0
-    monitor: bool = True
+    agent_id: str = agent_knob("The Eliza agent that decides and learns (a request's 'agent' wins):")
+    collection: str = knob("default", "Knowledge-base collection for questions and ingestion.", ge=1, le=512)
+    question_mode: str = knob("auto", "auto, rag, rat or agentic_rag.", choices=QUESTION_MODES)
+    use_llm: bool = knob(True, "Let Eliza ask the model for a verdict.")
+    learn: bool = knob(True, "Let self-improvement update the weights from feedback.")
+    max_requests: int = knob(50, "Requests handled per call; the rest get an error result.", ge=1, le=1000)
+    max_batch: int = knob(50, "Consecutive proposals (or feedback) for one agent handled in one cycle.", ge=1,
+                          le=1000)
+    lock_wait: float = knob(30.0, "Seconds to wait for the agent's lock.", ge=0, le=600)
+    lock_ttl: float = knob(60.0, "Expiry of the agent's lock (renewed while a cycle runs).", ge=1, le=3600)
+    monitor: bool = knob(True, "Record node, LLM and retrieval latencies in Redis.")

@@ -13,8 +13,8 @@
 * Each handler invokes its graph (compiled without a checkpointer of its own: the orchestrator's checkpoint
   records each handled batch) and updates the component's record in the Redis registry
   (:mod:`xmrt.registry`: status, last_run_at, last_error, runs, avg_ms).
-* Served by the graph API, an ingest request obeys the API's ingest policy (``xmrt.auth.check_ingest_source``:
-  git URLs, or local paths inside ``XMRT_INGEST_ROOTS``), as a run of the ``ingest`` graph does.
+* An ingest request obeys the access policy (:mod:`xmrt.policy`): over the served API, remote git URLs, or
+  local paths inside ``XMRT_INGEST_ROOTS``, as a run of the ``ingest`` graph does.
 * ``route_more`` loops until every request has a result; the loop is bounded (``max_requests``, and a batch
   budget derived from the recursion limit), and ``finish`` gives the leftovers an error result.
 
@@ -35,7 +35,6 @@ import contextlib
 import functools
 import importlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -195,8 +194,10 @@ def _run(component: str, state: dict[str, Any], config: RunnableConfig, runtime:
 @contextlib.contextmanager
 def _agent_lock(ctx: OrchestratorContext, agent: str, purpose: str):
     from xmrt.coordination import AgentLock
+    from xmrt.policy import current_principal
 
-    with AgentLock(get_config(), agent, ttl=ctx.lock_ttl).hold(wait=ctx.lock_wait, purpose=purpose):
+    lock = AgentLock(get_config(), agent, ttl=ctx.lock_ttl, principal=current_principal())
+    with lock.hold(wait=ctx.lock_wait, purpose=purpose):
         yield
 
 
@@ -275,7 +276,8 @@ def eliza(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> di
         for a in out.get("actions", []):
             per[ids.get(a.get("id"), 0)]["actions"].append(a)
         for bad in out.get("invalid", []):
-            per[owner[bad["index"]]]["invalid"].append(bad)
+            n = owner[bad["index"]] if isinstance(bad.get("index"), int) else ids.get(str(bad.get("id")), 0)
+            per[n]["invalid"].append(bad)
         for n, r in enumerate(per):
             r["agent"] = agent
             r["metrics"] = out.get("metrics", {})
@@ -297,15 +299,12 @@ def ingest(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> d
         source = request.get("source")
         if not isinstance(source, str) or not source.strip():
             return [{"ok": False, "error": "an ingest request needs a 'source' (a path or git URL)"}]
-        if os.environ.get("LANGSERVE_GRAPHS"):
-            # Served by the graph API (langgraph-api sets this, as xmrt.auth relies on): the API's ingest policy
-            # (git URLs, or local paths inside XMRT_INGEST_ROOTS) applies to an ingest requested through here too.
-            from xmrt.auth import check_ingest_source
+        from xmrt.policy import PolicyError, check_ingest_source
 
-            try:
-                check_ingest_source(get_config(), source)
-            except Exception as exc:  # noqa: BLE001 - Auth's HTTPException: a refused request, not a failure
-                return [{"ok": False, "error": str(getattr(exc, "detail", exc))}]
+        try:  # the ingest graph checks it again where it resolves the source; refuse early with a clear result
+            check_ingest_source(get_config(), source)
+        except PolicyError as exc:
+            return [{"ok": False, "error": str(exc)}]
         inputs = {"source": source, **{k: request[k] for k in ("branch", "working_tree") if k in request}}
         context = IngestContext(collection=request.get("collection") or ctx.collection, progress=False)
         out = _child("ingest").invoke(inputs, child_config, context=context)

@@ -21,6 +21,7 @@ from graphs.state import message_text
 from nodes.models import chat_model
 from xmrt.config import get_config
 from xmrt.eliza import DecisionLedger, DecisionModel, decide_from_probability, proposal_from_dict
+from xmrt.policy import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,14 @@ def _ctx(runtime: Runtime) -> ElizaContext:
 
 
 def _ledger(ctx: ElizaContext) -> DecisionLedger:
-    return DecisionLedger(get_config(), ctx.agent_id)
+    """The agent's ledger, in the scope of whoever runs this graph (a served API user's own agents)."""
+    return DecisionLedger(get_config(), ctx.agent_id, principal=current_principal())
+
+
+def _memory(runtime: Runtime):
+    from xmrt.memory import AgentMemory
+
+    return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
 
 
 # ------------------------------------------------------------------------------------ load context
@@ -47,9 +55,7 @@ def load_context(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     lessons: list[dict[str, Any]] = []
     titles = " ".join(str(p.get("title", "")) for p in state.get("proposals", []) if isinstance(p, dict))[:2000]
     if runtime.store is not None and ctx.lessons_k > 0 and titles.strip():
-        from xmrt.memory import AgentMemory
-
-        found = AgentMemory(get_config(), store=runtime.store).search(ctx.agent_id, titles, limit=ctx.lessons_k * 2)
+        found = _memory(runtime).search(ctx.agent_id, titles, limit=ctx.lessons_k * 2)
         lessons = [m.to_dict() for m in found if m.data.get("kind") == "lesson"][: ctx.lessons_k]
     return {"model": model.to_dict(), "instructions": instructions, "prompt_version": version, "lessons": lessons}
 
@@ -73,11 +79,21 @@ def _knowledge(ctx: ElizaContext, query: str) -> tuple[list[dict[str, Any]], str
 
 
 def assess(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Validate the proposals and enrich each valid one with knowledge-base context."""
+    """Validate the proposals and enrich each valid one with knowledge-base context.
+
+    A proposal whose outcome is already recorded is not decided again (its decision and outcome stay as they
+    are); it is reported among the invalid inputs, with the stored decision.
+    """
     ctx = _ctx(runtime)
     valid, invalid, knowledge, seen = [], [], {}, set()
     kb_note = None
-    for i, raw in enumerate(state.get("proposals") or []):
+    proposals = state.get("proposals")
+    if proposals is not None and not isinstance(proposals, list):
+        return {"assessed": [], "knowledge": {}, "kb_note": "",
+                "invalid": [{"index": None, "error": f"'proposals' must be a list, got {type(proposals).__name__}"}]}
+    judged = _ledger(ctx).judged(str(p.get("id")).strip() for p in proposals or []
+                                 if isinstance(p, dict) and isinstance(p.get("id"), str | int))
+    for i, raw in enumerate(proposals or []):
         try:
             proposal = proposal_from_dict(raw)
         except ValueError as exc:
@@ -86,12 +102,21 @@ def assess(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
         if proposal.id in seen:
             invalid.append({"index": i, "error": f"duplicate id {proposal.id!r} in this cycle"})
             continue
+        if proposal.id in judged:
+            invalid.append({"index": i, "id": proposal.id, "error": _already_judged(judged[proposal.id])})
+            continue
         seen.add(proposal.id)
         valid.append(proposal.__dict__)
         if ctx.knowledge_k > 0 and kb_note is None:
             passages, kb_note = _knowledge(ctx, proposal.text())
             knowledge[proposal.id] = passages
     return {"assessed": valid, "invalid": invalid, "knowledge": knowledge, "kb_note": kb_note or ""}
+
+
+def _already_judged(record: dict[str, Any]) -> str:
+    outcome = "succeeded" if record["outcome"].get("success") else "failed"
+    return (f"proposal {record['id']!r} was already decided ({record.get('decision')}) and its outcome is recorded "
+            f"({outcome}); it is not decided again")
 
 
 # ------------------------------------------------------------------------------------ decide
@@ -244,17 +269,30 @@ def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ act
 def act(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Record the decisions in the ledger, then run the actions of approved proposals through tools."""
+    """Record the decisions in the ledger, then run the actions of approved proposals through tools.
+
+    Both are idempotent, because a durable runtime may run this step twice: recording never erases an outcome
+    (a proposal judged meanwhile is reported, not re-decided), and each action runs at most once per agent and
+    proposal id (:meth:`DecisionLedger.claim_action`), whichever process or retry gets there first.
+    """
     from tools.dao import run_action
 
     ctx = _ctx(runtime)
+    ledger = _ledger(ctx)
     decisions = state.get("decisions", [])
-    _ledger(ctx).record(decisions)
+    kept = set(ledger.record(decisions))
+    update: dict[str, Any] = {}
+    if kept:  # judged between assess and here (another process): keep the stored decision and outcome
+        judged = ledger.judged(kept)
+        update["decisions"] = [d for d in decisions if d["id"] not in kept]
+        update["invalid"] = [*state.get("invalid", []),
+                             *({"index": None, "id": pid, "error": _already_judged(judged[pid])} for pid in judged)]
+        decisions = update["decisions"]
     actions = []
     for d in decisions:
         if d.get("action") and d["decision"] == "approve":
-            actions.append({"id": d["id"], **run_action(ctx.agent_id, d["id"], d["action"])})
-    return {"actions": actions}
+            actions.append({"id": d["id"], **run_action(ledger, d["id"], d["action"])})
+    return {"actions": actions, **update}
 
 
 # ------------------------------------------------------------------------------------ learn
@@ -269,9 +307,7 @@ def learn(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
              "model_version": state.get("model", {}).get("version", 0)}
     ledger.append_metrics(point)
     if runtime.store is not None:
-        from xmrt.memory import AgentMemory
-
-        AgentMemory(get_config(), store=runtime.store).save_state(
+        _memory(runtime).save_state(
             ctx.agent_id, {"last_cycle_at": time.time(), "metrics": metrics, "model_version": point["model_version"]}
         )
     return {"metrics": metrics}

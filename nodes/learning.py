@@ -18,6 +18,7 @@ from nodes.models import chat_model
 from xmrt.config import get_config
 from xmrt.eliza import DecisionLedger, is_correct, outcome_from_dict
 from xmrt.errors import UserError
+from xmrt.policy import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def _ctx(runtime: Runtime) -> SelfImproveContext:
 
 
 def _ledger(ctx: SelfImproveContext) -> DecisionLedger:
-    return DecisionLedger(get_config(), ctx.agent_id)
+    return DecisionLedger(get_config(), ctx.agent_id, principal=current_principal())
 
 
 def record_outcomes(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def write_lessons(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
     judged = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None]
     lessons = _lessons_from(judged, ctx)
-    memory = AgentMemory(get_config(), store=runtime.store)
+    memory = AgentMemory(get_config(), store=runtime.store, principal=current_principal())
     for lesson in lessons:
         memory.remember(ctx.agent_id, lesson["text"], key=f"lesson-{lesson['criterion']}",
                         data={"kind": "lesson", "criterion": lesson["criterion"], "gap": lesson["gap"]})

@@ -11,6 +11,7 @@ from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
 from xmrt.config import get_config
 from xmrt.memory import AgentMemory
+from xmrt.policy import current_principal
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 def _memory(runtime: Runtime) -> AgentMemory:
     if runtime.store is None:
         raise RuntimeError("this graph needs a store: compile it with xmrt.persistence.redis_graph or serve it")
-    return AgentMemory(get_config(), store=runtime.store)
+    return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
 
 
 def recall(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:

@@ -114,7 +114,8 @@ def test_self_improvement_learns_the_direction_of_unknown_criteria_and_writes_le
     found = AgentMemory(app_config, store=improve.store).search("learner", "track record of the team")
     assert any(m.data.get("kind") == "lesson" for m in found)
     # Deciding the same kind of stream again with the learned weights is more accurate.
-    fresh = generate(200, rule="linear", noise=0.05, seed=4)
+    # New ids: a proposal whose outcome is recorded is never decided again.
+    fresh = [({**p, "id": f"fresh-{p['id']}"}, ok) for p, ok in generate(200, rule="linear", noise=0.05, seed=4)]
     truth = {p["id"]: ok for p, ok in fresh}
     from xmrt.eliza import is_correct
 
@@ -255,3 +256,22 @@ def test_cycle_resumes_after_the_process_is_killed_mid_cycle(app_config):
     assert result["next_before"] == ["decide"]
     assert result["decisions"] == ["k1", "k2"] and result["next_after"] == []
     assert DecisionLedger(app_config, "killed").get("k2") is not None
+
+
+def test_many_concurrent_async_runs_with_the_served_store_never_stall(app_config):
+    """Sync nodes that read the store (load_context, learn) run on the default thread pool (6 threads here) with
+    the store the server uses; they must never wait on each other (the async store's sync bridge did)."""
+    import asyncio
+
+    from xmrt.persistence import async_store
+
+    async def scenario():
+        async with async_store(app_config) as store:
+            graph = eliza_builder.compile(store=store)
+            runs = [graph.ainvoke({"proposals": [proposal(f"conc-{i}", alignment=0.9)]},
+                                  context={"agent_id": f"conc-{i % 3}", "knowledge_k": 0, "use_llm": False})
+                    for i in range(16)]
+            return await asyncio.wait_for(asyncio.gather(*runs), timeout=120)
+
+    outs = asyncio.run(scenario())
+    assert [o["decisions"][0]["id"] for o in outs] == [f"conc-{i}" for i in range(16)]

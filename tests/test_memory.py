@@ -7,7 +7,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
 from xmrt.errors import UserError
-from xmrt.memory import AgentMemory, decode_label, encode_label
+from xmrt.memory import AgentMemory, agent_label
 
 EDGE_LABELS = ["a", "Z", "7", ":", "-", "@", ".", "a b", "user:42", "x-y", "me@example.com", "ünïcødé 日本語 🚀",
                "is", "the", "{*}|()", "ab", "abc", "*", "%"]
@@ -20,10 +20,23 @@ def memory(config):
     return AgentMemory(config, store=make_store(config))
 
 
-@pytest.mark.parametrize("label", EDGE_LABELS)
-def test_label_encoding_round_trips(label):
-    token = encode_label(label)
-    assert token.isalnum() and decode_label(token) == label
+def test_agent_ids_map_to_distinct_labels_the_store_accepts():
+    labels = [agent_label(a) for a in {*EDGE_LABELS, "a.b", "a%2Eb", "%2E", "%"}]
+    assert len(set(labels)) == len(labels)
+    assert all("." not in label and label for label in labels)
+
+
+def test_memories_are_owned_by_the_local_user_unless_a_tenant_is_named(memory, config):
+    from xmrt.policy import Principal
+
+    memory.remember("eliza", "local secret", key="s")
+    alice = AgentMemory(config, store=memory.store, principal=Principal("alice", remote=True, tenant="alice"))
+    alice.remember("eliza", "alice secret", key="s")
+    assert memory.recall("eliza", "s").text == "local secret"
+    assert alice.recall("eliza", "s").text == "alice secret"
+    assert [m.text for m in alice.search("eliza", "secret")] == ["alice secret"]
+    assert memory.store.get(("local", "memories", "eliza"), "s") is not None
+    assert memory.store.get(("alice", "memories", "eliza"), "s") is not None
 
 
 def test_namespace_edge_cases_round_trip_without_leaking(memory):

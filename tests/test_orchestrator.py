@@ -160,7 +160,13 @@ def test_served_ingest_requests_obey_the_apis_ingest_roots(app_config, tmp_path,
     monkeypatch.setenv("LANGSERVE_GRAPHS", '{"orchestrator": "x"}')  # what langgraph-api sets when serving
     outside = tmp_path / "private"
     outside.mkdir()
-    out = run(redis_graph(builder), {"request": {"type": "ingest", "source": str(outside)}}, thread="served-ingest")
+    served = {"thread_id": "served-ingest", "langgraph_auth_user_id": "bob",  # what the server puts in every run
+              "langgraph_auth_permissions": ["user"]}
+    out = redis_graph(builder).invoke({"request": {"type": "ingest", "source": str(outside)}},
+                                      {"configurable": served}, context=OrchestratorContext(use_llm=False))
     (result,) = out["results"]
     assert result["route"] == "ingest" and not result["ok"]
     assert "outside the allowed roots" in result["error"]
+    # A run inside the server that carries no authenticated user is refused outright (fail closed).
+    out = run(redis_graph(builder), {"request": {"type": "ingest", "source": str(outside)}}, thread="anon-ingest")
+    assert "no authenticated user" in out["results"][0]["error"]

@@ -7,7 +7,12 @@ Supported ``action`` objects on a proposal (executed only when it is approved):
 * ``{"type": "analyze_repository", "url": "<git URL or local path>", "collection": "..."}``: ingest a
   git repository into the knowledge base, so later decisions can cite it.
 
-Tasks and applications are Redis lists under ``<prefix>:dao:`` (newest last, trimmed to 10,000).
+Tasks and applications are Redis lists under ``<root>:dao:`` (newest last, trimmed to 10,000), where the root is
+the key prefix for the local user and the user's own root for a served API user (:mod:`xmrt.policy`).
+
+**At most once.** :func:`run_action` claims the action in the agent's ledger before running it
+(:meth:`xmrt.eliza.DecisionLedger.claim_action`): a second attempt for the same agent and proposal, from another
+process or from a durable runtime that runs the step again, gets the first attempt's record instead of a rerun.
 """
 
 from __future__ import annotations
@@ -19,29 +24,33 @@ from typing import Any
 from langchain_core.tools import tool
 
 from xmrt.config import get_config
+from xmrt.eliza import DecisionLedger
+from xmrt.policy import Principal, current_principal
 
 MAX_ITEMS = 10_000
 
 
-def _append(kind: str, record: dict[str, Any]) -> int:
-    from xmrt.redis_server import connect
-
+def _key(kind: str, principal: Principal | None = None) -> str:
     config = get_config()
-    client = connect(config)
-    key = f"{config.key_prefix}:dao:{kind}"
-    pipe = client.pipeline(transaction=True)
+    return f"{(principal or current_principal()).redis_root(config)}:dao:{kind}"
+
+
+def _append(kind: str, record: dict[str, Any]) -> int:
+    from xmrt.clients import redis_client
+
+    key = _key(kind)
+    pipe = redis_client(get_config()).pipeline(transaction=True)
     pipe.rpush(key, json.dumps({**record, "at": time.time()}))
     pipe.ltrim(key, -MAX_ITEMS, -1)
     length, _ = pipe.execute()
     return int(length)
 
 
-def list_records(kind: str, n: int = 20) -> list[dict[str, Any]]:
+def list_records(kind: str, n: int = 20, principal: Principal | None = None) -> list[dict[str, Any]]:
     """The newest ``n`` records of ``tasks`` or ``applications``, newest last."""
-    from xmrt.redis_server import connect
+    from xmrt.clients import redis_client
 
-    config = get_config()
-    return [json.loads(v) for v in connect(config).lrange(f"{config.key_prefix}:dao:{kind}", -n, -1)]
+    return [json.loads(v) for v in redis_client(get_config()).lrange(_key(kind, principal), -n, -1)]
 
 
 @tool
@@ -84,17 +93,29 @@ ACTION_TOOLS = {
 }
 
 
-def run_action(agent_id: str, proposal_id: str, action: dict[str, Any]) -> dict[str, Any]:
-    """Execute a proposal's action through its tool; returns {type, status, result}."""
+def run_action(ledger: DecisionLedger, proposal_id: str, action: dict[str, Any]) -> dict[str, Any]:
+    """Execute a proposal's action through its tool, at most once per agent and proposal id.
+
+    Returns:
+        ``{type, status, result}``; ``status`` is ``done``, ``error``, ``skipped`` (unknown type), or
+        ``already`` when an earlier attempt claimed it (its record is in ``earlier``).
+    """
     kind = action.get("type")
     selected = ACTION_TOOLS.get(kind)
     if selected is None:
         return {"type": kind, "status": "skipped", "result": f"unknown action type {kind!r}"}
+    earlier = ledger.claim_action(proposal_id, action)
+    if earlier is not None:
+        return {"type": kind, "status": "already", "result": "this proposal's action was already run (or started) "
+                "for this agent; it is not run twice", "earlier": earlier}
     args = {k: v for k, v in action.items() if k != "type" and k in selected.args}
     if "proposal_id" in selected.args:
-        args.update(proposal_id=proposal_id, agent_id=agent_id)
+        args.update(proposal_id=proposal_id, agent_id=ledger.agent_id)
     try:
         result = selected.invoke(args)
     except Exception as exc:  # noqa: BLE001 - bad action arguments are an outcome, not a crash
-        return {"type": kind, "status": "error", "result": str(exc)}
-    return {"type": kind, "status": "error" if str(result).startswith("error") else "done", "result": result}
+        outcome = {"type": kind, "status": "error", "result": str(exc)}
+    else:
+        outcome = {"type": kind, "status": "error" if str(result).startswith("error") else "done", "result": result}
+    ledger.finish_action(proposal_id, outcome)
+    return outcome

@@ -15,6 +15,7 @@ from langgraph.prebuilt import ToolRuntime
 
 from xmrt.errors import UserError
 from xmrt.memory import AgentMemory, shared_memory
+from xmrt.policy import current_principal
 
 DEFAULT_AGENT = "eliza"
 
@@ -26,7 +27,9 @@ def _memory_and_agent(runtime: ToolRuntime | None) -> tuple[AgentMemory, str]:
     agent = getattr(getattr(runtime, "context", None), "agent_id", None)
     if not agent and runtime is not None:
         agent = ((getattr(runtime, "config", None) or {}).get("configurable") or {}).get("agent_id")
-    memory = AgentMemory(get_config(), store=store) if store is not None else shared_memory(get_config())
+    principal = current_principal(getattr(runtime, "config", None) if runtime is not None else None)
+    memory = AgentMemory(get_config(), store=store if store is not None else shared_memory(get_config()).store,
+                         principal=principal)
     return memory, agent or DEFAULT_AGENT
 
 

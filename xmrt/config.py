@@ -27,6 +27,8 @@ DEFAULT_EMBEDDED_PORT = 6390
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 LLM_PROVIDERS = ("openai", "huggingface")
 DURABILITY_MODES = ("sync", "async", "exit")
+#: User names an API key may not carry: the access policy (xmrt.policy) gives them a meaning of their own.
+RESERVED_USERS = frozenset({"local", "anonymous", "system"})
 
 
 class ConfigError(ValueError):
@@ -133,6 +135,8 @@ def _api_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             raise ConfigError(
                 f"XMRT_API_KEYS entry {n}: the user {user!r} must be 2-64 letters, digits or '_'"
             )
+        if user.lower() in RESERVED_USERS:
+            raise ConfigError(f"XMRT_API_KEYS entry {n}: the user name {user!r} is reserved; choose another")
         if key in pairs:
             raise ConfigError(f"XMRT_API_KEYS entry {n}: the key is listed twice")
         pairs[key] = user

@@ -35,6 +35,7 @@ import redis
 
 from xmrt.config import Config
 from xmrt.errors import XmrtError
+from xmrt.policy import LOCAL, Principal
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,11 @@ class AgentLock:
         name: The agent id (or any resource name).
         ttl: Seconds until the lock expires if its holder stops renewing it (dies).
         client: A Redis client to reuse; one is created from ``config`` otherwise.
+        principal: Whose agent it is (:mod:`xmrt.policy`): a served API user's locks are their own.
     """
 
-    def __init__(self, config: Config, name: str, *, ttl: float = DEFAULT_TTL, client: redis.Redis | None = None):
+    def __init__(self, config: Config, name: str, *, ttl: float = DEFAULT_TTL, client: redis.Redis | None = None,
+                 principal: Principal | None = None):
         if ttl <= 0:
             raise ValueError("lock ttl must be > 0")
         if client is None:
@@ -119,7 +122,7 @@ class AgentLock:
             client = connect(config, check=False)
         self.r = client
         self.name = name
-        self.key = f"{config.key_prefix}:lock:{name}"
+        self.key = f"{(principal or LOCAL).redis_root(config)}:lock:{name}"
         self.ttl = float(ttl)
         self._value: str | None = None
         self._release = self.r.register_script(_RELEASE)

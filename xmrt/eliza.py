@@ -35,6 +35,7 @@ import redis
 
 from xmrt.config import Config
 from xmrt.errors import UserError
+from xmrt.policy import LOCAL, Principal
 
 PRIOR_WEIGHTS: dict[str, float] = {
     "community_support": 1.0,
@@ -305,26 +306,73 @@ def validate_agent_id(agent_id: str) -> str:
     return agent_id
 
 
+def agent_key_base(config: Config, agent_id: str, principal: Principal | None = None) -> str:
+    """The Redis key root of one agent's data: under the principal's own root (a tenant's user name first)."""
+    return f"{(principal or LOCAL).redis_root(config)}:eliza:{agent_id}"
+
+
+def list_agents(client: redis.Redis, config: Config, principal: Principal | None = None, limit: int = 50) -> list[str]:
+    """Agent ids of a principal that have a decision ledger (SCAN, never KEYS)."""
+    root = f"{(principal or LOCAL).redis_root(config)}:eliza:"
+    found: set[str] = set()
+    for key in client.scan_iter(match=_glob_escape(root) + "*:decisions", count=500):
+        name = key.decode() if isinstance(key, bytes) else key
+        found.add(name[len(root):-len(":decisions")])
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+#: Store decisions unless their stored record already has an outcome; returns the ids kept as they were.
+_RECORD_UNLESS_JUDGED = """
+local kept = {}
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  local judged = false
+  if old then
+    local ok, rec = pcall(cjson.decode, old)
+    judged = ok and type(rec) == 'table' and rec['outcome'] ~= nil and rec['outcome'] ~= cjson.null
+  end
+  if judged then
+    table.insert(kept, ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return kept
+"""
+
+
 class DecisionLedger:
     """Decisions, outcomes, the learned model and the metrics history of one agent, in Redis."""
 
     MODEL_VERSIONS_KEPT = 50
     METRICS_KEPT = 1000
 
-    def __init__(self, config: Config, agent_id: str, client: redis.Redis | None = None) -> None:
+    def __init__(self, config: Config, agent_id: str, client: redis.Redis | None = None,
+                 principal: Principal | None = None) -> None:
         self.config = config
         self.agent_id = validate_agent_id(agent_id)
+        self.principal = principal or LOCAL
         if client is None:
             from xmrt.redis_server import connect
 
             client = connect(config)
         self.r = client
-        base = f"{config.key_prefix}:eliza:{agent_id}"
+        base = agent_key_base(config, agent_id, self.principal)
         self.k_decisions = f"{base}:decisions"
         self.k_model = f"{base}:model"
         self.k_versions = f"{base}:model_versions"
         self.k_metrics = f"{base}:metrics"
         self.k_prompts = f"{base}:prompts"
+        self.k_actions = f"{base}:actions"
+
+    def _audit_who(self) -> str:
+        return self.principal.user if self.principal.tenant else f"agent:{self.agent_id}"
 
     # -- model --------------------------------------------------------------------------
     def load_model(self) -> DecisionModel:
@@ -347,19 +395,63 @@ class DecisionLedger:
         return [json.loads(v) for v in self.r.lrange(self.k_versions, 0, n - 1)]
 
     # -- decisions -----------------------------------------------------------------------
-    def record(self, decisions: Sequence[dict[str, Any]]) -> None:
-        """Store decisions (each with ``id``); re-deciding a proposal replaces it and clears its outcome."""
-        if not decisions:
-            return
-        now = time.time()
-        mapping = {
-            d["id"]: json.dumps({**d, "decided_at": now + i * 1e-6, "outcome": None}) for i, d in enumerate(decisions)
-        }
-        self.r.hset(self.k_decisions, mapping=mapping)
-        from xmrt.audit import record as audit  # every decision, whichever entry point made it
+    def record(self, decisions: Sequence[dict[str, Any]]) -> list[str]:
+        """Store decisions (each with ``id``), atomically; returns the ids that were *not* stored.
 
-        audit("eliza.decision", who=f"agent:{self.agent_id}", outcome="recorded", config=self.config,
-              details={"decisions": {d["id"]: d.get("decision") for d in list(decisions)[:100]}})
+        Re-deciding a proposal that has no outcome yet replaces its decision. A proposal whose outcome is
+        already recorded is never decided again: its stored decision and outcome are kept, and its id is
+        returned, so the caller can report it (and run no action for it).
+        """
+        if not decisions:
+            return []
+        now = time.time()
+        args: list[str] = []
+        for i, d in enumerate(decisions):
+            args += [d["id"], json.dumps({**d, "decided_at": now + i * 1e-6, "outcome": None})]
+        kept = [k.decode() if isinstance(k, bytes) else str(k)
+                for k in self.r.eval(_RECORD_UNLESS_JUDGED, 1, self.k_decisions, *args) or []]
+        stored = [d for d in decisions if d["id"] not in set(kept)]
+        if stored:
+            from xmrt.audit import record as audit  # every decision, whichever entry point made it
+
+            audit("eliza.decision", who=self._audit_who(), outcome="recorded", config=self.config,
+                  details={"decisions": {d["id"]: d.get("decision") for d in stored[:100]},
+                           **({"agent": self.agent_id} if self.principal.tenant else {})})
+        return kept
+
+    def judged(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored decisions among ``ids`` that already have an outcome (one HMGET)."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        out = {}
+        for pid, raw in zip(ids, self.r.hmget(self.k_decisions, ids), strict=True):
+            if raw:
+                record = json.loads(raw)
+                if record.get("outcome"):
+                    out[pid] = record
+        return out
+
+    # -- actions (at most once per agent and proposal) -------------------------------------------
+    def claim_action(self, proposal_id: str, action: dict[str, Any]) -> dict[str, Any] | None:
+        """Claim the right to run a proposal's action; None when claimed, else the earlier claim's record.
+
+        One ``HSETNX``: of two processes (or a step run twice by a durable runtime) exactly one gets the claim.
+        """
+        record = {"status": "running", "type": action.get("type"), "claimed_at": time.time()}
+        if self.r.hsetnx(self.k_actions, proposal_id, json.dumps(record)):
+            return None
+        raw = self.r.hget(self.k_actions, proposal_id)
+        return json.loads(raw) if raw else {"status": "running"}
+
+    def finish_action(self, proposal_id: str, result: dict[str, Any]) -> None:
+        """Store what a claimed action did."""
+        self.r.hset(self.k_actions, proposal_id, json.dumps({**result, "finished_at": time.time()}))
+
+    def actions(self) -> dict[str, dict[str, Any]]:
+        """Every action record of this agent, by proposal id."""
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v)
+                for k, v in self.r.hscan_iter(self.k_actions, count=500)}
 
     def get(self, proposal_id: str) -> dict[str, Any] | None:
         """One stored decision, or None."""
@@ -390,8 +482,9 @@ class DecisionLedger:
                     pipe.execute()
                     from xmrt.audit import record as audit
 
-                    audit("eliza.outcome", who=f"agent:{self.agent_id}", outcome="recorded", config=self.config,
-                          details={"id": outcome.id, "success": outcome.success})
+                    audit("eliza.outcome", who=self._audit_who(), outcome="recorded", config=self.config,
+                          details={"id": outcome.id, "success": outcome.success,
+                                   **({"agent": self.agent_id} if self.principal.tenant else {})})
                     return record
                 except redis.WatchError:
                     continue

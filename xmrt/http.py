@@ -35,7 +35,10 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from graphs.context import SelfImproveContext
 from xmrt.config import Config, get_config
+from xmrt.gate import ApiGate
+from xmrt.policy import LOCAL, Principal, request_principal
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +108,19 @@ def _safe_url(config: Config) -> str:
     return describe(config.redis_url)
 
 
-def agents(config: Config, limit: int = 50) -> list[str]:
-    """Agent ids that have a decision ledger (SCAN, never KEYS)."""
-    pattern = f"{config.key_prefix}:eliza:*:decisions"
-    found = set()
-    for key in redis_client(config).scan_iter(match=pattern, count=500):
-        name = key.decode() if isinstance(key, bytes) else key
-        found.add(name[len(config.key_prefix) + len(":eliza:"):-len(":decisions")])
-        if len(found) >= limit:
-            break
-    return sorted(found)
+def agents(config: Config, principal: Principal = LOCAL, limit: int = 50) -> list[str]:
+    """The principal's agent ids that have a decision ledger (SCAN, never KEYS)."""
+    from xmrt.eliza import list_agents
+
+    return list_agents(redis_client(config), config, principal, limit)
 
 
-def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, recent: int = 0) -> dict[str, Any]:
-    """An agent's metrics (and optionally its metrics history and recent decisions)."""
+def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, recent: int = 0,
+               principal: Principal = LOCAL) -> dict[str, Any]:
+    """An agent's metrics (and optionally its metrics history and recent decisions), in the principal's scope."""
     from xmrt.eliza import DecisionLedger
 
-    ledger = DecisionLedger(config, agent, client=redis_client(config))
+    ledger = DecisionLedger(config, agent, client=redis_client(config), principal=principal)
     out: dict[str, Any] = {"agent": agent, "metrics": ledger.metrics()}
     model = ledger.load_model().to_dict()
     out["model_version"] = model.get("version")
@@ -174,11 +173,19 @@ def orchestrator_part(config: Config) -> dict[str, Any]:
     return {"registry": registry, "latencies": latencies}
 
 
-def audit_part(config: Config, n: int = 10) -> list[dict[str, Any]]:
-    """The latest audit entries, newest first."""
+def audit_part(config: Config, n: int = 10, principal: Principal = LOCAL) -> list[dict[str, Any]]:
+    """The latest audit entries, newest first; a tenant sees only the entries made by or for them."""
     from xmrt.audit import tail
 
-    return list(reversed(tail(n, config)))
+    if not principal.tenant:
+        return list(reversed(tail(n, config)))
+    own = [e for e in tail(max(n * 50, 500), config) if e.get("who") == principal.user]
+    return list(reversed(own[-n:]))
+
+
+def principal_of(request: Request, config: Config) -> Principal:
+    """Who makes a request to a custom route: the user the gate authenticated (xmrt.gate)."""
+    return request_principal(config, getattr(request.state, "xmrt_user", None))
 
 
 # ------------------------------------------------------------------------------ routes
@@ -197,6 +204,7 @@ async def health(request: Request) -> JSONResponse:
 async def status(request: Request) -> JSONResponse:
     """The system status in the seed's shape, with live values. Always 200; never hangs."""
     config = get_config()
+    principal = principal_of(request, config)
 
     def down(reason: str) -> dict[str, Any]:
         return {"connected": False, "error": reason, "stats": {}}
@@ -211,38 +219,48 @@ async def status(request: Request) -> JSONResponse:
     connected = redis_info["connected"]
     no_redis = {"error": "Redis is not connected"}
     eliza, kb, llm, orch = await asyncio.gather(
-        _off_loop(eliza_part, config, timeout=4, default=failed) if connected else _const(no_redis),
+        _off_loop(eliza_part, config, DEFAULT_AGENT, 0, 0, principal, timeout=4, default=failed) if connected
+        else _const(no_redis),
         _off_loop(kb_part, config, timeout=8, default=lambda r: {"available": False, "error": r}),
         _off_loop(llm_part, config, timeout=3, default=failed),
         _off_loop(orchestrator_part, config, timeout=4, default=failed) if connected else _const(no_redis),
     )
     stats = redis_info.get("stats") or {}
+    raglight = {
+        "initialized": bool(kb.get("available")),
+        "stats": {
+            "total_documents": kb.get("documents", 0),
+            "total_chunks": kb.get("chunks", 0),
+            "collections": kb.get("collections", 0),
+            "embedding_model": kb.get("embedding_model") or config.embedding_model,
+            "llm_provider": config.llm_provider,
+            "llm_model": llm.get("model"),
+            "last_ingest": kb.get("last_ingest"),
+        },
+        **({"error": kb["error"]} if kb.get("error") else {}),
+    }
+    metrics = eliza.get("metrics") or {}
     body = {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "eliza_agent": {
+            # The seed's fields: is_active, redis {connected, stats}, raglight {initialized, stats},
+            # decision_accuracy and learning_rate; ours beside them.
             "is_active": bool(connected and "eliza" in graphs),
-            "agent_id": DEFAULT_AGENT,
-            "metrics": eliza.get("metrics"),
-            **({"error": eliza["error"]} if "error" in eliza else {}),
             "redis": {
                 "connected": connected,
                 "stats": {k: stats.get(k) for k in ("used_memory", "connected_clients", "keyspace_hits")},
                 **({"error": redis_info["error"]} if "error" in redis_info else {}),
             },
+            "raglight": raglight,
+            "decision_accuracy": metrics.get("decision_accuracy"),
+            "learning_rate": SelfImproveContext().learning_rate,
+            "agent_id": DEFAULT_AGENT,
+            "user": principal.user,
+            "metrics": eliza.get("metrics"),
+            "model_version": eliza.get("model_version"),
+            **({"error": eliza["error"]} if "error" in eliza else {}),
         },
-        "raglight": {
-            "initialized": bool(kb.get("available")),
-            "stats": {
-                "total_documents": kb.get("documents", 0),
-                "total_chunks": kb.get("chunks", 0),
-                "collections": kb.get("collections", 0),
-                "embedding_model": kb.get("embedding_model") or config.embedding_model,
-                "llm_provider": config.llm_provider,
-                "llm_model": llm.get("model"),
-                "last_ingest": kb.get("last_ingest"),
-            },
-            **({"error": kb["error"]} if kb.get("error") else {}),
-        },
+        "raglight": raglight,
         "enhanced_features": {
             "redis_checkpointer": connected,
             "long_term_memory_store": connected,
@@ -287,6 +305,7 @@ async def dashboard_page(request: Request) -> FileResponse:
 async def dashboard_data(request: Request) -> JSONResponse:
     """Everything the dashboard shows, as JSON. ``?agent=ID`` picks the agent (default eliza)."""
     config = get_config()
+    principal = principal_of(request, config)
     agent = request.query_params.get("agent") or DEFAULT_AGENT
     try:
         from xmrt.eliza import validate_agent_id
@@ -306,11 +325,12 @@ async def dashboard_data(request: Request) -> JSONResponse:
         return {"error": reason}
 
     eliza, kb, orch, known, audit = await asyncio.gather(
-        _off_loop(eliza_part, config, agent, 200, 15, timeout=5, default=failed) if connected else _const(no_redis),
+        _off_loop(eliza_part, config, agent, 200, 15, principal, timeout=5, default=failed) if connected
+        else _const(no_redis),
         _off_loop(kb_part, config, timeout=8, default=lambda r: {"available": False, "error": r}),
         _off_loop(orchestrator_part, config, timeout=4, default=failed) if connected else _const(no_redis),
-        _off_loop(agents, config, timeout=3, default=lambda r: []) if connected else _const([]),
-        _off_loop(audit_part, config, timeout=3, default=lambda r: []) if connected else _const([]),
+        _off_loop(agents, config, principal, timeout=3, default=lambda r: []) if connected else _const([]),
+        _off_loop(audit_part, config, 10, principal, timeout=3, default=lambda r: []) if connected else _const([]),
     )
     return JSONResponse({
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -407,7 +427,7 @@ async def lifespan(_app: Starlette):
             dev_runtime.uninstall()
 
 
-app = Starlette(lifespan=lifespan, middleware=[Middleware(BodyLimit)], routes=[
+app = Starlette(lifespan=lifespan, middleware=[Middleware(ApiGate), Middleware(BodyLimit)], routes=[
     Route("/health", health, methods=["GET"]),
     Route("/status", status, methods=["GET"]),
     Route("/dashboard", dashboard_page, methods=["GET"]),

@@ -6,12 +6,11 @@
 * A TTL cache for application data (plain Redis strings under ``<prefix>:cache:``).
 * Server statistics.
 
-Namespace labels are encoded before they reach the store. The store keeps namespaces in a
-RediSearch TEXT field, where one-character labels and stopwords ("a", "is") are never indexed,
-punctuation (``: - @ .``) splits tokens, and a prefix query for agent ``ab`` would also match
-agent ``abc``. Each label is therefore written as ``n`` + three decimal digits per UTF-8 byte
-+ ``z``: one alphanumeric token that is never a stopword, never stemmed and never a prefix of
-another label. Reads decode it back, so any label round-trips exactly.
+Namespaces: ``(<owner>, "memories", <agent>)`` and ``(<owner>, "agentstate", <agent>)``, where the owner is
+the user for a tenant of the served API and ``local`` for the CLI and Python callers (a name no API key may
+carry), so one user's memories never share a namespace with another's. The store
+(:class:`xmrt.store.RedisStore`) keeps labels exact, so any agent id round-trips; a ``.`` (which ``BaseStore``
+forbids in labels) is written as ``%2E``.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import redis
 
 from xmrt.config import Config
 from xmrt.errors import UserError, XmrtError
+from xmrt.policy import LOCAL, Principal
 from xmrt.redis_server import describe, server_status
 
 MEMORY_NS = "memories"
@@ -60,19 +60,11 @@ def _guarded(operation: str):
     return wrap
 
 
-def encode_label(label: str) -> str:
-    """Encode a namespace label into one safe RediSearch token (see the module docstring)."""
-    if not isinstance(label, str) or not label:
-        raise UserError(f"a namespace label must be a non-empty string, got {label!r}")
-    return "n" + "".join(f"{b:03d}" for b in label.encode("utf-8")) + "z"
-
-
-def decode_label(token: str) -> str:
-    """Inverse of :func:`encode_label`."""
-    if not (token.startswith("n") and token.endswith("z")) or (len(token) - 2) % 3:
-        raise ValueError(f"not an encoded label: {token!r}")
-    digits = token[1:-1]
-    return bytes(int(digits[i : i + 3]) for i in range(0, len(digits), 3)).decode("utf-8")
+def agent_label(agent_id: str) -> str:
+    """An agent id as a namespace label: ``%`` and ``.`` escaped (labels may not contain a period)."""
+    if not isinstance(agent_id, str) or not agent_id:
+        raise UserError(f"an agent id must be a non-empty string, got {agent_id!r}")
+    return agent_id.replace("%", "%25").replace(".", "%2E")
 
 
 @dataclass
@@ -116,10 +108,13 @@ class AgentMemory:
         config: Settings (Redis URL, key prefix, embeddings, default TTL).
         store: A store to use instead of building one (e.g. the graph runtime's store).
         client: A Redis client to use for the cache and stats.
+        principal: Whose memories these are (:mod:`xmrt.policy`); the local user's by default.
     """
 
-    def __init__(self, config: Config, store=None, client: redis.Redis | None = None) -> None:
+    def __init__(self, config: Config, store=None, client: redis.Redis | None = None,
+                 principal: Principal | None = None) -> None:
         self.config = config
+        self.principal = principal or LOCAL
         if store is None:
             from xmrt.persistence import make_store
 
@@ -139,14 +134,10 @@ class AgentMemory:
 
     def where(self) -> str:
         """Address of the Redis server behind the store, for messages."""
-        kwargs = getattr(getattr(getattr(self.store, "_redis", None), "connection_pool", None), "connection_kwargs", {})
-        if kwargs.get("host"):
-            return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}"
         return describe(self.config.redis_url)
 
-    @staticmethod
-    def _ns(kind: str, agent_id: str) -> tuple[str, str]:
-        return (kind, encode_label(agent_id))
+    def _ns(self, kind: str, agent_id: str) -> tuple[str, ...]:
+        return self.principal.namespace(kind, agent_label(agent_id))
 
     @staticmethod
     def _check_key(key: str) -> str:

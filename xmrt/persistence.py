@@ -19,14 +19,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from langgraph.graph import StateGraph
 
 from xmrt.config import Config, get_config
-from xmrt.redis_server import connect, ensure_redis
+from xmrt.redis_server import ensure_redis
 
 log = logging.getLogger(__name__)
 
@@ -52,78 +51,6 @@ def store_index_config(config: Config) -> dict[str, Any]:
 def _store_prefixes(config: Config) -> dict[str, str]:
     # The library splits document ids on ":" (e.g. `doc_id.split(":")[1]`), so the prefix must not contain one.
     return {"store_prefix": f"{config.key_prefix}_store", "vector_prefix": f"{config.key_prefix}_store_vectors"}
-
-
-def _expired_doc(exc: AttributeError) -> bool:
-    return "json" in str(exc)
-
-
-class _StoreFixes:
-    r"""Two fixes to langgraph-checkpoint-redis 0.5.2's store, on both the sync and async classes.
-
-    1. Make ``store.get`` work with redis-py >= 6, whose search queries default to DIALECT 2.
-
-    langgraph-checkpoint-redis 0.5.2 looks items up with the exact-phrase query
-    ``@prefix:("ns\\.label")``. Under DIALECT 2 RediSearch keeps the backslash inside quotes,
-    so the phrase never matches and every ``get`` returns None (``search`` is unaffected: it uses
-    a prefix query). The unquoted term ``@prefix:ns\\.label`` matches the one indexed token under
-    both dialects. Our namespace labels are encoded (xmrt.memory) so the term has no English
-    suffix that stemming could expand.
-
-    2. An item whose TTL has just run out can still be listed by the search index while its JSON
-    document is gone; the library then fails with ``AttributeError: 'Document' has no attribute
-    'json'``. Loading the key makes Redis delete it, so the operation is retried (a few times) and
-    then sees the item as absent.
-    """
-
-    _EXPIRY_RETRIES = 4
-
-    def batch(self, ops):
-        ops = list(ops)
-        for attempt in range(self._EXPIRY_RETRIES):
-            try:
-                return super().batch(ops)
-            except AttributeError as exc:
-                if not _expired_doc(exc) or attempt == self._EXPIRY_RETRIES - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-
-    async def abatch(self, ops):
-        ops = list(ops)
-        for attempt in range(self._EXPIRY_RETRIES):
-            try:
-                return await super().abatch(ops)
-            except AttributeError as exc:
-                if not _expired_doc(exc) or attempt == self._EXPIRY_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
-
-    def _get_batch_GET_ops_queries(self, get_ops):
-        from collections import defaultdict
-
-        from langgraph.store.redis.base import _namespace_to_text
-        from redisvl.query.filter import Tag
-
-        groups: dict[tuple[str, ...], list] = defaultdict(list)
-        for idx, op in get_ops:
-            groups[op.namespace].append((idx, op.key))
-        queries = []
-        for namespace, items in groups.items():
-            keys = [key for _, key in items]
-            queries.append((f"(@prefix:{_namespace_to_text(namespace)} {Tag('key') == keys})", [], namespace, items))
-        return queries
-
-
-def _store_classes():
-    from langgraph.store.redis import AsyncRedisStore, RedisStore
-
-    class XmrtRedisStore(_StoreFixes, RedisStore):
-        """RedisStore with the fixes of :class:`_StoreFixes`."""
-
-    class AsyncXmrtRedisStore(_StoreFixes, AsyncRedisStore):
-        """AsyncRedisStore with the fixes of :class:`_StoreFixes`."""
-
-    return XmrtRedisStore, AsyncXmrtRedisStore
 
 
 def make_checkpointer(config: Config | None = None, *, ttl_minutes: float | None = None, start: bool = True):
@@ -155,19 +82,23 @@ async def async_checkpointer(config: Config | None = None, *, ttl_minutes: float
 
 
 def make_store(config: Config | None = None, *, ttl_minutes: float | None = None, start: bool = True):
-    """A sync Redis store with the vector index and TTL, set up and ready."""
-    from redis import Redis
+    """The long-term Redis store (:class:`xmrt.store.RedisStore`) with the vector index and TTL, set up.
+
+    It has a sync client and builds an asyncio client per event loop, so both its sync and its async methods
+    work wherever they are called from (a sync node never bridges to the server's event loop).
+    """
+    from xmrt.clients import async_redis_client, redis_client
+    from xmrt.store import RedisStore
 
     config = config or get_config()
-    client = ensure_redis(config) if start else connect(config)
-    client.close()
-    from xmrt.checkpoint import client_options
-
-    store = _store_classes()[0](
-        Redis.from_url(config.redis_url, **client_options()),
+    if start:
+        ensure_redis(config)
+    store = RedisStore(
+        redis_client(config),
+        lambda: async_redis_client(config),
+        prefix=config.key_prefix,
         index=store_index_config(config),
         ttl=_ttl(ttl_minutes if ttl_minutes is not None else config.memory_ttl_minutes),
-        **_store_prefixes(config),
     )
     store.setup()
     return store
@@ -175,28 +106,12 @@ def make_store(config: Config | None = None, *, ttl_minutes: float | None = None
 
 @contextlib.asynccontextmanager
 async def async_store(config: Config | None = None, *, ttl_minutes: float | None = None):
-    """An async Redis store with the vector index and TTL, set up, closed on exit."""
-    from redis.asyncio import Redis as AsyncRedis
-
+    """The long-term Redis store for async code (the served API): set up off the event loop."""
     # Blocking work (config file, module check, loading the embedding model) stays off the event loop:
     # `langgraph dev` raises on blocking calls inside async code.
     config = config or await asyncio.to_thread(get_config)
-    await asyncio.to_thread(lambda: connect(config).close())
-    index = await asyncio.to_thread(store_index_config, config)
-    from xmrt.checkpoint import client_options
-
-    client = AsyncRedis.from_url(config.redis_url, **client_options(asyncio_client=True))
-    try:
-        async with _store_classes()[1](
-            redis_client=client,
-            index=index,
-            ttl=_ttl(ttl_minutes if ttl_minutes is not None else config.memory_ttl_minutes),
-            **_store_prefixes(config),
-        ) as store:
-            await store.setup()
-            yield store
-    finally:
-        await client.aclose()
+    store = await asyncio.to_thread(make_store, config, ttl_minutes=ttl_minutes, start=False)
+    yield store
 
 
 @contextlib.asynccontextmanager

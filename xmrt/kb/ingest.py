@@ -112,6 +112,8 @@ def scan_source(resolved: ResolvedSource, settings: IngestSettings) -> tuple[lis
             label = resolved.label(entry.rel)
             bar.update(1)
             try:
+                if entry.skip:
+                    raise SkipFile(entry.skip)
                 if entry.size < 0:
                     raise SkipFile("unreadable (cannot stat; broken link?)")
                 precheck(entry.path, entry.size)

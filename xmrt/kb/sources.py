@@ -96,11 +96,12 @@ class ResolvedSource:
 
 @dataclass
 class FileEntry:
-    """A file found in a source: absolute ``path``, posix ``rel`` path and ``size`` in bytes."""
+    """A file found in a source: absolute ``path``, posix ``rel`` path, ``size`` in bytes, and why to skip it."""
 
     path: Path
     rel: str
     size: int
+    skip: str = ""
 
 
 @dataclass
@@ -151,13 +152,17 @@ def _ignored_file(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in IGNORED_FILES)
 
 
-def walk_files(root: Path, globs: Globs | None = None) -> Iterator[FileEntry]:
+def walk_files(root: Path, globs: Globs | None = None, *, confine: bool = True) -> Iterator[FileEntry]:
     """Files under ``root`` in sorted order, without ignored directories, ignored names or excluded paths.
 
-    Symbolic links to directories are not followed. A directory that cannot be listed is logged and skipped.
+    Symbolic links to directories are not followed. With ``confine`` (the default), a file that is a symbolic
+    link to somewhere outside ``root`` is not read (it comes with ``skip`` set): a cloned repository (or a folder
+    under the ingest roots) cannot make the system read files elsewhere. A directory that cannot be listed is
+    logged and skipped.
     """
     globs = globs or Globs()
     root = Path(root)
+    real_root = root.resolve()
     if root.is_file():
         yield FileEntry(root, root.name, root.stat().st_size)
         return
@@ -175,6 +180,9 @@ def walk_files(root: Path, globs: Globs | None = None) -> Iterator[FileEntry]:
             if _ignored_file(name) or globs.excluded(rel) or not globs.included(rel):
                 continue
             path = base / name
+            if confine and path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                yield FileEntry(path, rel, -1, "a symbolic link to a file outside the source (not followed)")
+                continue
             try:
                 size = path.stat().st_size
             except OSError:
@@ -347,10 +355,16 @@ def resolve_source(config: Config, source: str, branch: str | None = None, worki
     Raises:
         UserError: The path does not exist, or ``branch`` was given for a plain folder.
         GitSourceError: A repository cannot be reached.
+        xmrt.policy.PolicyError: The caller may not read this source (a served API request outside
+            ``XMRT_INGEST_ROOTS``, a git transport that runs commands, an option-like source).
     """
+    from xmrt.policy import check_ingest_source
+
     source = source.strip()
     if not source:
         raise UserError("nothing to ingest: the source is empty")
+    # The access policy, where the source is resolved: whatever graph, assistant, tool or action asked for it.
+    check_ingest_source(config, source)
     if is_git_url(source) and not Path(source).exists():
         return clone_repository(config, source, branch)
     path = Path(source).expanduser()
