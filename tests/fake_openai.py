@@ -17,8 +17,9 @@ from typing import Any
 class FakeOpenAI:
     """``with FakeOpenAI() as fake: env["OPENAI_BASE_URL"] = fake.url``."""
 
-    def __init__(self, reply: str = "This is a scripted reply.") -> None:
+    def __init__(self, reply: str = "This is a scripted reply.", delay: float = 0.0) -> None:
         self.reply = reply
+        self.delay = delay
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         server = self
@@ -36,6 +37,7 @@ class FakeOpenAI:
                 request = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
                     server.requests.append(request)
+                time.sleep(server.delay)
                 text = server.reply
                 created = int(time.time())
                 if request.get("stream"):

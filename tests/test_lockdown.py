@@ -353,3 +353,72 @@ def test_sixteen_concurrent_runs_of_each_real_graph_finish_without_errors(locked
     assert len(results) == 64
     assert health and all(h == 200 for h in health), health
     print(f"64 runs in {elapsed:.1f}s")
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_run_starts_again_and_serves(redis_server, tmp_path):
+    """SIGKILL while runs are in flight; the restarted server answers /health and runs new work, and the
+    interrupted runs it restores do not hang it."""
+    import os
+    import signal
+
+    config = make_config(tmp_path / "data", redis_server.port, XMRT_KEY_PREFIX=f"kill{free_port()}",
+                         XMRT_API_KEYS=KEYS)
+    lg_config = langgraph_config_with(tmp_path, {"echo": "./tests/served_graphs.py:graph"})
+    with FakeOpenAI("Slow scripted answer.", delay=4.0) as fake:
+        env = {**server_env(config), "XMRT_API_KEYS": KEYS, **fake.env()}
+        server = LangGraphServer(env, tmp_path / "first.log", config_path=lg_config, jobs=8).start()
+        port = server.port
+
+        async def start_runs():
+            client = _client(server, ALICE)
+            runs = []
+            for i in range(6):
+                thread = await client.threads.create()
+                runs.append(await client.runs.create(thread["thread_id"], "memory_agent", context={"agent_id": "k"},
+                                                     input={"messages": [{"role": "user", "content": f"hi {i}"}]}))
+            for _ in range(40):
+                statuses = [(await client.runs.get(r["thread_id"], r["run_id"]))["status"] for r in runs]
+                if "running" in statuses:
+                    return runs
+                await asyncio.sleep(0.25)
+            return runs
+
+        try:
+            runs = asyncio.run(start_runs())
+            time.sleep(1.0)  # let the runtime persist its state the way it does while running
+        finally:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(10)
+        restarted = LangGraphServer(env, tmp_path / "second.log", port=port, config_path=lg_config, jobs=8)
+        restarted.start(timeout=120)
+        try:
+            assert _call(restarted, "GET", "/health").status_code == 200
+
+            async def after():
+                client = _client(restarted, ALICE)
+                thread = await client.threads.create()
+                fresh = await asyncio.wait_for(client.runs.wait(thread["thread_id"], "echo",
+                                                                input={"text": "after the crash"}), 60)
+                deadline = time.time() + 120
+                statuses = []
+                while time.time() < deadline:
+                    statuses = []
+                    for r in runs:
+                        try:
+                            statuses.append((await client.runs.get(r["thread_id"], r["run_id"]))["status"])
+                        except Exception as exc:  # noqa: BLE001 - a run the runtime did not keep
+                            statuses.append(type(exc).__name__)
+                    if not {"pending", "running"} & set(statuses):
+                        break
+                    await asyncio.sleep(1)
+                return fresh, statuses
+
+            fresh, statuses = asyncio.run(after())
+        except Exception:
+            print(restarted.tail())
+            raise
+        finally:
+            restarted.stop()
+    assert fresh["echo"] == "echo: after the crash"
+    assert not {"pending", "running"} & set(statuses), statuses

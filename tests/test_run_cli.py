@@ -184,3 +184,40 @@ def test_a_stop_during_a_cycle_finishes_it_and_a_stop_while_waiting_for_the_lock
     finally:
         other.release()
     assert summary.cycles == [] and summary.stopped == "terminated"
+
+
+def test_two_concurrent_runs_on_one_input_run_each_action_once(config, redis_client, tmp_path):
+    """Two ``xmrt run`` processes decide the same proposals; each approved proposal's action runs once."""
+    file = tmp_path / "same.jsonl"
+    file.write_text("\n".join(json.dumps({**proposal(f"d{i}", community_support=0.95, alignment=0.95,
+                                                     technical_risk=0.05),
+                                          "action": {"type": "record_task", "title": f"task {i}"}})
+                              for i in range(10)) + "\n")
+    cmd = [*XMRT, "run", "--cycles", "1", "--batch", "10", "--input", str(file), "--no-llm", "--agent", "dup"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(config), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    tasks = [json.loads(t) for t in redis_client.lrange(f"{config.key_prefix}:dao:tasks", 0, -1)]
+    assert sorted(t["proposal_id"] for t in tasks) == sorted(f"d{i}" for i in range(10))
+    actions = DecisionLedger(config, "dup", client=redis_client).actions()
+    assert set(actions) == {f"d{i}" for i in range(10)} and all(a["status"] == "done" for a in actions.values())
+
+
+def test_deciding_again_never_erases_a_recorded_outcome(config, redis_client, tmp_path):
+    file = tmp_path / "one.jsonl"
+    file.write_text(json.dumps(proposal("again", alignment=0.9, community_support=0.9)) + "\n")
+    env = subprocess_env(config)
+    first = subprocess.run([*XMRT, "eliza", "decide", "--input", str(file), "--no-llm", "--agent", "again"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    outcome = tmp_path / "outcome.jsonl"
+    outcome.write_text(json.dumps({"id": "again", "success": False}) + "\n")
+    fed = subprocess.run([*XMRT, "eliza", "feedback", "--input", str(outcome), "--agent", "again"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert fed.returncode == 0, fed.stderr
+    second = subprocess.run([*XMRT, "eliza", "decide", "--input", str(file), "--no-llm", "--agent", "again"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 2 and "already decided" in second.stderr and "not decided again" in second.stderr
+    stored = DecisionLedger(config, "again", client=redis_client).get("again")
+    assert stored["outcome"]["success"] is False

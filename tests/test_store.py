@@ -195,3 +195,43 @@ def test_every_key_lives_under_the_prefix(stores, redis_client):
     assert mine and all(k.startswith(f"{ours.prefix}:store:") for k in mine)
     indexes = {i.decode() for i in redis_client.execute_command("FT._LIST")}
     assert {f"{ours.prefix}:store:items", f"{ours.prefix}:store:vectors"} <= indexes
+
+
+def test_memories_of_the_previous_release_are_migrated_with_one_command(config, redis_client):
+    """A fixture written by release 6fa1e70's code (library store format, encoded agent labels)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, subprocess_env
+    from xmrt.memory import AgentMemory
+    from xmrt.persistence import make_store
+
+    fixture = json.loads((ROOT / "tests" / "fixtures" / "store_v1.json").read_text())
+    for entry in fixture["docs"]:
+        key = f"{config.key_prefix}_store:{entry['key']}"
+        redis_client.execute_command("JSON.SET", key, "$", json.dumps(entry["doc"]))
+        if entry["ttl_seconds"] > 0:
+            redis_client.expire(key, entry["ttl_seconds"])
+    cmd = [sys.executable, "-m", "xmrt.cli", "migrate", "store", "--json"]
+    dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, env=subprocess_env(config), capture_output=True, text=True,
+                         timeout=300)
+    assert json.loads(dry.stdout)["migrated"] == 5 and make_store(config).search((), limit=10) == []
+    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(config), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["migrated"] == 5
+    store = make_store(config)
+    memory = AgentMemory(config, store=store)
+    assert {m.key for m in memory.list("eliza")} == {"m1", "m2"}
+    assert memory.search("eliza", "how much XMR is in the treasury?")[0].text == "Our treasury holds 1,200 XMR."
+    assert memory.recall("a.b", "m3").text.startswith("An agent id with a dot")
+    assert memory.recall("eliza", "m1").created_at.startswith("2026-")
+    assert store.get(("alice", "notes"), "plan").value == {"text": "buy XMR"}
+    assert store.get(("local", "agentstate", "eliza"), "state").value["state"]["metrics"]["decision_accuracy"] == 0.75
+    ttl = redis_client.ttl(store._item_key(__import__("xmrt.store").store.item_id(("alice", "notes"), "plan")))
+    assert 0 < ttl <= 3600
+    gone = subprocess.run([*cmd, "--delete-old"], cwd=ROOT, env=subprocess_env(config), capture_output=True,
+                          text=True, timeout=300)  # a second run (idempotent), then the old keys go
+    assert json.loads(gone.stdout)["migrated"] == 5 and json.loads(gone.stdout)["deleted"] == 5
+    assert not list(redis_client.scan_iter(match=f"{config.key_prefix}_store*"))
+    assert {m.key for m in AgentMemory(config, store=store).list("eliza")} == {"m1", "m2"}

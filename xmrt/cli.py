@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.run",
     "xmrt.commands.serve",
     "xmrt.commands.bench_api",
+    "xmrt.commands.migrate",
 )
 
 

@@ -40,7 +40,7 @@ import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.store.base import (
     BaseStore,
@@ -402,6 +402,16 @@ class RedisStore(BaseStore):
             commands += [("PERSIST", k) for k in keys]
         yield Commands(commands, atomic=True)
         return None
+
+    def restore(self, namespace: tuple[str, ...], key: str, value: dict[str, Any], *, created_at: float,
+                updated_at: float, ttl: float | None = None, index: Literal[False] | list[str] | None = None) -> None:
+        """Put an item with the timestamps it had elsewhere (migrations and imports keep an item's history)."""
+        self.put(namespace, key, value, index=index, ttl=ttl)
+        item = self._item_key(item_id(namespace, key))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.execute_command("JSON.SET", item, "$.created_at", json.dumps(float(created_at)))
+        pipe.execute_command("JSON.SET", item, "$.updated_at", json.dumps(float(updated_at)))
+        pipe.execute()
 
     # -- search ------------------------------------------------------------------------------------------
     def _prefix_query(self, prefix: Sequence[str]) -> str:

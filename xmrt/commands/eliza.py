@@ -75,7 +75,9 @@ def _decide(args: argparse.Namespace) -> int:
                 print(f"  reflection on {r['id']}: {r['why']}")
         for a in out.get("actions", []):
             print(f"  action for {a['id']}: {a['type']} {a['status']}: {a['result']}")
-    return 2 if errors else 0
+    for bad in out.get("invalid", []):  # e.g. a proposal whose outcome is already recorded: not decided again
+        print(f"xmrt: {bad['error']}", file=sys.stderr)
+    return 2 if errors or out.get("invalid") else 0
 
 
 def _feedback(args: argparse.Namespace) -> int:

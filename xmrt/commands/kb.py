@@ -95,6 +95,8 @@ def _list(args: argparse.Namespace) -> int:
         from xmrt.errors import XmrtError
 
         raise XmrtError(f"knowledge base unavailable: {stats['error']}")
+    if stats.get("read_only"):
+        print("xmrt: the knowledge base is read-only; these figures come from a snapshot of it", file=sys.stderr)
     rows = [{"name": c["name"], "chunks": c["chunks"], "documents": c["documents"],
              "embedding_model": c["embedding_model"], "last_ingest": c["last_ingest"]} for c in stats["per_collection"]]
     if args.json:
@@ -118,6 +120,8 @@ def _stats(args: argparse.Namespace) -> int:
     if not stats["available"]:
         print(f"knowledge base unavailable: {stats['error']}")
         return 1
+    if stats.get("read_only"):
+        print("(read-only knowledge base: the figures come from a snapshot of it)")
     print(f"collections: {stats['collections']}   chunks: {stats['chunks']}   documents: {stats['documents']}   "
           f"sources: {stats['sources']}")
     print(f"embedding model: {stats['embedding_model']}   last ingest: {stats['last_ingest'] or '-'}")

@@ -82,12 +82,12 @@ def last_ingest(config: Config, collection: str | None = None) -> str | None:
     return max(times) if times else None
 
 
-def collection_stats(config: Config, name: str) -> dict[str, Any]:
+def collection_stats(config: Config, name: str, client: Any = None) -> dict[str, Any]:
     """Chunks, documents, sources, embedding model and last ingest of one collection (read-only)."""
     from xmrt.kb.chroma import chroma_client
     from xmrt.kb.index import MODEL_KEY
 
-    col = chroma_client(config).get_collection(name, embedding_function=None)
+    col = (client or chroma_client(config)).get_collection(name, embedding_function=None)
     firsts = col.get(where={"$and": [{"chunk_index": 0}, {"kind": {"$in": ["text", "code"]}}]},
                      include=["metadatas"])
     metas = [m or {} for m in firsts["metadatas"] or []]
@@ -116,12 +116,19 @@ def kb_stats(config: Config) -> dict[str, Any]:
         "per_collection": [...]}``; with ``available`` False and an ``error`` when Chroma cannot be opened.
     """
     from xmrt.embeddings import embedding_model_id
+    from xmrt.kb.chroma import ChromaReadOnly, snapshot_client
     from xmrt.kb.index import KnowledgeIndex
 
     out: dict[str, Any] = {"embedding_model": embedding_model_id(config), "last_ingest": last_ingest(config)}
     try:
-        names = KnowledgeIndex.list_collections(config)
-        per = [collection_stats(config, n) for n in names]
+        try:
+            names = KnowledgeIndex.list_collections(config)
+            per = [collection_stats(config, n) for n in names]
+        except ChromaReadOnly as exc:  # the figures of a read-only store, from a copy of its SQLite file
+            with snapshot_client(config) as client:
+                names = sorted(c if isinstance(c, str) else c.name for c in client.list_collections())
+                per = [collection_stats(config, n, client) for n in names]
+            out["read_only"] = str(exc)
     except Exception as exc:  # /status must answer even when the store is down
         log.warning("knowledge-base stats unavailable: %s", exc)
         return {**out, "available": False, "error": str(exc), "collections": 0, "chunks": 0, "documents": 0,
