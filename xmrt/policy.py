@@ -129,14 +129,20 @@ def principal_from_config(config: Mapping[str, Any] | None) -> Principal:
     if "langgraph_auth_user_id" in configurable:
         user = configurable.get("langgraph_auth_user_id")
         permissions = configurable.get("langgraph_auth_permissions") or []
-        if LOCAL_USER in permissions:
-            return Principal(user=LOCAL_USER, remote=True, tenant=None)
+        if LOCAL_USER in permissions or (user == LOCAL_USER and not _keys_configured()):
+            return Principal(user=LOCAL_USER, remote=True, tenant=None)  # a server without keys: its one user
         if isinstance(user, str) and user and user not in RESERVED_USERS:
             return Principal(user=user, remote=True, tenant=user)
         raise PolicyError("this run carries no authenticated user; it was refused", status=401)
     if served_process():
         raise PolicyError("this run carries no authenticated user; it was refused", status=401)
     return LOCAL
+
+
+def _keys_configured() -> bool:
+    from xmrt.config import get_config
+
+    return bool(get_config().api_keys)
 
 
 def current_principal(config: Mapping[str, Any] | None = None) -> Principal:
