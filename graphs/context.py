@@ -200,6 +200,10 @@ class RetrievalSettings:
     relevance_ratio: float = knob(0.5, "Hits below this share of the best hit's similarity are ignored.", ge=0, le=1)
     max_passage_chars: int = knob(700, "Characters of each passage shown to the model.", ge=50, le=20_000)
     max_attempts: int = knob(2, "Model calls per node before its deterministic fallback.", ge=1, le=10)
+    grounding_threshold: float = knob(0.6, "An answer sentence is shown only when at least this similar to a "
+                                      "passage (else the answer quotes the passages).", ge=0, le=1)
+    min_coverage: float = knob(0.75, "Least share of an answer sentence's content words found in the passages or "
+                               "the question.", ge=0, le=1)
     config: Any = knob(None, "An xmrt.config.Config (Python callers only; refused over the API).")
 
 

@@ -46,6 +46,7 @@ class State(TypedDict, total=False):
     sources: list[dict[str, Any]]
     final_response: str
     fallback: str | None
+    grounding: dict[str, Any]
 
 
 class Output(TypedDict):
@@ -55,6 +56,7 @@ class Output(TypedDict):
     final_response: str
     sources: list[dict[str, Any]]
     standalone_question: str
+    grounding: dict[str, Any]
 
 
 builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)

@@ -61,6 +61,7 @@ class State(TypedDict, total=False):
     reflections: list[dict[str, Any]]
     evidence: list[dict[str, Any]]
     fallbacks: list[str]
+    generated_answer: str
     final_response: str
     sources: list[dict[str, Any]]
     confidence: float

@@ -30,8 +30,9 @@ from langgraph.runtime import Runtime
 
 from graphs.context import AgenticRagContext, context_of
 from graphs.state import message_text
-from nodes.answering import ask_text, bounded_model
-from nodes.citations import clean_citations, extractive_answer, format_passages, sources_of, with_footer
+from nodes.answering import ask_text, bounded_model, embedder
+from nodes.citations import clean_citations, format_passages, sources_of, with_footer
+from nodes.grounding import ground, passage_units, stream_answer
 from nodes.models import chat_model
 from nodes.retrieval import kb_config, keep_relevant
 
@@ -198,12 +199,16 @@ def gathered_passages(messages: list, start: int, max_chars: int = 1500) -> list
     return [{**p, "n": i} for i, p in enumerate(out, 1)]
 
 
-def _final(text: str, passages: list[dict[str, Any]], extra_cited: list[int] = ()) -> tuple[str, list[dict]]:
-    answer, cited = clean_citations(text, (p["n"] for p in passages))
-    cited = list(dict.fromkeys([*cited, *extra_cited,
-                                *(p["n"] for p in passages if p["path"] and p["path"] in answer)]))
-    sources = sources_of(passages, cited)
-    return with_footer(answer, sources), sources
+def _final(text: str, passages: list[dict[str, Any]], ctx: AgenticRagContext, question: str,
+           runtime: Runtime) -> tuple[str, list[dict]]:
+    """The grounded answer (nodes.grounding) with its sources footer, streamed word by word."""
+    answer, _ = clean_citations(text, (p["n"] for p in passages))
+    result = ground(answer, question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+                    min_coverage=ctx.min_coverage,
+                    dont_know="I don't know: the tools returned nothing that answers this.")
+    stream_answer(runtime, result.answer)
+    sources = sources_of(passages, result.cited)
+    return with_footer(result.answer, sources), sources
 
 
 def _relevant_gathered(state: dict[str, Any], ctx: AgenticRagContext, answer: str = "") -> list[dict[str, Any]]:
@@ -229,22 +234,16 @@ def final_answer(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     text, _calls = ask_text(bounded_model(ctx), prompt, ctx.max_attempts,
                             lambda t: None if not t.strip() or t.lstrip().startswith("{") else t.strip())
     fallbacks = list(state.get("fallbacks") or [])
-    extra: list[int] = []
     if text is None:
-        fallbacks.append("final_answer: no reply, extractive answer")
-        if passages:
-            text = extractive_answer(passages, f"{reason} and the language model wrote no answer")
-            extra = [p["n"] for p in passages[:3]]
-        else:
-            text = (f"I could not answer: {reason}, the language model wrote no answer and the tools returned "
-                    "nothing usable.")
-    final, sources = _final(text, passages, extra)
+        fallbacks.append(f"final_answer: no reply ({reason}), grounded on the tool results")
+    final, sources = _final(text or "", passages, ctx, state.get("question") or "", runtime)
     return {"final_response": final, "sources": sources, "messages": [AIMessage(final)], "fallbacks": fallbacks}
 
 
 def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """The agent answered: attach the sources its tools returned."""
+    """The agent answered: keep what the tool results support, attach their sources (the reply is replaced)."""
     ctx = context_of(runtime, AgenticRagContext)
-    text = message_text(state["messages"][-1])
-    final, sources = _final(text, _relevant_gathered(state, ctx, text))
-    return {"final_response": final, "sources": sources}
+    last = state["messages"][-1]
+    text = message_text(last)
+    final, sources = _final(text, _relevant_gathered(state, ctx, text), ctx, state.get("question") or "", runtime)
+    return {"final_response": final, "sources": sources, "messages": [AIMessage(final, id=last.id)]}

@@ -14,14 +14,9 @@ from langgraph.runtime import Runtime
 
 from graphs.context import RagContext, context_of
 from graphs.state import last_human_text, message_text
-from nodes.citations import (
-    clean_citations,
-    extractive_answer,
-    format_passages,
-    sources_of,
-    with_footer,
-)
+from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.generation import invoke_with_retries
+from nodes.grounding import ground, hidden, passage_units, stream_answer
 from nodes.models import chat_model
 from nodes.parsing import first_line, parse_text_reply
 
@@ -106,32 +101,39 @@ def route_retrieval(state: dict[str, Any]) -> Literal["generate", "no_answer"]:
     return "generate" if state.get("passages") else "no_answer"
 
 
-def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Answer from the numbered passages, citing them as [n]; invalid citations are removed.
+def embedder(ctx: Any):
+    """``texts -> vectors`` with the knowledge base's embeddings (for the grounding check)."""
+    from nodes.retrieval import kb_config
+    from xmrt.embeddings import get_embeddings
 
-    An empty reply (after the retries) becomes an extractive answer that quotes the top passages, labelled.
+    return get_embeddings(kb_config(ctx)).embed_documents
+
+
+def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Answer from the numbered passages; only the sentences the passages support are shown (nodes.grounding).
+
+    The model's own tokens are kept off the stream; the grounded answer is streamed word by word instead. When
+    no generated sentence is supported (or the model gives nothing), the answer quotes the passage sentences that
+    best answer the question, with their citations.
     """
     ctx = context_of(runtime, RagContext)
     passages = state["passages"]
+    question = state.get("standalone_question") or state["question"]
     prompt = [SystemMessage(ctx.answer_prompt.format(passages=format_passages(passages, ctx.max_passage_chars))),
-              HumanMessage(state.get("standalone_question") or state["question"])]
-    text, _calls = ask_text(bounded_model(ctx), prompt, ctx.max_attempts)
-    fallback = None
-    if text is None:
-        fallback = "generate"
-        answer = extractive_answer(passages, "the language model returned no answer")
-        cited = [p["n"] for p in passages[:3]]
+              HumanMessage(question)]
+    text, _calls = ask_text(hidden(bounded_model(ctx)), prompt, ctx.max_attempts)
+    generated, _ = clean_citations(text or "", (p["n"] for p in passages))
+    result = ground(generated, question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+                    min_coverage=ctx.min_coverage)
+    stream_answer(runtime, result.answer)
+    sources = sources_of(passages, result.cited)
+    final = with_footer(result.answer, sources)
+    update: dict[str, Any] = {"final_response": final, "sources": sources, "messages": [AIMessage(final)],
+                              "grounding": {"mode": result.mode, "support": result.support}}
+    if not result.grounded:
+        update["fallback"] = "generate"
     else:
-        answer, cited = clean_citations(text, (p["n"] for p in passages))
-        if not answer:
-            fallback = "generate"
-            answer = extractive_answer(passages, "the language model's answer held nothing but citations")
-            cited = [p["n"] for p in passages[:3]]
-    sources = sources_of(passages, cited)
-    final = with_footer(answer, sources)
-    update: dict[str, Any] = {"final_response": final, "sources": sources, "messages": [AIMessage(final)]}
-    if fallback:
-        update["fallback"] = fallback
+        update["fallback"] = None
     return update
 
 

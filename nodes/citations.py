@@ -119,15 +119,6 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def extractive_answer(passages: Sequence[dict[str, Any]], reason: str, limit: int = 3, max_chars: int = 300) -> str:
-    """A clearly labelled answer quoting the top passages, for when the model gave nothing usable."""
-    lines = [f"[Extractive answer: {reason}. These are the most relevant passages, quoted from the knowledge base.]"]
-    for p in passages[:limit]:
-        first = " ".join(split_sentences(p.get("text", ""))[:2]) or p.get("text", "")
-        lines.append(f"[{p['n']}] {shorten(first, max_chars)}")
-    return "\n".join(lines)
-
-
 def normalized(text: str) -> str:
     """Lower-case words only: two texts equal under this differ only in case, spacing or punctuation."""
     return " ".join(re.findall(r"[a-z0-9]+", (text or "").lower()))

@@ -26,7 +26,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import RatContext, context_of
-from nodes.answering import ask_text, bounded_model
+from nodes.answering import ask_text, bounded_model, embedder
 from nodes.citations import (
     clean_citations,
     format_passages,
@@ -36,6 +36,7 @@ from nodes.citations import (
     strip_footer,
     with_footer,
 )
+from nodes.grounding import ground, hidden, passage_units, stream_answer
 from nodes.parsing import parse_steps, parse_text_reply, sentence_steps
 from nodes.retrieval import kb_config
 
@@ -69,7 +70,8 @@ def draft(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> di
     question = (state.get("question") or "").strip()
     reset: dict[str, Any] = {"question": question, "reflection_count": -int(state.get("reflection_count") or 0),
                              "reflections": [], "evidence": [], "step_passages": [], "step_retrieval": {},
-                             "fallbacks": [], "final_response": "", "sources": [], "confidence": 0.0, "support": []}
+                             "fallbacks": [], "final_response": "", "generated_answer": "", "sources": [],
+                             "confidence": 0.0, "support": []}
     if not question:
         return {**reset, "steps": [], "draft": [], "max_reflections": 0}
     max_steps = max(1, int(ctx.max_steps))
@@ -199,17 +201,20 @@ def answer(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     sources = "\n".join(f"[{p['n']}] {p['path']}" for p in evidence) or "(none)"
     prompt = [SystemMessage(ctx.answer_prompt), HumanMessage(
         f"Question: {state['question']}\n\nRevised reasoning steps:\n{listed}\n\nSources:\n{sources}\n\nAnswer:")]
-    text, _calls = ask_text(bounded_model(ctx), prompt, ctx.max_attempts)
+    text, _calls = ask_text(hidden(bounded_model(ctx)), prompt, ctx.max_attempts)
     fallbacks = list(state.get("fallbacks") or [])
-    if text is not None:
-        text, cited = clean_citations(text, (p["n"] for p in evidence))
     if not text:
-        fallbacks.append("answer: no reply, composed from the revised steps")
-        body = " ".join(steps)
-        text, cited = clean_citations(body, (p["n"] for p in evidence))
-        text = f"[Composed from the revised reasoning steps: the language model returned no final answer.]\n{text}"
-    out_sources = sources_of(evidence, cited)
-    return {"final_response": with_footer(text, out_sources), "sources": out_sources, "fallbacks": fallbacks}
+        fallbacks.append("answer: no reply, grounded on the revised steps")
+        text = " ".join(steps)
+    text, _ = clean_citations(text, (p["n"] for p in evidence))
+    result = ground(text, state["question"], passage_units(evidence), embedder(ctx),
+                    threshold=ctx.grounding_threshold, min_coverage=ctx.min_coverage)
+    if not result.grounded:
+        fallbacks.append(f"answer: no supported sentence, {result.mode} answer")
+    stream_answer(runtime, result.answer)
+    out_sources = sources_of(evidence, result.cited)
+    return {"final_response": with_footer(result.answer, out_sources), "sources": out_sources,
+            "fallbacks": fallbacks, "generated_answer": text}
 
 
 def answer_sentences(text: str) -> list[str]:
@@ -234,9 +239,10 @@ def support_scores(ctx: Any, sentences: list[str], passages: list[dict[str, Any]
 
 
 def score_confidence(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Confidence = supported answer sentences / answer sentences, by embedding similarity to the evidence."""
+    """Confidence = supported sentences / sentences of the model's answer, by embedding similarity to the evidence."""
     ctx = context_of(runtime, RatContext)
-    sentences = answer_sentences(state.get("final_response") or "")
+    # The model's own answer is scored (what the user sees is only its supported part, or quotes).
+    sentences = answer_sentences(state.get("generated_answer") or state.get("final_response") or "")
     scores = support_scores(ctx, sentences, state.get("evidence") or [])
     support = [{"sentence": s, "similarity": round(x, 4), "supported": x >= ctx.support_threshold}
                for s, x in zip(sentences, scores, strict=True)]

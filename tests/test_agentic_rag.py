@@ -73,7 +73,7 @@ def test_searches_the_knowledge_base_then_answers_with_sources(kb):
     # The second call saw the tool result.
     assert any(isinstance(m, ToolMessage) for m in model.calls[1])
     answer = out["final_response"]
-    assert answer.startswith("A 3-of-5 multisig of the council approves spending, see docs/treasury.md.")
+    assert answer.startswith("A 3-of-5 multisig of the council approves spending, see docs/treasury.md [1].")
     assert "Sources:\n[1] docs/treasury.md:1" in answer
     assert out["sources"][0]["path"] == "docs/treasury.md" and out["sources"][0]["cited"]
 
@@ -97,9 +97,10 @@ def test_prompt_injection_cannot_push_the_agent_past_its_budget(kb):
     # 2 agent steps, then 2 attempts at a tool-less final answer (the greedy replies hold no text).
     assert len(model.calls) == 4
     assert model.tool_sets[2] is None and model.tool_sets[3] is None
-    assert out["final_response"].startswith("[Extractive answer: the tool budget of 4 calls is spent")
-    assert "The treasury audit happens every quarter." in out["final_response"]
-    assert state["fallbacks"] == ["final_answer: no reply, extractive answer"]
+    # The budget is spent and the model wrote nothing: the answer quotes what the tools returned.
+    assert out["final_response"].startswith("The knowledge base says: “The treasury audit happens every quarter.”")
+    assert state["fallbacks"] == ["final_answer: no reply (the tool budget of 4 calls is spent), grounded on the "
+                                  "tool results"]
 
 
 def test_budget_is_capped_to_fit_the_recursion_limit(kb):
@@ -109,7 +110,7 @@ def test_budget_is_capped_to_fit_the_recursion_limit(kb):
         out = agentic_rag.graph.with_config(recursion_limit=10).invoke(
             {"messages": [("user", "treasury?")]}, context=ctx(kb, max_tool_calls=50))
     assert len(tool_messages(out["messages"])) == 3  # (10 - 4) // 2
-    assert out["final_response"].startswith("The treasury holds 1,200 XMR.")
+    assert out["final_response"].startswith("The treasury holds 1,200 XMR [1].")
 
 
 def test_malformed_calls_and_errors_fall_back_without_crashing(kb):
@@ -130,7 +131,7 @@ def test_malformed_calls_and_errors_fall_back_without_crashing(kb):
     # 3 agent attempts (error, invalid call, broken JSON), then 3 final attempts (unknown-tool call, no text).
     assert len(model.calls) == 6
     assert tool_messages(out["messages"]) == []
-    assert out["final_response"].startswith("I could not answer: the agent gave no usable reply")
+    assert out["final_response"].startswith("I don't know: the tools returned nothing")  # nothing to ground on
 
 
 def test_code_signature_and_memory_tools(kb):
@@ -167,10 +168,10 @@ def test_each_turn_gets_a_fresh_budget_and_text_only_history(kb):
         graph.invoke({"messages": [("user", "How much is in the treasury?")]}, cfg, context=ctx(kb, max_tool_calls=2))
         out = graph.invoke({"messages": [("user", "How long is voting?")]}, cfg, context=ctx(kb, max_tool_calls=2))
     state = graph.get_state(cfg).values
-    assert state["tool_calls_used"] == 1 and out["final_response"].startswith("Seven days.")
+    assert state["tool_calls_used"] == 1 and out["final_response"].startswith("Seven days [1].")
     # The first turn used its whole budget (2), then answered from the gathered results.
     assert [m.type for m in model.calls[3]] == ["system", "human", "ai", "human"]  # earlier turn as text only
-    assert model.calls[3][2].content.startswith("It holds 1,200 XMR.")
+    assert model.calls[3][2].content.startswith("It holds 1,200 XMR [1].")  # the grounded earlier answer
     assert out["sources"][0]["path"] == "docs/governance.md"
 
 
@@ -178,7 +179,8 @@ def test_zero_budget_answers_without_tools(kb):
     model = ScriptedToolChat(replies=["I answer directly."])
     with scripted_model(model):
         out = agentic_rag.graph.invoke({"messages": [("user", "hi")]}, context=ctx(kb, max_tool_calls=0))
-    assert model.tool_sets == [None] and out["final_response"] == "I answer directly."
+    # No tools, so no evidence: an unverifiable reply is not shown (nodes.grounding).
+    assert model.tool_sets == [None] and out["final_response"].startswith("I don't know")
     assert out["sources"] == []
 
 

@@ -131,15 +131,18 @@ def test_garbage_replies_fall_back_deterministically(kb):
     assert refl[0]["after"] == "The treasury matters." and refl[0]["note"] == "revision unusable, step kept"
     assert refl[1]["after"].startswith("Spending needs a 3-of-5 multisig approval")
     answer = out["final_response"]
-    assert answer.startswith("[Composed from the revised reasoning steps")
-    assert "The treasury matters." in answer
+    # No final answer: the revised steps are grounded instead; only the supported one is shown.
+    assert answer.startswith("Spending needs a 3-of-5 multisig approval [1].")
+    assert "The treasury matters." not in answer
+    assert out["confidence"] < 1.0  # the unsupported step counts against it
     assert 0.0 <= out["confidence"] < 1.0
 
 
 def test_no_reply_at_all_still_answers(kb):
     out, model = run(kb, [""], reflection_steps=1, max_attempts=2)
     assert out["reflections"][0]["before"] == QUESTION  # the question became the one step
-    assert out["final_response"].startswith("[Composed from the revised reasoning steps")
+    assert out["final_response"].startswith("The knowledge base says: “")  # the question is no answer: quotes
+    assert "1,200 XMR" in out["final_response"]
     assert len(model.calls) == 2 + 2 + 2
 
 

@@ -23,8 +23,6 @@ from xmrt.cli import CommandTree
 
 MODES = ("rag", "rat", "agentic")
 _MODULES = {"rag": "graphs.rag", "rat": "graphs.rat", "agentic": "graphs.agentic_rag"}
-#: Nodes whose model tokens are the answer, per mode.
-_ANSWER_NODES = {"rag": {"generate"}, "rat": {"answer"}, "agentic": {"agent", "final_answer"}}
 
 
 def _builder(mode: str):
@@ -70,24 +68,15 @@ def _comparable(text: str) -> str:
 
 def run_turn(graph, mode: str, question: str, thread_id: str, context: Any, out: TextIO) -> dict[str, Any]:
     """Ask one question on a thread, streaming the answer's tokens to ``out``; returns the result record."""
-    from langchain_core.messages import AIMessage, AIMessageChunk
-
-    from graphs.state import message_text
     from nodes.citations import strip_footer
 
     config = {"configurable": {"thread_id": thread_id}}
-    nodes = _ANSWER_NODES[mode]
     streamed: list[str] = []
     started = time.perf_counter()
-    for chunk, meta in graph.stream(graph_input(mode, question), config, context=context, stream_mode="messages"):
-        # Only what a chat model produced (its metadata carries ls_* keys), not messages that nodes write to state.
-        if not isinstance(chunk, AIMessageChunk | AIMessage) or meta.get("langgraph_node") not in nodes:
-            continue
-        if "ls_model_type" not in meta and "ls_provider" not in meta:
-            continue
-        if getattr(chunk, "tool_calls", None) or getattr(chunk, "tool_call_chunks", None):
-            continue
-        text = message_text(chunk)
+    # The graphs stream their grounded answer word by word on the custom stream (nodes.grounding); the model's
+    # raw tokens are not shown, because a sentence the passages do not support never reaches the user.
+    for chunk in graph.stream(graph_input(mode, question), config, context=context, stream_mode="custom"):
+        text = chunk.get("token") if isinstance(chunk, dict) else None
         if text:
             out.write(text)
             out.flush()
@@ -99,7 +88,7 @@ def run_turn(graph, mode: str, question: str, thread_id: str, context: Any, out:
     if not shown.strip():
         out.write(body)
     elif _comparable(shown) != _comparable(body):
-        out.write(f"\n\n(final answer)\n{body}")  # retries or fallbacks changed what was streamed
+        out.write(f"\n\n(final answer)\n{body}")
     out.write("\n")
     out.flush()
     record: dict[str, Any] = {

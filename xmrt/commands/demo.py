@@ -48,13 +48,11 @@ def _heading(text: str) -> None:
 
 def _stream_answer(graph, inputs: dict, config: dict, context: dict, nodes: tuple[str, ...]) -> dict:
     """Stream the answer's tokens from ``nodes``; return the thread's final state values."""
-    from langchain_core.messages import AIMessageChunk
-
     streamed = False
     started = time.perf_counter()
-    for chunk, meta in graph.stream(inputs, config, context=context, stream_mode="messages"):
-        if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") in nodes and chunk.content:
-            print(chunk.content, end="", flush=True)
+    for chunk in graph.stream(inputs, config, context=context, stream_mode="custom"):  # the grounded answer
+        if isinstance(chunk, dict) and chunk.get("token"):
+            print(chunk["token"], end="", flush=True)
             streamed = True
     values = graph.get_state(config).values
     if not streamed:

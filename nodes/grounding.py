@@ -1,0 +1,235 @@
+"""Grounding: a generated answer may show only sentences its evidence supports; otherwise the evidence speaks.
+
+Every answer the reasoning graphs and the memory agent give goes through :func:`ground`:
+
+1. The generated text is split into sentences; a sentence that repeats an earlier one (a small model looping) is
+   dropped.
+2. A sentence is **supported** when all of these hold: its embedding is at least ``threshold`` similar to one
+   unit of evidence (a passage, one of its sentences, or a recalled memory), or all its content words occur in
+   one unit (a short answer such as "Seven days."); at least ``min_coverage`` of its
+   content words occur in the evidence or the question; every number in it occurs in the evidence or the
+   question; and it says something the question does not (a word or number of its own; not a question).
+   Supported sentences keep a citation of the unit that supports them (``[n]`` for passage ``n``).
+3. When no sentence is supported, the answer is **extractive**: the evidence sentences that best answer the
+   question (embedding similarity to the question, plus the share of the question's content words they hold),
+   quoted with their citations. With no evidence at all the answer says that it does not know.
+
+So an offline model that rambles cannot put a claim in front of the user that the knowledge base (or memory)
+does not make. The check is deterministic given the embeddings, and every verdict is returned (``support``) so a
+graph can write it into state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nodes.citations import normalized, shorten, split_sentences
+
+Embed = Callable[[list[str]], Any]
+
+#: Words that carry no claim (function words, and the conversational words an assistant adds around a fact).
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers him
+his how i if in into is it its itself just let like may me might more most must my no nor not now of off on once only
+or other our ours out over own same shall she should so some such than that the their theirs them then there these
+they this those through to too under until up upon very was we were what when where which while who whom why will
+with would yes yet you your yours according based says said say answer question passage passages knowledge base
+source sources context information given provided text document documents mentioned stated states also however
+therefore thus hello hi thanks thank please sure okay ok noted remember remembered note told tell help glad happy
+""".split())
+_WORD = re.compile(r"[a-z0-9]+")
+_NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+_ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
+DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased content words of a text, plurals folded (``votes`` -> ``vote``)."""
+    out = set()
+    for word in _WORD.findall((text or "").lower()):
+        if word in STOPWORDS or (len(word) < 3 and not word.isdigit()):
+            continue
+        out.add(word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word)
+    return out
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers in a text, without thousands separators or trailing dots (``1,200.`` -> ``1200``)."""
+    return {n.replace(",", "").rstrip(".") for n in _NUMBER.findall(text or "")}
+
+
+@dataclass
+class Unit:
+    """One piece of evidence: its text and the citation it gives (``[n]``, or a label such as ``memory``)."""
+
+    text: str
+    cite: str
+
+
+@dataclass
+class Grounded:
+    """The grounded answer and how it was made."""
+
+    answer: str
+    mode: str  # "generated" (only supported sentences), "extractive" (quoted evidence), or "none"
+    cited: list[int] = field(default_factory=list)
+    support: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def grounded(self) -> bool:
+        """Whether any generated sentence survived the check."""
+        return self.mode == "generated"
+
+
+def passage_units(passages: Sequence[dict[str, Any]]) -> list[Unit]:
+    """Each passage, and each of its sentences, as evidence citing ``[n]``."""
+    units: list[Unit] = []
+    for p in passages:
+        cite = f"[{p['n']}]"
+        whole = " ".join((p.get("text") or "").split())
+        if whole:
+            units.append(Unit(whole, cite))
+        units.extend(Unit(s, cite) for s in split_sentences(p.get("text") or ""))
+    return units
+
+
+def unique_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` in order, each only once (case, spacing and punctuation ignored)."""
+    seen: set[str] = set()
+    out = []
+    pieces = [part.strip() for s in split_sentences(text) for part in _ANY_END.split(s) if part.strip()]
+    for sentence in pieces:
+        key = normalized(sentence)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(sentence)
+    return out
+
+
+def _unit_vectors(embed: Embed, texts: list[str]) -> np.ndarray:
+    vectors = np.asarray(embed(texts), dtype=np.float32)
+    if vectors.ndim != 2 or not len(vectors):
+        return np.zeros((len(texts), 1), dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def ground(answer: str, question: str, units: Sequence[Unit], embed: Embed, *, threshold: float = 0.6,
+           min_coverage: float = 0.75, extract: int = 2, max_chars: int = 400,
+           intro: str = "The knowledge base says:", dont_know: str = DONT_KNOW) -> Grounded:
+    """Keep the supported sentences of ``answer``, or answer from the evidence itself (see the module docstring).
+
+    Args:
+        answer: The generated text (citations and a sources footer are ignored).
+        question: What was asked; its words and numbers may be repeated freely.
+        units: The evidence.
+        embed: ``texts -> vectors`` (the configured embeddings' ``embed_documents``).
+        threshold: Least cosine similarity between a sentence and a unit that supports it.
+        min_coverage: Least share of a sentence's content words found in the evidence or the question.
+        extract: Evidence sentences quoted by an extractive answer.
+        max_chars: Longest quote.
+        intro: What an extractive answer starts with.
+        dont_know: The answer when there is no evidence at all.
+    """
+    units = [u for u in units if u.text.strip()]
+    sentences = unique_sentences(answer)
+    if not units:
+        return Grounded(dont_know, "none", support=[{"sentence": s, "supported": False, "why": "no evidence"}
+                                                    for s in sentences])
+    vectors = _unit_vectors(embed, [*sentences, *(u.text for u in units), question])
+    sent_v, unit_v, q_v = vectors[: len(sentences)], vectors[len(sentences): -1], vectors[-1]
+    asked_words, asked_numbers = content_words(question), numbers(question)
+    allowed_words = asked_words.union(*(content_words(u.text) for u in units))
+    allowed_numbers = numbers(question).union(*(numbers(u.text) for u in units))
+    kept, support = [], []
+    sims = sent_v @ unit_v.T if len(sentences) else np.zeros((0, len(units)))
+    unit_words = [content_words(u.text) for u in units]
+    for i, sentence in enumerate(sentences):
+        words = content_words(sentence)
+        holds = np.array([bool(words) and words <= w for w in unit_words], dtype=np.float32)
+        best = int(np.argmax(sims[i] + holds))  # a unit that holds every word of the sentence cites it first
+        similarity = float(sims[i][best])
+        coverage = len(words & allowed_words) / len(words) if words else 1.0
+        missing_numbers = sorted(numbers(sentence) - allowed_numbers)
+        new_info = (words - asked_words) or (numbers(sentence) - asked_numbers)
+        # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one unit.
+        inside = bool(holds.any())
+        ok = ((similarity >= threshold or inside) and coverage >= min_coverage and not missing_numbers
+              and bool(new_info) and not sentence.rstrip().endswith("?"))
+        why = ("supported" if ok else "not similar enough to any evidence" if similarity < threshold
+               else f"numbers not in the evidence: {', '.join(missing_numbers)}" if missing_numbers
+               else "words not in the evidence" if coverage < min_coverage
+               else "adds nothing to the question")
+        support.append({"sentence": sentence, "similarity": round(similarity, 4), "coverage": round(coverage, 3),
+                         "supported": ok, "why": why, "cite": units[best].cite})
+        if ok:
+            kept.append(_with_cite(sentence, units[best].cite))
+    if kept:
+        return Grounded(" ".join(kept), "generated", _cited(s["cite"] for s in support if s["supported"]), support)
+    return _extractive(question, units, unit_v, q_v, extract, max_chars, intro, support)
+
+
+def _extractive(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: np.ndarray, extract: int,
+                max_chars: int, intro: str, support: list[dict[str, Any]]) -> Grounded:
+    """The evidence sentences that best answer ``question``, quoted with their citations."""
+    wanted = content_words(question)
+    scored = []
+    for i, unit in enumerate(units):
+        words = content_words(unit.text)
+        overlap = len(words & wanted) / len(wanted) if wanted else 0.0
+        brevity = 0.05 if len(unit.text) > max_chars else 0.0  # prefer a sentence to a whole passage
+        scored.append((float(unit_v[i] @ q_v) + 0.5 * overlap - brevity, i))
+    chosen, seen = [], set()
+    ranked = sorted(scored, reverse=True)
+    floor = ranked[0][0] - 0.15 if ranked else 0.0  # a second quote only when it answers nearly as well
+    for score, i in ranked:
+        if chosen and score < floor:
+            break
+        key = normalized(units[i].text)
+        if key in seen or any(key in s or s in key for s in seen):
+            continue
+        seen.add(key)
+        chosen.append(units[i])
+        if len(chosen) >= max(1, extract):
+            break
+    quotes = " ".join(f"“{shorten(u.text, max_chars)}” {u.cite}" if u.cite.startswith("[")
+                      else f"“{shorten(u.text, max_chars)}” ({u.cite})" for u in chosen)
+    return Grounded(f"{intro} {quotes}", "extractive", _cited(u.cite for u in chosen), support)
+
+
+def _with_cite(sentence: str, cite: str) -> str:
+    """``The sentence [n].``: a passage's citation before the closing punctuation (memories are not cited)."""
+    if not cite.startswith("["):
+        return sentence
+    body, end = (sentence[:-1], sentence[-1]) if sentence[-1:] in ".!?" else (sentence, ".")
+    return f"{body.rstrip()} {cite}{end}"
+
+
+def _cited(cites) -> list[int]:
+    out: list[int] = []
+    for cite in cites:
+        match = re.fullmatch(r"\[(\d+)\]", cite or "")
+        if match and int(match.group(1)) not in out:
+            out.append(int(match.group(1)))
+    return out
+
+
+def stream_answer(runtime: Any, text: str) -> None:
+    """Stream a (grounded) answer word by word on the run's ``custom`` stream as ``{"token": ...}`` chunks."""
+    writer = getattr(runtime, "stream_writer", None)
+    if writer is None:
+        return
+    for piece in re.findall(r"\S+\s*", text):
+        writer({"token": piece})
+
+
+def hidden(model: Any) -> Any:
+    """The model with its tokens kept off the ``messages`` stream: only the grounded answer is streamed."""
+    from langgraph.constants import TAG_NOSTREAM
+
+    return model.with_config(tags=[TAG_NOSTREAM])

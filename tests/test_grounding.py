@@ -1,0 +1,95 @@
+"""The grounding check that decides what of a generated answer may be shown (nodes.grounding)."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage
+
+import graphs.rag as rag
+from nodes.grounding import Unit, content_words, ground, numbers, unique_sentences
+from nodes.models import scripted_model
+from tests.fakes import ScriptedChat
+from tests.reasoning_corpus import fill
+
+QUESTION = "How much XMR does the treasury hold?"
+
+
+@pytest.fixture(scope="module")
+def embed():
+    from xmrt.config import create_config
+    from xmrt.embeddings import get_embeddings
+
+    return get_embeddings(create_config({}, env_file=None)).embed_documents
+
+
+@pytest.fixture
+def units():
+    return [Unit("The XMRT DAO treasury holds 1,200 XMR.", "[1]"),
+            Unit("Spending from the treasury needs a 3-of-5 multisig approval by the council.", "[1]"),
+            Unit("Governance proposals are voted on for seven days.", "[2]")]
+
+
+def test_words_and_numbers():
+    assert content_words("The Votes of token holders, please!") == {"vote", "token", "holder"}
+    assert numbers("It holds 1,200 XMR and 3.5 BTC.") == {"1200", "3.5"}
+    assert unique_sentences("One thing. one THING! Another thing.") == ["One thing.", "Another thing."]
+
+
+def test_a_supported_answer_is_kept_with_citations(units, embed):
+    result = ground("The treasury holds 1,200 XMR.", QUESTION, units, embed)
+    assert result.mode == "generated" and result.answer == "The treasury holds 1,200 XMR [1]." and result.cited == [1]
+
+
+def test_an_unsupported_answer_becomes_quotes_of_the_evidence(units, embed):
+    result = ground("The XMRT DAO is a decentralized, transparent financial system run by a government.", QUESTION,
+                    units, embed)
+    assert result.mode == "extractive" and result.answer.startswith("The knowledge base says: “The XMRT DAO "
+                                                                    "treasury holds 1,200 XMR.” [1]")
+    assert result.support[0]["supported"] is False
+
+
+def test_a_wrong_number_is_never_shown(units, embed):
+    result = ground("The treasury holds 5,000 XMR.", QUESTION, units, embed)
+    assert result.mode == "extractive" and "5,000" not in result.answer
+    assert "numbers not in the evidence: 5000" in result.support[0]["why"]
+
+
+def test_a_partly_supported_answer_keeps_only_its_supported_sentences(units, embed):
+    result = ground("The treasury holds 1,200 XMR. A dragon guards the treasury every night.", QUESTION, units, embed)
+    assert result.mode == "generated" and result.answer == "The treasury holds 1,200 XMR [1]."
+    assert [s["supported"] for s in result.support] == [True, False]
+
+
+def test_a_looping_answer_says_each_thing_once(units, embed):
+    looping = " ".join(["The treasury holds 1,200 XMR."] * 6 + ["the treasury holds 1,200 xmr"])
+    result = ground(looping, QUESTION, units, embed)
+    assert result.answer == "The treasury holds 1,200 XMR [1]." and len(result.support) == 1
+
+
+def test_restating_the_question_is_no_answer(units, embed):
+    result = ground("How much XMR does the treasury hold? The treasury holds XMR.", QUESTION, units, embed)
+    assert result.mode == "extractive"
+
+
+def test_a_short_answer_held_by_one_passage_is_kept(units, embed):
+    result = ground("Seven days.", "How long is voting on proposals?", units, embed)
+    assert result.answer == "Seven days [2]."
+
+
+def test_no_evidence_means_i_dont_know(embed):
+    assert ground("The treasury holds 1,200 XMR.", QUESTION, [], embed).answer.startswith("I don't know")
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("The treasury holds 1,200 XMR [1].", "The treasury holds 1,200 XMR [1]."),
+    ("The treasury holds 1,200 XMR [1]. The council owns a yacht.", "The treasury holds 1,200 XMR [1]."),
+    ("The XMRT DAO is a decentralized system. The XMRT DAO is a decentralized system.",
+     "The knowledge base says: “The XMRT DAO treasury holds 1,200 XMR.” [1]"),
+])
+def test_rag_shows_only_what_its_passages_support(config, reply, expected):
+    collection = fill(config)
+    with scripted_model(ScriptedChat(replies=[AIMessage(reply)])):
+        out = rag.graph.invoke({"messages": [("user", QUESTION)]},
+                               context=rag.RagContext(config=config, collection=collection))
+    assert out["final_response"].split("\n\nSources:")[0] == expected
+    assert out["grounding"]["mode"] == ("extractive" if expected.startswith("The knowledge base") else "generated")
