@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.serve",
     "xmrt.commands.bench_api",
     "xmrt.commands.migrate",
+    "xmrt.commands.eval_answers",
 )
 
 

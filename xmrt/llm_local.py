@@ -71,8 +71,10 @@ class LocalChatModel(ChatHuggingFace):
 
     max_new_tokens: int = 256
     """Most tokens generated per reply."""
-    repetition_penalty: float = 1.0
-    """Penalty (>1) for repeating tokens; 1.0 turns it off."""
+    repetition_penalty: float = 1.15
+    """Penalty (>1) for repeating tokens; 1.0 turns it off. Greedy decoding of a small model at 1.0 loops."""
+    no_repeat_ngram_size: int = 4
+    """No 4-gram is generated twice in one reply (0 turns it off): a looping sentence cannot start again."""
     context_length: int = 2048
     """Most tokens of prompt plus reply; older turns are dropped to fit."""
     generation_lock: Any = None
@@ -90,6 +92,7 @@ class LocalChatModel(ChatHuggingFace):
             "temperature": self.temperature,
             "top_p": self.top_p,
             "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
         }
 
     # ---------------------------------------------------------------- tools
@@ -198,6 +201,9 @@ class LocalChatModel(ChatHuggingFace):
         penalty = kwargs.get("repetition_penalty", self.repetition_penalty)
         if penalty and penalty != 1.0:
             params["repetition_penalty"] = float(penalty)
+        ngram = kwargs.get("no_repeat_ngram_size", self.no_repeat_ngram_size)
+        if ngram and int(ngram) > 0:
+            params["no_repeat_ngram_size"] = int(ngram)
         return params
 
     def iter_text(self, prompt: str, params: dict[str, Any], stats: dict[str, Any]) -> Iterator[str]:

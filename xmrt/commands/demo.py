@@ -81,8 +81,16 @@ def _ask(run: str) -> None:
     values = _stream_answer(graph, {"messages": [("user", QUESTION)]},
                             {"configurable": {"thread_id": f"demo-rag-{run}"}}, {"collection": COLLECTION, "k": 3},
                             ("generate",))
-    for i, source in enumerate(values.get("sources") or [], start=1):
-        print(f"   [{i}] {source.get('path') or source.get('source')}")
+    passages = {p["n"]: p for p in values.get("passages") or []}
+    for source in values.get("sources") or []:
+        mark = "cited" if source.get("cited") else "retrieved"
+        similarity = float(source.get("similarity") or 0)
+        print(f"   [{source['n']}] {source.get('path')} ({mark}, similarity {similarity:.2f})")
+        if source.get("cited") and source["n"] in passages:
+            print(f"       “{' '.join(passages[source['n']]['text'].split())[:220]}”")
+    mode = (values.get("grounding") or {}).get("mode")
+    if mode == "extractive":
+        print("   (the model's own answer was not supported by the passages, so the answer quotes them)")
 
 
 def _memory(run: str, agent: str) -> None:
@@ -116,6 +124,7 @@ def _eliza(agent: str, use_llm: bool) -> None:
     for d in out["decisions"]:
         print(f"   {d['title'][:42]:42} {d['decision'].upper():7} p={d['score']:.2f}  sources: "
               + (", ".join(s["path"] for s in d["sources"]) or "none"))
+        print(f"      why: {d['rationale'][:300]}")
     result = redis_graph(improve_builder).invoke(
         {"outcomes": [{**o, "id": run_ids[o["id"]]} for o in OUTCOMES]},
         {"configurable": {"thread_id": f"self_improve:{agent}"}}, context={"agent_id": agent},
@@ -142,7 +151,15 @@ def _status(config, agent: str) -> None:
     print(f"   knowledge base: {kb['documents']} documents, {kb['chunks']} chunks in {kb['collections']} "
           f"collection(s), model {kb['embedding_model']}")
     print(f"   eliza ({agent}): {metrics['decisions']} decisions, {metrics['with_outcome']} with outcomes")
-    print("   more: xmrt status, xmrt serve (dashboard), xmrt ask, xmrt eliza --help")
+    _heading("what to try next")
+    print("   xmrt ingest ~/your/docs --collection mine      your own folder, file or git repository")
+    print('   xmrt ask "your question" --collection mine     grounded answers with sources (--mode rat|agentic)')
+    print("   xmrt chat                                       a conversation on one thread (Redis keeps it)")
+    print("   xmrt eliza decide --input proposals.jsonl       decisions; xmrt eliza feedback teaches Eliza")
+    print("   xmrt serve                                      the graph API, /status and the dashboard")
+    print("   Better answers: point at any OpenAI-compatible server, e.g.")
+    print("   OPENAI_BASE_URL=http://localhost:11434/v1 RAGLIGHT_LLM_MODEL=llama3.1 xmrt demo   (Ollama; vLLM,")
+    print("   LM Studio and llama.cpp server work alike), or OPENAI_API_KEY=... for OpenAI.")
 
 
 def _demo(args: argparse.Namespace) -> int:
