@@ -45,6 +45,7 @@ therefore thus hello hi thanks thank please sure okay ok noted remember remember
 """.split())
 _WORD = re.compile(r"[a-z0-9]+")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
+_NOT_PROSE = re.compile(r"```|^\s*#|^\s*(?:def|class|import|return|returns?)\b|[{};]\s*$", re.I)
 _ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
 DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
 
@@ -87,15 +88,35 @@ class Grounded:
         return self.mode == "generated"
 
 
+_RULE = re.compile(r"[*=~^#`_-]{3,}")  # heading underlines and rules of Markdown / reStructuredText
+
+
+def prose_sentences(text: str) -> list[str]:
+    """The sentences of a document's text: lines of a paragraph joined first (hard-wrapped text), rules dropped."""
+    out = []
+    for paragraph in re.split(r"\n\s*\n", text or ""):
+        lines = [ln.strip() for ln in paragraph.splitlines() if ln.strip() and not _RULE.fullmatch(ln.strip())]
+        if not lines:
+            continue
+        if any(_LIST_START.match(ln) for ln in lines[1:]):  # a list: one item a line
+            out.extend(split_sentences("\n".join(lines)))
+        else:
+            out.extend(split_sentences(" ".join(lines)))
+    return [s for s in out if not _RULE.search(s)]
+
+
+_LIST_START = re.compile(r"^(?:[-*•]|\d+[.)])\s")
+
+
 def passage_units(passages: Sequence[dict[str, Any]]) -> list[Unit]:
     """Each passage, and each of its sentences, as evidence citing ``[n]``."""
     units: list[Unit] = []
     for p in passages:
         cite = f"[{p['n']}]"
-        whole = " ".join((p.get("text") or "").split())
+        whole = " ".join(_RULE.sub(" ", p.get("text") or "").split())
         if whole:
             units.append(Unit(whole, cite))
-        units.extend(Unit(s, cite) for s in split_sentences(p.get("text") or ""))
+        units.extend(Unit(s, cite) for s in prose_sentences(p.get("text") or ""))
     return units
 
 
@@ -157,13 +178,16 @@ def ground(answer: str, question: str, units: Sequence[Unit], embed: Embed, *, t
         coverage = len(words & allowed_words) / len(words) if words else 1.0
         missing_numbers = sorted(numbers(sentence) - allowed_numbers)
         new_info = (words - asked_words) or (numbers(sentence) - asked_numbers)
-        # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one unit.
-        inside = bool(holds.any())
+        # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one unit
+        # and still fairly similar to it. Code fences, headings and one-word fragments are never an answer.
+        inside = bool(holds.any()) and similarity >= threshold - 0.2
+        prose = not _NOT_PROSE.search(sentence) and (len(words) >= 2 or bool(numbers(sentence)))
         ok = ((similarity >= threshold or inside) and coverage >= min_coverage and not missing_numbers
-              and bool(new_info) and not sentence.rstrip().endswith("?"))
+              and bool(new_info) and prose and not sentence.rstrip().endswith("?"))
         why = ("supported" if ok else "not similar enough to any evidence" if similarity < threshold
                else f"numbers not in the evidence: {', '.join(missing_numbers)}" if missing_numbers
                else "words not in the evidence" if coverage < min_coverage
+               else "not a sentence of prose" if not prose
                else "adds nothing to the question")
         support.append({"sentence": sentence, "similarity": round(similarity, 4), "coverage": round(coverage, 3),
                          "supported": ok, "why": why, "cite": units[best].cite})
