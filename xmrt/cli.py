@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.eliza",
     "xmrt.commands.kb",
     "xmrt.commands.bench_checkpoint",
+    "xmrt.commands.migrate",
     "xmrt.commands.retrieval",
     "xmrt.commands.run",
     "xmrt.commands.serve",
