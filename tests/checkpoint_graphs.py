@@ -113,3 +113,51 @@ def chat_graph(checkpointer):
     builder.add_edge(START, "reply")
     builder.add_edge("reply", END)
     return builder.compile(checkpointer=checkpointer)
+
+
+def assert_consistent(client, prefix: str, *, ttl: bool | None = None, orphan_writes: bool = False) -> dict:
+    """Check what :class:`xmrt.checkpoint.RedisCheckpointSaver` left under ``prefix``, straight from Redis.
+
+    Every namespace's latest pointer names its highest checkpoint, every record decodes, and (unless
+    ``orphan_writes``) every writes hash belongs to a saved checkpoint. With ``ttl`` True every key
+    expires, with False none does. Returns ``{thread: {ns: [checkpoint ids, oldest first]}}``.
+    """
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from xmrt.checkpoint import _decode_record, _Keys
+
+    keys = _Keys(prefix)
+    serde = JsonPlusSerializer()
+    threads: dict[str, dict[str, list[str]]] = {}
+    saved = set()
+    all_keys = [k.decode() for k in client.scan_iter(match=f"{prefix}:checkpoint*", count=1000)]
+    for key in all_keys:
+        thread = keys.thread_of(key)
+        if thread is None:
+            continue
+        fields = {f.decode(): v for f, v in client.hgetall(key).items()}
+        by_ns: dict[str, list[str]] = {}
+        pointers = {}
+        for field, value in fields.items():
+            parsed = keys.parse_checkpoint_field(field)
+            if parsed is not None:
+                ns, cid = parsed
+                by_ns.setdefault(ns, []).append(cid)
+                record = _decode_record(value)
+                assert serde.loads_typed(record.checkpoint)["id"] == cid
+                serde.loads_typed(record.metadata)
+                saved.add(keys.writes(thread, ns, cid))
+            elif field.startswith("l:"):
+                pointers[field] = value.decode()
+        assert set(pointers) == {keys.latest_field(ns) for ns in by_ns}, (key, pointers, by_ns)
+        for ns, cids in by_ns.items():
+            assert pointers[keys.latest_field(ns)] == max(cids), (key, ns)
+            cids.sort()
+        threads[thread] = by_ns
+    writes = [k for k in all_keys if ":writes:" in k]
+    if not orphan_writes:
+        assert set(writes) <= saved, set(writes) - saved
+    if ttl is not None:
+        for key in all_keys:
+            assert (client.ttl(key) > 0) if ttl else (client.ttl(key) == -1), (key, client.ttl(key))
+    return threads
