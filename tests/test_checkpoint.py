@@ -368,11 +368,13 @@ def test_the_sync_factory_saver_also_serves_ainvoke_on_any_event_loop(config):
     graph = redis_graph(linear_graph(None).builder, config)  # the graph Python callers get
     out = asyncio.run(graph.ainvoke({"log": []}, _cfg("ainvoke")))  # NotImplementedError before issue 13
     assert out == {"steps": 3, "log": ["a", "b", "c"]}
-    again = asyncio.run(graph.ainvoke({"log": ["z"]}, _cfg("ainvoke")))  # a second loop: its own client
+    again = asyncio.run(graph.ainvoke({"log": ["z"]}, _cfg("ainvoke")))  # a second loop, the same saver
     assert again["log"] == ["a", "b", "c", "z", "a", "b", "c"]
     assert graph.invoke(None, _cfg("ainvoke"))["steps"] == 6  # and the sync path on the same saver
     history = [s.metadata["step"] for s in graph.get_state_history(_cfg("ainvoke"))]
     assert history[0] == 8 and history[-1] == -1
+    saver = graph.checkpointer
+    assert not hasattr(saver, "_aclients") and saver._aclient is None  # no client is left per event loop
 
 
 # ---------------------------------------------------------------------------------------------

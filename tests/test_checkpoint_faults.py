@@ -17,6 +17,7 @@ import time
 
 import pytest
 import redis
+import redis.asyncio
 from langgraph.graph import END, START, StateGraph
 
 from tests.checkpoint_graphs import LogState, _step, assert_consistent
@@ -49,10 +50,11 @@ def proxy(server):
 
 
 def _saver(port: int, ttl: bool, *, asyncio_client: bool = False) -> RedisCheckpointSaver:
+    """A saver on ``port``; with ``asyncio_client``, only an asyncio client (call it inside the event loop)."""
     ttl_config = ttl_settings(10) if ttl else None
     if asyncio_client:
-        return RedisCheckpointSaver(aclient_factory=lambda: redis.asyncio.Redis(port=port, **client_options(
-            asyncio_client=True)), key_prefix=PREFIX, ttl=ttl_config)
+        aclient = redis.asyncio.Redis(port=port, **client_options(asyncio_client=True))
+        return RedisCheckpointSaver(aclient=aclient, key_prefix=PREFIX, ttl=ttl_config)
     return RedisCheckpointSaver(redis.Redis(port=port, **client_options()), key_prefix=PREFIX, ttl=ttl_config)
 
 
@@ -184,10 +186,10 @@ def test_redis_killed_mid_save_restarts_from_its_aof_with_whole_saves_only(serve
 
 def test_the_async_path_is_just_as_atomic(server, proxy):
     calls = {"b": 0}
-    saver = _saver(proxy.port, ttl=True, asyncio_client=True)
-    graph = _graph(saver, calls, on_b=lambda: proxy.arm(Rule(in_multi_after=1, times=None, match=AFTER_B)))
 
     async def run():
+        saver = _saver(proxy.port, ttl=True, asyncio_client=True)
+        graph = _graph(saver, calls, on_b=lambda: proxy.arm(Rule(in_multi_after=1, times=None, match=AFTER_B)))
         with pytest.raises(CheckpointStoreError):
             await graph.ainvoke({"log": []}, THREAD, durability="sync")
         await saver.aclose()

@@ -38,8 +38,14 @@ cluster slot. What this guarantees:
 * **Latest = highest checkpoint id** of the namespace, as in langgraph's reference savers; the
   pointer is kept with every save and recomputed by the operations that delete checkpoints.
 * **TTL** (``ttl={"default_ttl": minutes, "refresh_on_read": bool}``): every key a save touches gets
-  the TTL; reads extend it (``EXPIRE ... GT``: persistent keys stay persistent). A thread then
-  expires as a whole, TTL minutes after its last save or read.
+  the TTL; a read extends the thread hash and the read checkpoint's writes (``EXPIRE ... GT``:
+  persistent keys stay persistent). The thread's checkpoints (one hash) therefore expire together,
+  TTL minutes after the thread's last save or read; an older checkpoint's pending writes expire TTL
+  minutes after they were saved or last read; a run's registry entry TTL minutes after the run's
+  first checkpoint in the thread.
+
+The async methods use the asyncio client on its own event loop; elsewhere (e.g. ``graph.ainvoke`` on
+the saver of :func:`make_checkpointer`, from any loop) they run the sync methods in a worker thread.
 
 Known limit: under ``durability="async"`` a process killed after a task's writes were saved but
 before the checkpoint they belong to leaves that writes hash without a checkpoint; nothing reads it
@@ -54,7 +60,6 @@ import logging
 import random
 import re
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -361,16 +366,19 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     Args:
         client: A sync client (``redis.Redis`` or ``redis.cluster.RedisCluster``) for the sync methods.
-        aclient: An asyncio client for the async methods, used on the event loop it was made on.
+        aclient: An asyncio client for the async methods, used on the event loop it was made on (or
+            first used on).
         client_factory: Makes the sync client on first use when ``client`` is not given.
-        aclient_factory: Makes an asyncio client per event loop, for loops other than ``aclient``'s.
         key_prefix: Every key starts with ``<key_prefix>:``.
         ttl: ``{"default_ttl": minutes, "refresh_on_read": bool}`` (see :func:`ttl_settings`), or None.
         serde: The serializer (default: langgraph's ``JsonPlusSerializer``).
         server_label: The server named in error messages.
 
-    Give at least one client or factory for each flavour you call: the factories
-    :func:`make_checkpointer` and :func:`async_checkpointer` give both.
+    The async methods use ``aclient`` on its event loop. On any other loop, or without ``aclient``,
+    they run the sync methods in a worker thread (``asyncio.to_thread``): the event loop never blocks
+    and no client is left behind per loop. :func:`make_checkpointer` gives a sync client (so
+    ``graph.ainvoke`` works on it this way), :func:`async_checkpointer` an asyncio client and a
+    factory for a sync one.
     """
 
     def __init__(
@@ -379,15 +387,14 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         *,
         aclient: Any = None,
         client_factory: Callable[[], Any] | None = None,
-        aclient_factory: Callable[[], Any] | None = None,
         key_prefix: str = "xmrt",
         ttl: dict[str, Any] | None = None,
         serde: SerializerProtocol | None = None,
         server_label: str | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        if client is None and aclient is None and client_factory is None and aclient_factory is None:
-            raise ValueError("RedisCheckpointSaver needs a client, an asyncio client or a factory of either")
+        if client is None and aclient is None and client_factory is None:
+            raise ValueError("RedisCheckpointSaver needs a client, an asyncio client or a client factory")
         self._client = client
         self._client_factory = client_factory
         self._client_lock = threading.Lock()
@@ -396,8 +403,6 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         if aclient is not None:
             with contextlib.suppress(RuntimeError):
                 self._aclient_loop = asyncio.get_running_loop()
-        self._aclient_factory = aclient_factory
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self.keys = _Keys(key_prefix)
         self.ttl_config = ttl
         self._latest = _LatestCache()
@@ -417,19 +422,16 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                     self.cluster = self.cluster or isinstance(self._client, _CLUSTER_TYPES)
         return self._client
 
-    def _async_client(self) -> Any:
+    def _async_client(self) -> Any | None:
+        """The asyncio client if it belongs to the running loop; None: use the sync methods in a thread."""
         loop = asyncio.get_running_loop()
         if self._aclient is not None and (self._aclient_loop is None or self._aclient_loop is loop):
             self._aclient_loop = loop
             return self._aclient
-        client = self._aclients.get(loop)
-        if client is None:
-            if self._aclient_factory is None:
-                raise RuntimeError("this RedisCheckpointSaver has no asyncio client for this event loop")
-            client = self._aclient_factory()
-            self._aclients[loop] = client
-            self.cluster = self.cluster or isinstance(client, _CLUSTER_TYPES)
-        return client
+        if self._client is None and self._client_factory is None:
+            raise RuntimeError("this RedisCheckpointSaver's asyncio client belongs to another event loop, "
+                               "and it has no sync client to fall back on")
+        return None
 
     def close(self) -> None:
         """Close the sync client (the caller closes asyncio clients with :meth:`aclose`)."""
@@ -437,14 +439,9 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             self._client.close()
 
     async def aclose(self) -> None:
-        """Close the asyncio clients this saver made or was given for the running loop."""
-        loop = asyncio.get_running_loop()
-        clients = [self._aclients.pop(loop, None)]
-        if self._aclient is not None and self._aclient_loop in (None, loop):
-            clients.append(self._aclient)
-        for client in clients:
-            if client is not None:
-                await client.aclose()
+        """Close the asyncio client (on its own event loop)."""
+        if self._aclient is not None and self._aclient_loop in (None, asyncio.get_running_loop()):
+            await self._aclient.aclose()
 
     def setup(self) -> None:
         """Nothing to create: the saver needs no index or module. Kept for langgraph's saver protocol."""
@@ -866,57 +863,73 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     # -- sync I/O --------------------------------------------------------------------------------
 
-    def _drive(self, steps: Generator[Any, Any, Any], what: str, thread: Any,
-               emit: Callable[[CheckpointTuple], None] | None = None) -> Any:
+    def _execute(self, client: Any, request: Any, watched: list[Any]) -> list[Any]:
+        """Run one request; ``watched`` holds the pipeline of a WATCH between two requests."""
+        if isinstance(request, _Scan):
+            return list(client.scan_iter(match=request.match, count=1000))
+        if isinstance(request, _Watch):
+            pipe = watched[0] = client.pipeline(transaction=True)
+            pipe.watch(request.key)
+            return [pipe.execute_command(*c) for c in request.reads]
+        if watched[0] is not None:  # the transaction of a watched operation
+            pipe, watched[0] = watched[0], None
+            try:
+                if request.commands == [("UNWATCH",)]:
+                    return [True]
+                pipe.multi()
+                for command in request.commands:
+                    pipe.execute_command(*command)
+                try:
+                    return pipe.execute()
+                except redis.WatchError:
+                    raise _Watched() from None
+            finally:
+                pipe.reset()
+        if len(request.commands) == 1:
+            try:
+                return [client.execute_command(*request.commands[0])]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=request.atomic)
+        for command in request.commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=request.atomic)
+
+    def _iterate(
+        self, steps: Generator[Any, Any, Any], what: str, thread: Any
+    ) -> Generator[CheckpointTuple, None, Any]:
+        """Drive an operation with the sync client: yield what it emits, return its result."""
         client = self._sync_client()
-        watched = None
+        watched: list[Any] = [None]
         try:
             request = next(steps)
             while True:
+                if isinstance(request, _Emit):
+                    yield request.item
+                    request = steps.send(None)
+                    continue
                 try:
-                    if isinstance(request, _Emit):
-                        emit(request.item)
-                        results = None
-                    elif isinstance(request, _Scan):
-                        results = list(client.scan_iter(match=request.match, count=1000))
-                    elif isinstance(request, _Watch):
-                        watched = client.pipeline(transaction=True)
-                        watched.watch(request.key)
-                        results = [watched.execute_command(*c) for c in request.reads]
-                    elif watched is not None:
-                        pipe, watched = watched, None
-                        try:
-                            if request.commands == [("UNWATCH",)]:
-                                results = [True]
-                            else:
-                                pipe.multi()
-                                for command in request.commands:
-                                    pipe.execute_command(*command)
-                                try:
-                                    results = pipe.execute()
-                                except redis.WatchError:
-                                    request = steps.throw(_Watched())
-                                    continue
-                        finally:
-                            pipe.reset()
-                    elif len(request.commands) == 1:
-                        try:
-                            results = [client.execute_command(*request.commands[0])]
-                        except redis.ResponseError as exc:
-                            results = [exc]
-                    else:
-                        pipe = client.pipeline(transaction=request.atomic)
-                        for command in request.commands:
-                            pipe.execute_command(*command)
-                        results = pipe.execute(raise_on_error=request.atomic)
+                    results = self._execute(client, request, watched)
+                except _Watched:
+                    request = steps.throw(_Watched())
+                    continue
                 except _CONNECTION_ERRORS as exc:
                     raise self._store_error(exc, what, thread) from exc
                 request = steps.send(results)
         except StopIteration as stop:
             return stop.value
         finally:
-            if watched is not None:
-                watched.reset()
+            if watched[0] is not None:
+                watched[0].reset()
+
+    def _drive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
+        """Drive an operation that emits nothing and return its result."""
+        iterator = self._iterate(steps, what, thread)
+        while True:
+            try:
+                next(iterator)
+            except StopIteration as stop:
+                return stop.value
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
@@ -940,10 +953,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
         ``filter`` keeps checkpoints whose metadata has every given key with the given value.
         """
-        out: list[CheckpointTuple] = []
         thread = (config or {}).get("configurable", {}).get("thread_id", "*")
-        self._drive(self._list_steps(config, filter, before, limit), "listing checkpoints", thread, out.append)
-        yield from out
+        yield from self._iterate(self._list_steps(config, filter, before, limit), "listing checkpoints", thread)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread, atomically."""
@@ -967,57 +978,72 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     # -- async I/O -------------------------------------------------------------------------------
 
-    async def _adrive(self, steps: Generator[Any, Any, Any], what: str, thread: Any,
-                      emit: Callable[[CheckpointTuple], None] | None = None) -> Any:
-        client = self._async_client()
-        watched = None
+    async def _aexecute(self, client: Any, request: Any, watched: list[Any]) -> list[Any]:
+        """The asyncio twin of :meth:`_execute`."""
+        if isinstance(request, _Scan):
+            return [k async for k in client.scan_iter(match=request.match, count=1000)]
+        if isinstance(request, _Watch):
+            pipe = watched[0] = client.pipeline(transaction=True)
+            await pipe.watch(request.key)
+            return [await pipe.execute_command(*c) for c in request.reads]
+        if watched[0] is not None:
+            pipe, watched[0] = watched[0], None
+            try:
+                if request.commands == [("UNWATCH",)]:
+                    return [True]
+                pipe.multi()
+                for command in request.commands:
+                    pipe.execute_command(*command)
+                try:
+                    return await pipe.execute()
+                except redis.WatchError:
+                    raise _Watched() from None
+            finally:
+                await pipe.reset()
+        if len(request.commands) == 1:
+            try:
+                return [await client.execute_command(*request.commands[0])]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=request.atomic)
+        for command in request.commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=request.atomic)
+
+    async def _aiterate(self, client: Any, steps: Generator[Any, Any, Any], what: str, thread: Any,
+                        result: list[Any]) -> AsyncIterator[CheckpointTuple]:
+        """Drive an operation with the asyncio client: yield what it emits; its result goes in ``result``."""
+        watched: list[Any] = [None]
         try:
             request = next(steps)
             while True:
+                if isinstance(request, _Emit):
+                    yield request.item
+                    request = steps.send(None)
+                    continue
                 try:
-                    if isinstance(request, _Emit):
-                        emit(request.item)
-                        results = None
-                    elif isinstance(request, _Scan):
-                        results = [k async for k in client.scan_iter(match=request.match, count=1000)]
-                    elif isinstance(request, _Watch):
-                        watched = client.pipeline(transaction=True)
-                        await watched.watch(request.key)
-                        results = [await watched.execute_command(*c) for c in request.reads]
-                    elif watched is not None:
-                        pipe, watched = watched, None
-                        try:
-                            if request.commands == [("UNWATCH",)]:
-                                results = [True]
-                            else:
-                                pipe.multi()
-                                for command in request.commands:
-                                    pipe.execute_command(*command)
-                                try:
-                                    results = await pipe.execute()
-                                except redis.WatchError:
-                                    request = steps.throw(_Watched())
-                                    continue
-                        finally:
-                            await pipe.reset()
-                    elif len(request.commands) == 1:
-                        try:
-                            results = [await client.execute_command(*request.commands[0])]
-                        except redis.ResponseError as exc:
-                            results = [exc]
-                    else:
-                        pipe = client.pipeline(transaction=request.atomic)
-                        for command in request.commands:
-                            pipe.execute_command(*command)
-                        results = await pipe.execute(raise_on_error=request.atomic)
+                    results = await self._aexecute(client, request, watched)
+                except _Watched:
+                    request = steps.throw(_Watched())
+                    continue
                 except _CONNECTION_ERRORS as exc:
                     raise self._store_error(exc, what, thread) from exc
                 request = steps.send(results)
         except StopIteration as stop:
-            return stop.value
+            result.append(stop.value)
         finally:
-            if watched is not None:
-                await watched.reset()
+            if watched[0] is not None:
+                await watched[0].reset()
+
+    async def _adrive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
+        """Drive an operation that emits nothing and return its result (in a thread without our loop's client)."""
+        client = self._async_client()
+        if client is None:
+            return await asyncio.to_thread(self._drive, steps, what, thread)
+        result: list[Any] = []
+        async for _ in self._aiterate(client, steps, what, thread, result):
+            pass
+        return result[0] if result else None
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                    new_versions: ChannelVersions) -> RunnableConfig:
@@ -1039,10 +1065,15 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,  # noqa: A002
                     before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
         """Async :meth:`list`."""
-        out: list[CheckpointTuple] = []
         thread = (config or {}).get("configurable", {}).get("thread_id", "*")
-        await self._adrive(self._list_steps(config, filter, before, limit), "listing checkpoints", thread, out.append)
-        for item in out:
+        steps = self._list_steps(config, filter, before, limit)
+        client = self._async_client()
+        if client is None:
+            items = await asyncio.to_thread(lambda: list(self._iterate(steps, "listing checkpoints", thread)))
+            for item in items:
+                yield item
+            return
+        async for item in self._aiterate(client, steps, "listing checkpoints", thread, []):
             yield item
 
     async def adelete_thread(self, thread_id: str) -> None:
@@ -1109,7 +1140,7 @@ def make_checkpointer(config: Config, *, ttl_minutes: float | None = None) -> Re
             (default: ``config.checkpoint_ttl_minutes``; ``None``/0 keeps it).
 
     Returns:
-        The saver. Its async methods make an asyncio client per event loop.
+        The saver. Its async methods run its sync ones in a worker thread.
 
     Raises:
         RedisSetupError: Redis is unreachable (one line).
@@ -1119,7 +1150,6 @@ def make_checkpointer(config: Config, *, ttl_minutes: float | None = None) -> Re
     minutes = ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
     return RedisCheckpointSaver(
         sync_client(url, cluster),
-        aclient_factory=lambda: async_client(url, cluster),
         key_prefix=config.key_prefix,
         ttl=ttl_settings(minutes),
         server_label=f"Redis at {describe(url)}",
