@@ -232,7 +232,8 @@ def redis_graph(builder: StateGraph, config: Config | None = None, **compile_kwa
 
     The checkpointer and store are created once per process and configuration and shared by
     every graph compiled here. The checkpointer has both flavours, so ``graph.ainvoke`` works as
-    well as ``graph.invoke`` (each event loop gets its own asyncio client). Runs default to
+    well as ``graph.invoke`` (from any event loop: its async methods run the sync ones in a worker
+    thread). Runs default to
     ``XMRT_DURABILITY`` ("sync": every super-step is persisted before the next starts, so a killed
     process resumes from its last finished step).
     """
