@@ -242,6 +242,52 @@ def test_delete_thread_removes_every_key(config, saver, redis_client):
     assert saver.get_tuple(_cfg("kept")) is not None
 
 
+def _racing(saver, name: str, attempts: list, change) -> None:
+    """Make ``saver.<name>`` run ``change()`` right after its WATCHed read, on the first attempt only."""
+    from xmrt.checkpoint import _Watch
+
+    original = getattr(saver, name)
+
+    def racing(*args):
+        attempts.append(1)
+        inner = original(*args)
+        request = next(inner)
+        while True:
+            results = yield request
+            if isinstance(request, _Watch) and len(attempts) == 1:
+                change()  # another process saves into the watched thread meanwhile
+            try:
+                request = inner.send(results)
+            except StopIteration as stop:
+                return stop.value
+
+    setattr(saver, name, racing)
+
+
+@pytest.mark.parametrize("operation", ["prune", "delete_thread", "copy_thread"])
+def test_operations_on_a_thread_that_changes_under_them_start_again(config, redis_client, operation):
+    saver, other = make_checkpointer(config), make_checkpointer(config)
+    linear_graph(saver).invoke({"log": []}, _cfg("race"))
+    attempts: list = []
+    change = lambda: linear_graph(other).invoke({"log": []}, _cfg("race" if operation != "copy_thread" else "dst"))  # noqa: E731
+    name = {"prune": "_delete_checkpoints_steps", "delete_thread": "_delete_thread_steps",
+            "copy_thread": "_copy_thread_steps"}[operation]
+    _racing(saver, name, attempts, change)
+    if operation == "prune":
+        saver.prune(["race"])
+        kept = list(saver.list(_cfg("race")))
+        assert len(kept) == 1 and kept[0].checkpoint["channel_values"]["log"] == ["a", "b", "c"] * 2
+    elif operation == "delete_thread":
+        saver.delete_thread("race")
+        assert list(saver.list(_cfg("race"))) == [] and not _keys(redis_client, config.key_prefix)
+    else:
+        saver.copy_thread("race", "dst")
+        assert len(list(saver.list(_cfg("dst")))) == 10  # its own 5 and the 5 copied
+        assert saver.get_tuple(_cfg("dst")).checkpoint["channel_values"]["log"] == ["a", "b", "c"]
+    assert len(attempts) == 2  # the first attempt's transaction was refused (WATCH), the second ran
+    assert_consistent(redis_client, config.key_prefix, ttl=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # values round-trip as the reference saver returns them
 

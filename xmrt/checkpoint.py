@@ -966,8 +966,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread into another (one transaction on the target)."""
-        self._drive(self._copy_thread_steps(source_thread_id, target_thread_id), "copying a thread",
-                    source_thread_id)
+        steps = self._retrying(lambda: self._copy_thread_steps(source_thread_id, target_thread_id))
+        self._drive(steps, "copying a thread", source_thread_id)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Keep only each namespace's latest checkpoint (``keep_latest``), or delete the threads (``delete``).
@@ -1087,8 +1087,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Async :meth:`copy_thread`."""
-        await self._adrive(self._copy_thread_steps(source_thread_id, target_thread_id), "copying a thread",
-                           source_thread_id)
+        steps = self._retrying(lambda: self._copy_thread_steps(source_thread_id, target_thread_id))
+        await self._adrive(steps, "copying a thread", source_thread_id)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Async :meth:`prune`."""
