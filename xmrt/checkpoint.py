@@ -666,8 +666,12 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                     continue
                 found.append((ns, checkpoint_id))
             found.sort(key=lambda item: (item[1], item[0]), reverse=True)  # newest first
-            for start in range(0, len(found), self.LIST_BATCH):
-                batch = found[start:start + self.LIST_BATCH]
+            start = 0
+            while start < len(found):
+                # without a filter, a limit says how many records to fetch
+                size = self.LIST_BATCH if filter or remaining is None else max(1, min(self.LIST_BATCH, remaining))
+                batch = found[start:start + size]
+                start += size
                 commands: list[tuple[Any, ...]] = []
                 for ns, checkpoint_id in batch:
                     commands += [("HGET", key, self.keys.checkpoint_field(ns, checkpoint_id)),
