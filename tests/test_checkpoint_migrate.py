@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,17 @@ def _load_fixture(client) -> None:
             client.set(entry["key"], entry["value"]["text"])
         else:
             client.zadd(entry["key"], {member: score for member, score in entry["members"]})
+    # the previous saver's setup() created its RediSearch indexes, as a real deployment has them
+    from langgraph.checkpoint.redis import RedisSaver
+
+    RedisSaver(redis_client=client, checkpoint_prefix=f"{PREFIX}:checkpoint",
+               checkpoint_write_prefix=f"{PREFIX}:checkpoint_write").setup()
+    for _ in range(100):  # the index is built in the background
+        info = client.execute_command("FT.INFO", f"{PREFIX}:checkpoint")
+        info = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2], strict=False))
+        if int(float(info[b"num_docs"])) == 31:
+            break
+        time.sleep(0.05)
 
 
 def _history(graph, saver, thread: str) -> list[dict]:
@@ -78,13 +91,16 @@ def _migrate_cli(monkeypatch, tmp_path, redis_server, *argv: str) -> int:
 
 
 def test_legacy_threads_are_migrated_by_one_command_and_read_as_before(redis_server, redis_client, tmp_path,
-                                                                       monkeypatch, capsys):
+                                                                       monkeypatch, capsys, caplog):
     from xmrt.config import create_config
 
     _load_fixture(redis_client)
     config = create_config({"REDIS_URL": redis_server.url, "XMRT_KEY_PREFIX": PREFIX,
                             "XMRT_DATA_DIR": str(tmp_path / "data")}, env_file=None)
-    saver = make_checkpointer(config)
+    with caplog.at_level(logging.WARNING, logger="xmrt.checkpoint"):
+        saver = make_checkpointer(config)
+    assert "31 checkpoints under the prefix 'legacy' are in the previous format" in caplog.text
+    assert "xmrt migrate checkpoints" in caplog.text
     assert saver.get_tuple({"configurable": {"thread_id": "legacy-chat"}}) is None  # not readable before
 
     assert _migrate_cli(monkeypatch, tmp_path, redis_server, "--dry-run", "--json") == 0
@@ -131,6 +147,10 @@ def test_legacy_threads_are_migrated_by_one_command_and_read_as_before(redis_ser
     assert left and all(k.startswith(f"{PREFIX}:checkpoint:{{legacy-") for k in left)
     assert not list(redis_client.scan_iter(match="write_keys_zset:legacy-*"))
     assert len(list(saver.list({"configurable": {"thread_id": "legacy-linear"}}))) == 10
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="xmrt.checkpoint"):
+        make_checkpointer(config).close()
+    assert "previous format" not in caplog.text  # nothing left to migrate, no warning
     saver.delete_thread("legacy-chat")  # leave less behind on the shared server
     for thread in FIXTURE["expected"]:
         saver.delete_thread(thread)

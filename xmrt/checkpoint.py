@@ -1125,11 +1125,37 @@ def async_client(url: str, cluster: bool) -> Any:
     return redis.asyncio.Redis.from_url(url, **client_options(asyncio_client=True))
 
 
+def legacy_checkpoints(client: redis.Redis, key_prefix: str) -> int:
+    """How many checkpoints the previous (library-compatible) saver left under ``key_prefix``.
+
+    Read from that saver's RediSearch index, which it always created; 0 when there is none (or no
+    RediSearch). ``xmrt migrate checkpoints`` copies them into the current format.
+    """
+    try:
+        info = client.execute_command("FT.INFO", f"{key_prefix}:checkpoint")
+    except redis.ResponseError:
+        return 0
+    if isinstance(info, list):  # RESP2: a flat list of names and values
+        info = dict(zip(info[::2], info[1::2], strict=False))
+    docs = info.get(b"num_docs", info.get("num_docs", 0))
+    try:
+        return int(float(docs))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _probe(config: Config) -> bool:
-    """Check that Redis answers (no module is needed for checkpoints); True on a cluster."""
+    """Check that Redis answers (no module is needed for checkpoints); True on a cluster.
+
+    Also warns (once per factory call) when threads of the previous format wait to be migrated.
+    """
     client = connect(config, check=False)
     try:
-        return is_cluster(client)
+        cluster = is_cluster(client)
+        if not cluster and (count := legacy_checkpoints(client, config.key_prefix)):
+            log.warning("%d checkpoints under the prefix %r are in the previous format and are not read; "
+                        "run `xmrt migrate checkpoints` to carry them over", count, config.key_prefix)
+        return cluster
     finally:
         client.close()
 
