@@ -198,3 +198,23 @@ def test_the_async_path_is_just_as_atomic(server, proxy):
     assert proxy.rule.strikes > 1
     proxy.disarm()
     _resume_and_check(server, ttl=True, calls=calls, b_writes_saved=False)
+
+
+def test_a_run_whose_first_save_failed_is_still_registered_for_delete_for_runs(server, proxy):
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    saver = _saver(proxy.port, ttl=False)
+    config = {"configurable": {"thread_id": "r", "checkpoint_ns": "", "run_id": "run-1"}}
+    proxy.arm(Rule(in_multi_after=0, times=None, match=(b"checkpoint_run",)))  # the run's first save
+    with pytest.raises(CheckpointStoreError):
+        saver.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+    proxy.disarm()
+    stored = saver.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+    saver.put({"configurable": {**config["configurable"], **stored["configurable"]}}, empty_checkpoint(),
+              {"source": "loop", "step": 0}, {})
+    client = server.client()
+    assert client.smembers(f"{PREFIX}:checkpoint_run:{{run-1}}") == {b"r"}
+    assert len(list(saver.list({"configurable": {"thread_id": "r"}}))) == 2
+    saver.delete_for_runs(["run-1"])
+    assert list(saver.list({"configurable": {"thread_id": "r"}})) == []
+    assert not list(client.scan_iter(match=f"{PREFIX}:*"))

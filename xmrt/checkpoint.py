@@ -15,8 +15,10 @@ percent-encoded; ``N`` the namespace with ``%`` and ``:`` percent-encoded)::
                                           l:N                   id of the namespace's latest checkpoint
                                           r:<run_id>            a run that saved checkpoints here
     P:checkpoint:{T}:writes:N:<id>      hash: the pending writes of one checkpoint, one field per task
-                                        (t:<task_id>, its regular writes) or per special write
-                                        (s:<task_id>:<idx>: error, interrupt, resume, scheduled)
+                                        (t:<task_id>, its regular writes, insert-only: the first
+                                        save of a task's writes stays whole) or per special write
+                                        (s:<task_id>:<idx>: error, interrupt, resume, scheduled;
+                                        the latest wins)
     P:checkpoint_run:{<run_id>}         set: the threads a run saved checkpoints in (for delete_for_runs)
 
 Every key of a thread carries the same hash tag ``{T}``, so every key a save touches lives in one
@@ -336,25 +338,27 @@ class _SeenRuns:
         self._data: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, thread_id: str, run_id: str) -> bool:
-        """Remember the pair; True if it was new."""
+    def seen(self, thread_id: str, run_id: str) -> bool:
+        """True once :meth:`add` has remembered the pair (and it was not evicted or forgotten since)."""
         with self._lock:
             if (thread_id, run_id) in self._data:
                 self._data.move_to_end((thread_id, run_id))
-                return False
+                return True
+            return False
+
+    def add(self, thread_id: str, run_id: str) -> None:
+        """Remember the pair: its registration is stored."""
+        with self._lock:
             self._data[(thread_id, run_id)] = None
+            self._data.move_to_end((thread_id, run_id))
             if len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
-            return True
 
     def forget(self, thread_id: str) -> None:
         with self._lock:
             for key in [k for k in self._data if k[0] == thread_id]:
                 del self._data[key]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -497,7 +501,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                              checkpoint_id]
         commands: list[tuple[Any, ...]] = []
         ttl = self._ttl_seconds()
-        if run_id and self._seen_runs.add(thread, run_id):
+        new_run = bool(run_id) and not self._seen_runs.seen(thread, run_id)
+        if new_run:
             fields += [self.keys.run_field(run_id), b""]
             registry = [("SADD", self.keys.run(run_id), thread)]
             if ttl:
@@ -510,6 +515,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         if ttl:
             commands.append(("EXPIRE", key, ttl))
         _raise_errors((yield _Cmds(commands, atomic=True)))
+        if new_run:  # only once it is stored: a failed save registers the run again next time
+            self._seen_runs.add(thread, run_id)
         self._latest.put(thread, ns, checkpoint_id, raw)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
 
