@@ -501,9 +501,10 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                              checkpoint_id]
         commands: list[tuple[Any, ...]] = []
         ttl = self._ttl_seconds()
+        if run_id:  # the thread's own record of its runs: free, it rides in the same HSET
+            fields += [self.keys.run_field(run_id), b""]
         new_run = bool(run_id) and not self._seen_runs.seen(thread, run_id)
         if new_run:
-            fields += [self.keys.run_field(run_id), b""]
             registry = [("SADD", self.keys.run(run_id), thread)]
             if ttl:
                 registry.append(("EXPIRE", self.keys.run(run_id), ttl))
