@@ -1,38 +1,42 @@
-"""FastRedisSaver / AsyncFastRedisSaver on the real Redis: langgraph semantics, library compatibility,
-key isolation, TTL, fault safety and resume after a killed process."""
+"""RedisCheckpointSaver on the real Redis: langgraph semantics against InMemorySaver, its key layout,
+isolation, TTL, both flavours (sync and async) in one class, failures, resume after a killed process,
+and the benchmark."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
-import operator
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, TypedDict
 
-import orjson
 import pytest
 import redis
 from langchain_core.messages import AIMessage, HumanMessage
-from langgraph.checkpoint.redis import RedisSaver
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, Interrupt, Send, interrupt
+from langgraph.types import Command, Interrupt, Send
 
+from tests.checkpoint_graphs import (
+    LogState,
+    _step,
+    assert_consistent,
+    branching_graph,
+    interrupt_graph,
+    linear_graph,
+    parent_with_subgraph,
+)
 from tests.conftest import free_port, make_config
 from xmrt.checkpoint import (
-    AsyncFastRedisSaver,
     CheckpointStoreError,
-    ClassCachingSerializer,
-    FastRedisSaver,
+    RedisCheckpointSaver,
     async_checkpointer,
-    checkpoint_prefixes,
     make_checkpointer,
 )
 from xmrt.errors import UserError
@@ -41,89 +45,52 @@ from xmrt.redis_server import EmbeddedRedis, RedisSetupError, server_binary
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# ---------------------------------------------------------------------------------------------
-# graphs
-
-
-class LogState(TypedDict):
-    steps: Annotated[int, operator.add]
-    log: Annotated[list[str], operator.add]
-
-
-def _step(name):
-    def node(state: LogState) -> dict:
-        return {"steps": 1, "log": [name]}
-
-    return node
-
-
-def linear_graph(checkpointer, names="abc"):
-    builder = StateGraph(LogState)
-    for n in names:
-        builder.add_node(n, _step(n))
-    builder.add_edge(START, names[0])
-    for a, b in zip(names, names[1:], strict=False):
-        builder.add_edge(a, b)
-    builder.add_edge(names[-1], END)
-    return builder.compile(checkpointer=checkpointer)
-
-
-def interrupt_graph(checkpointer):
-    def ask(state: LogState) -> dict:
-        answer = interrupt({"question": "approve?", "seen": list(state["log"])})
-        return {"steps": 1, "log": [f"answer:{answer}"]}
-
-    builder = StateGraph(LogState)
-    builder.add_node("before", _step("before"))
-    builder.add_node("ask", ask)
-    builder.add_node("after", _step("after"))
-    builder.add_edge(START, "before")
-    builder.add_edge("before", "ask")
-    builder.add_edge("ask", "after")
-    builder.add_edge("after", END)
-    return builder.compile(checkpointer=checkpointer)
-
-
 @pytest.fixture
 def saver(config):
     s = make_checkpointer(config)
     yield s
-    for index in (s.checkpoints_index, s.checkpoint_writes_index):
-        index.delete(drop=True)
+    s.close()
 
 
 def _cfg(thread: str, **extra) -> dict:
     return {"configurable": {"thread_id": thread, **extra}}
 
 
+def _keys(client, prefix: str) -> list[str]:
+    return sorted(k.decode() for k in client.scan_iter(match=f"{prefix}:*", count=1000))
+
+
 # ---------------------------------------------------------------------------------------------
 # basics and the factories
 
 
-def test_factory_builds_fast_saver_under_the_prefix(config, saver, redis_client):
-    assert isinstance(saver, FastRedisSaver)
+def test_factory_builds_one_saver_under_the_prefix_with_one_hash_tag_per_thread(config, saver, redis_client):
+    assert isinstance(saver, RedisCheckpointSaver) and not saver.cluster
     graph = linear_graph(saver)
     assert graph.invoke({"log": []}, _cfg("t1")) == {"steps": 3, "log": ["a", "b", "c"]}
-    keys = {k.decode() for k in redis_client.scan_iter(match=f"{config.key_prefix}:*", count=1000)}
-    assert any(k.startswith(f"{config.key_prefix}:checkpoint:t1:") for k in keys)
-    assert f"{config.key_prefix}:checkpoint_latest:t1:__empty__" in keys
-    assert any(k.startswith(f"{config.key_prefix}:checkpoint_write:t1:") for k in keys)
-    info = redis_client.execute_command("FT.INFO", f"{config.key_prefix}:checkpoint")
-    assert info[b"index_definition"][b"prefixes"] == [f"{config.key_prefix}:checkpoint:".encode()]
+    graph.invoke({"log": []}, _cfg("t{2}"))  # braces in a thread id cannot break the hash tag
+    keys = _keys(redis_client, config.key_prefix)
+    assert keys and all(k.startswith(f"{config.key_prefix}:checkpoint:") for k in keys)
+    assert f"{config.key_prefix}:checkpoint:{{t1}}" in keys
+    for tag in ("{t1}", "{t%7B2%7D}"):  # every key of a thread carries its hash tag, first
+        mine = [k for k in keys if tag in k]
+        assert len(mine) >= 4 and all(k[k.index("{"):k.index("}") + 1] == tag for k in mine)
+    assert not list(redis_client.scan_iter(match="write_keys_zset:*t1*"))  # nothing outside the prefix
+    assert redis_client.type(f"{config.key_prefix}:checkpoint:{{t1}}") == b"hash"
+    threads = assert_consistent(redis_client, config.key_prefix, ttl=False)
+    assert {t: {ns: len(ids) for ns, ids in v.items()} for t, v in threads.items()} == {"t1": {"": 5}, "t{2}": {"": 5}}
 
 
 def test_history_matches_the_in_memory_reference(saver):
-    from langgraph.checkpoint.memory import InMemorySaver
-
     ours, ref = linear_graph(saver), linear_graph(InMemorySaver())
     for graph in (ours, ref):
         graph.invoke({"log": []}, _cfg("h"))
         graph.invoke({"log": ["x"]}, _cfg("h"))
 
-    def shape(graph):
+    def shape(graph, **kwargs):
         return [
             (s.metadata["source"], s.metadata["step"], s.values, s.next, len(s.tasks))
-            for s in graph.get_state_history(_cfg("h"))
+            for s in graph.get_state_history(_cfg("h"), **kwargs)
         ]
 
     assert shape(ours) == shape(ref)
@@ -133,14 +100,16 @@ def test_history_matches_the_in_memory_reference(saver):
     for newer, older in zip(history, history[1:], strict=False):
         assert newer.parent_config["configurable"]["checkpoint_id"] == older.config["configurable"]["checkpoint_id"]
     assert history[-1].parent_config is None
-    # limit / before / filter
-    assert len(list(ours.get_state_history(_cfg("h"), limit=3))) == 3
+    # limit / before / filter, as the reference answers them
+    assert shape(ours, limit=3) == shape(ref, limit=3) and len(shape(ours, limit=3)) == 3
     before = history[4].config
     older = list(ours.get_state_history(_cfg("h"), before=before))
     assert [s.config for s in older] == [s.config for s in history[5:]]
     assert len(list(ours.get_state_history(_cfg("h"), before=before, limit=2))) == 2
-    inputs = list(ours.get_state_history(_cfg("h"), filter={"source": "input"}))
-    assert [s.metadata["source"] for s in inputs] == ["input", "input"]
+    for flt in ({"source": "input"}, {"step": 2}, {"source": "loop", "step": 1}, {"nope": 1}):
+        assert shape(ours, filter=flt) == shape(ref, filter=flt), flt
+    inputs = ours.get_state_history(_cfg("h"), filter={"source": "input"})
+    assert [s.metadata["source"] for s in inputs] == ["input"] * 2
 
 
 def test_interrupt_resume_from_a_fresh_saver(config, saver):
@@ -159,45 +128,15 @@ def test_interrupt_resume_from_a_fresh_saver(config, saver):
     assert graph.get_state(_cfg("i")).next == ()
 
 
-def _branching_graph(checkpointer, calls, fail):
-    def ok(state):
-        calls["ok"] += 1
-        return {"steps": 1, "log": ["ok"]}
-
-    def flaky(state):
-        calls["flaky"] += 1
-        if fail["on"]:
-            raise RuntimeError("boom")
-        return {"steps": 1, "log": ["flaky"]}
-
-    builder = StateGraph(LogState)
-    builder.add_node("start", _step("start"))
-    builder.add_node("ok", ok)
-    builder.add_node("flaky", flaky)
-    builder.add_node("join", _step("join"))
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "ok")
-    builder.add_edge("start", "flaky")
-    builder.add_edge(["ok", "flaky"], "join")
-    builder.add_edge("join", END)
-    return builder.compile(checkpointer=checkpointer)
-
-
 def test_pending_writes_of_a_failed_parallel_branch_are_kept(saver):
     calls = {"ok": 0, "flaky": 0}
     fail = {"on": True}
-    graph = _branching_graph(saver, calls, fail)
+    graph = branching_graph(saver, calls, fail)
     with pytest.raises(RuntimeError, match="boom"):
         graph.invoke({"log": []}, _cfg("p"))
     tup = saver.get_tuple(_cfg("p"))
     assert ["ok"] in [value for _, channel, value in tup.pending_writes if channel == "log"]
     assert any(channel == "__error__" for _, channel, _ in tup.pending_writes)
-    # the library's own reader finds the same pending writes in our data
-    lib = RedisSaver(redis_client=saver._redis, **checkpoint_prefixes_of(saver))
-    lib.setup()
-    assert sorted((t, c) for t, c, _ in lib.get_tuple(_cfg("p")).pending_writes) == sorted(
-        (t, c) for t, c, _ in tup.pending_writes
-    )
 
     fail["on"] = False
     out = graph.invoke(None, _cfg("p"))
@@ -206,20 +145,14 @@ def test_pending_writes_of_a_failed_parallel_branch_are_kept(saver):
 
 
 @pytest.mark.parametrize("durability", ["async", "exit"])
-def test_pending_writes_survive_background_saves(saver, durability):
-    """Writes saved before their checkpoint (async saves run out of order) are never lost.
-
-    The library flags checkpoints with has_writes=false in put and flips it in put_writes; when
-    the writes land first its own reads drop them (most runs, under durability="async").
-    """
-    lib = RedisSaver(redis_client=saver._redis, **checkpoint_prefixes_of(saver))
-    lib.setup()
+def test_pending_writes_survive_background_saves(config, saver, durability):
+    """Writes saved before their checkpoint (async saves run out of order) are never lost."""
     for i in range(8):
         calls, fail = {"ok": 0, "flaky": 0}, {"on": True}
-        graph = _branching_graph(saver, calls, fail)
+        graph = branching_graph(saver, calls, fail)
         with pytest.raises(RuntimeError):
             graph.invoke({"log": []}, _cfg(f"bg-{durability}-{i}"), durability=durability)
-        for reader in (saver, lib):
+        for reader in (saver, make_checkpointer(config)):  # a new reader has no cache
             writes = reader.get_tuple(_cfg(f"bg-{durability}-{i}")).pending_writes
             assert ["ok"] in [v for _, c, v in writes if c == "log"], (reader, i)
         fail["on"] = False
@@ -227,43 +160,10 @@ def test_pending_writes_survive_background_saves(saver, durability):
         assert calls == {"ok": 1, "flaky": 2}
 
 
-def checkpoint_prefixes_of(saver) -> dict:
-    return {"checkpoint_prefix": saver._checkpoint_prefix, "checkpoint_write_prefix": saver._checkpoint_write_prefix}
-
-
-class ChildState(TypedDict):
-    log: Annotated[list[str], operator.add]
-
-
-def _parent_with_subgraph(checkpointer):
-    def child_ask(state: ChildState):
-        return {"log": [f"child:{interrupt('child?')}"]}
-
-    child = StateGraph(ChildState)
-    child.add_node("c1", lambda state: {"log": ["c1"]})
-    child.add_node("c2", child_ask)
-    child.add_edge(START, "c1")
-    child.add_edge("c1", "c2")
-    child.add_edge("c2", END)
-    child = child.compile()
-
-    parent = StateGraph(LogState)
-    parent.add_node("p1", _step("p1"))
-    parent.add_node("sub", child)  # a subgraph as a node: namespace "sub:<task id>"
-    parent.add_node("p2", _step("p2"))
-    parent.add_edge(START, "p1")
-    parent.add_edge("p1", "sub")
-    parent.add_edge("sub", "p2")
-    parent.add_edge("p2", END)
-    return parent.compile(checkpointer=checkpointer)
-
-
 def test_subgraph_namespaces_and_interrupts(saver):
-    from langgraph.checkpoint.memory import InMemorySaver
-
     results = {}
     for name, cp in (("ours", saver), ("reference", InMemorySaver())):
-        graph = _parent_with_subgraph(cp)
+        graph = parent_with_subgraph(cp)
         out = graph.invoke({"log": []}, _cfg("s"))
         assert out["__interrupt__"][0].value == "child?"
         state = graph.get_state(_cfg("s"), subgraphs=True)
@@ -302,7 +202,7 @@ def test_update_state_and_fork(saver):
 
 class FanState(TypedDict):
     items: list[int]
-    results: Annotated[list[int], operator.add]
+    results: Annotated[list[int], lambda a, b: a + b]
 
 
 def test_send_fan_out_and_durability_modes_agree(saver):
@@ -331,18 +231,65 @@ def test_send_fan_out_and_durability_modes_agree(saver):
 
 def test_delete_thread_removes_every_key(config, saver, redis_client):
     graph = interrupt_graph(saver)
-    graph.invoke({"log": []}, _cfg("gone"))
+    run = {"configurable": {"thread_id": "gone", "run_id": "run-gone"}}
+    graph.invoke({"log": []}, run)
     graph.invoke({"log": []}, _cfg("kept"))
+    assert redis_client.smembers(f"{config.key_prefix}:checkpoint_run:{{run-gone}}") == {b"gone"}
     saver.delete_thread("gone")
     assert saver.get_tuple(_cfg("gone")) is None
     assert list(saver.list(_cfg("gone"))) == []
-    left = [k.decode() for k in redis_client.scan_iter(match="*gone*", count=1000)]
-    assert [k for k in left if config.key_prefix in k or k.startswith("write_keys_zset:gone:")] == []
+    assert [k for k in _keys(redis_client, config.key_prefix) if "gone" in k] == []
     assert saver.get_tuple(_cfg("kept")) is not None
 
 
+def _racing(saver, name: str, attempts: list, change) -> None:
+    """Make ``saver.<name>`` run ``change()`` right after its WATCHed read, on the first attempt only."""
+    from xmrt.checkpoint import _Watch
+
+    original = getattr(saver, name)
+
+    def racing(*args):
+        attempts.append(1)
+        inner = original(*args)
+        request = next(inner)
+        while True:
+            results = yield request
+            if isinstance(request, _Watch) and len(attempts) == 1:
+                change()  # another process saves into the watched thread meanwhile
+            try:
+                request = inner.send(results)
+            except StopIteration as stop:
+                return stop.value
+
+    setattr(saver, name, racing)
+
+
+@pytest.mark.parametrize("operation", ["prune", "delete_thread", "copy_thread"])
+def test_operations_on_a_thread_that_changes_under_them_start_again(config, redis_client, operation):
+    saver, other = make_checkpointer(config), make_checkpointer(config)
+    linear_graph(saver).invoke({"log": []}, _cfg("race"))
+    attempts: list = []
+    change = lambda: linear_graph(other).invoke({"log": []}, _cfg("race" if operation != "copy_thread" else "dst"))  # noqa: E731
+    name = {"prune": "_delete_checkpoints_steps", "delete_thread": "_delete_thread_steps",
+            "copy_thread": "_copy_thread_steps"}[operation]
+    _racing(saver, name, attempts, change)
+    if operation == "prune":
+        saver.prune(["race"])
+        kept = list(saver.list(_cfg("race")))
+        assert len(kept) == 1 and kept[0].checkpoint["channel_values"]["log"] == ["a", "b", "c"] * 2
+    elif operation == "delete_thread":
+        saver.delete_thread("race")
+        assert list(saver.list(_cfg("race"))) == [] and not _keys(redis_client, config.key_prefix)
+    else:
+        saver.copy_thread("race", "dst")
+        assert len(list(saver.list(_cfg("dst")))) == 10  # its own 5 and the 5 copied
+        assert saver.get_tuple(_cfg("dst")).checkpoint["channel_values"]["log"] == ["a", "b", "c"]
+    assert len(attempts) == 2  # the first attempt's transaction was refused (WATCH), the second ran
+    assert_consistent(redis_client, config.key_prefix, ttl=False)
+
+
 # ---------------------------------------------------------------------------------------------
-# library compatibility: same documents, readable both ways
+# values round-trip as the reference saver returns them
 
 
 @dataclasses.dataclass
@@ -351,136 +298,40 @@ class Note:
     tags: list[str]
 
 
-class RichState(TypedDict, total=False):
-    messages: list
-    blob: dict
-    misc: dict
-
-
-def _rich_checkpoint(cid: str) -> dict:
+def _rich_values() -> dict:
     return {
-        "v": 4,
-        "id": cid,
-        "ts": "2025-01-01T00:00:00+00:00",
-        "channel_values": {
-            "messages": [HumanMessage(content="hi", id="m1"), AIMessage(content="hello", id="m2")],
-            "misc": {"tuple": (1, 2), "set": {3}, "note": Note("n", ["x"]), "none": None, "u": "ünï"},
-            "send": [Send("node", {"k": 1})],
-            "interrupt": Interrupt(value={"q": 1}, id="int-1"),
-        },
-        "channel_versions": {"messages": "00000000000000000000000000000002.0.5", "misc": "3"},
-        "versions_seen": {"node": {"messages": "00000000000000000000000000000001.0.1"}},
-        "updated_channels": ["messages"],
+        "messages": [HumanMessage(content="hi", id="m1"), AIMessage(content="hello ünï", id="m2")],
+        "misc": {"tuple": (1, 2), "set": {3}, "note": Note("n", ["x"]), "none": None, "big": 2**62},
+        "send": [Send("node", {"k": 1})],
+        "interrupt": Interrupt(value={"q": 1}, id="int-1"),
+        "raw": {"data": b"\x00\x01binary"},
     }
 
 
-def _stored(client, key) -> dict:
-    doc = orjson.loads(client.execute_command("JSON.GET", key))
-    doc.pop("checkpoint_ts")
-    doc.pop("has_writes")
-    return doc
-
-
-@pytest.mark.parametrize("with_bytes", [False, True])
-def test_documents_equal_the_library_ones(config, saver, redis_client, with_bytes):
-    lib = RedisSaver(redis_client=saver._redis, **checkpoint_prefixes_of(saver))
-    lib.setup()
-    metadata = {"source": "loop", "step": 3, "parents": {}, "run_id": "r1"}
-    ids = {}
-    for name, s in (("lib", lib), ("fast", saver)):
-        cid = str(uuid.uuid4())
-        checkpoint = _rich_checkpoint(cid)
-        if with_bytes:
-            checkpoint["channel_values"]["raw"] = {"data": b"\x00\x01binary"}
-        config_in = _cfg(f"doc-{name}", checkpoint_ns="", checkpoint_id="parent-1")
-        s.put(config_in, checkpoint, metadata, {})
-        ids[name] = cid
-    a = _stored(redis_client, saver._make_redis_checkpoint_key("doc-lib", "", ids["lib"]))
-    b = _stored(redis_client, saver._make_redis_checkpoint_key("doc-fast", "", ids["fast"]))
-    for doc, name in ((a, "lib"), (b, "fast")):
-        assert doc.pop("thread_id") == f"doc-{name}"
-        assert doc.pop("checkpoint_id") == ids[name]
-        assert doc["checkpoint"].pop("id") == ids[name]
-    assert a == b
-    # each saver reads what the other wrote, to the same values
-    for reader in (lib, saver):
-        got = {name: reader.get_tuple(_cfg(f"doc-{name}")) for name in ("lib", "fast")}
-        va, vb = got["lib"].checkpoint["channel_values"], got["fast"].checkpoint["channel_values"]
-        assert va == vb
-        assert isinstance(vb["messages"][0], HumanMessage) and vb["messages"][1].content == "hello"
-        assert isinstance(vb["send"][0], Send) and vb["misc"]["note"] == Note("n", ["x"])
-        assert got["fast"].parent_config["configurable"]["checkpoint_id"] == "parent-1"
-        assert got["fast"].metadata == got["lib"].metadata
-
-
-def test_class_caching_serializer_revives_like_the_library_without_repeating_imports(saver, monkeypatch):
-    import importlib
-
-    from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
-
-    assert isinstance(saver.serde, ClassCachingSerializer)
-    values = dict(_rich_checkpoint("c")["channel_values"])
-    library, ours = JsonPlusRedisSerializer(), ClassCachingSerializer()
-    # an envelope naming a class that does not exist is refused the same way, every time
-    unknown = {"lc": 1, "type": "constructor", "id": ["no_such_pkg", "mod", "Thing"], "kwargs": {}}
-    for serializer in (library, ours, ours):
-        with pytest.raises(ValueError, match="no_such_pkg"):
-            serializer._revive_if_needed(dict(unknown))
-    encoded = orjson.loads(library.dumps_typed(values)[1])
-    expected = library._revive_if_needed(encoded)
-    failed = []  # imports that searched sys.path and found nothing: the cost being removed
-    real_import = importlib.import_module
-
-    def counting_import(name, package=None):
-        try:
-            return real_import(name, package)
-        except ImportError:
-            failed.append(name)
-            raise
-
-    monkeypatch.setattr(importlib, "import_module", counting_import)
-    assert library._revive_if_needed(encoded) == expected
-    assert library._revive_if_needed(encoded) == expected
-    per_read = len(failed) // 2
-    assert per_read >= 2 and "langchain.schema.messages" in failed  # one per message, on every read
-    failed.clear()
-    assert ours._revive_if_needed(encoded) == expected  # first read: the library's lookups, remembered
-    assert failed == ["langchain.schema.messages"] * 2  # once per class (HumanMessage, AIMessage)
-    assert ours._revive_if_needed(encoded) == expected  # second read: same values, no failed import
-    assert len(failed) == 2
-    assert isinstance(expected["messages"][1], AIMessage) and expected["misc"]["note"] == Note("n", ["x"])
-
-
-def test_class_caching_serializer_does_not_remember_a_class_missing_from_an_existing_module(monkeypatch):
-    import types
-
-    module = types.ModuleType("xmrt_test_late_module")  # as if still being imported (circular import)
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    envelope = {"lc": 1, "type": "constructor", "id": [module.__name__, "Late"], "kwargs": {}}
-    ours = ClassCachingSerializer()
-    with pytest.raises(ValueError, match="Late"):
-        ours._constructor_class(envelope)
-    module.Late = Note  # the module finished importing
-    assert ours._constructor_class(envelope) is Note
-    missing = {"lc": 1, "type": "constructor", "id": ["xmrt_no_such_module", "X"], "kwargs": {}}
-    for _ in range(2):  # a module that does not exist is remembered, and refused the same way
-        with pytest.raises(ValueError, match="xmrt_no_such_module"):
-            ours._constructor_class(missing)
-    assert ("xmrt_no_such_module", "X") in ours._classes
-
-
-def test_library_saver_reads_our_history_and_writes(saver):
-    graph = interrupt_graph(saver)
-    graph.invoke({"log": []}, _cfg("compat"))
-    lib_graph = interrupt_graph(RedisSaver(redis_client=saver._redis, **checkpoint_prefixes_of(saver)))
-    lib_graph.checkpointer.setup()
-    ours = [(s.config, s.values, s.next) for s in graph.get_state_history(_cfg("compat"))]
-    theirs = [(s.config, s.values, s.next) for s in lib_graph.get_state_history(_cfg("compat"))]
-    assert ours == theirs
-    assert lib_graph.get_state(_cfg("compat")).tasks[0].interrupts[0].value["question"] == "approve?"
-    # and the library can finish a thread we started, and we read the result
-    lib_graph.invoke(Command(resume="lib"), _cfg("compat"))
-    assert graph.get_state(_cfg("compat")).values["log"] == ["before", "answer:lib", "after"]
+def test_values_metadata_and_writes_round_trip_like_the_reference(saver):
+    ref = InMemorySaver()
+    results = []
+    for s in (saver, ref):
+        values = _rich_values()
+        versions = {k: s.get_next_version(None, None) for k in values}
+        cp = {"v": 4, "id": "1f0000000000000000000001", "ts": "2025-01-01T00:00:00+00:00",
+              "channel_values": values, "channel_versions": versions,
+              "versions_seen": {"node": {"messages": versions["messages"]}}, "updated_channels": ["messages"]}
+        meta = {"source": "loop", "step": 3, "parents": {}, "score": 4.5, "tags": ["a"], "nested": {"k": [1]}}
+        stored = s.put(_cfg("rich", checkpoint_ns="", checkpoint_id="parent-1", user_key="u"), cp, meta, versions)
+        s.put_writes(stored, [("messages", [AIMessage(content="w")]), ("misc", {"t": (1,)})], "task-1", "~path")
+        s.put_writes(stored, [("__error__", ValueError("bad")), ("__interrupt__", [Interrupt(value="v")])], "task-2")
+        tup = s.get_tuple(_cfg("rich"))
+        results.append(tup)
+    ours, theirs = results
+    assert ours.checkpoint["channel_values"] == theirs.checkpoint["channel_values"]
+    assert isinstance(ours.checkpoint["channel_values"]["messages"][1], AIMessage)
+    assert ours.checkpoint["channel_values"]["misc"]["note"] == Note("n", ["x"])
+    assert ours.metadata == theirs.metadata and ours.metadata["user_key"] == "u"
+    assert ours.parent_config["configurable"]["checkpoint_id"] == "parent-1"
+    assert [(t, c) for t, c, _ in ours.pending_writes] == [(t, c) for t, c, _ in theirs.pending_writes]
+    assert ours.pending_writes[0][2] == theirs.pending_writes[0][2]
+    assert repr(ours.pending_writes) == repr(theirs.pending_writes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,20 +341,15 @@ def test_library_saver_reads_our_history_and_writes(saver):
 def test_two_prefixes_on_one_server_do_not_see_each_other(redis_server, tmp_path):
     one = make_checkpointer(make_config(tmp_path / "a", redis_server.port, XMRT_KEY_PREFIX=f"iso-a-{os.getpid()}"))
     two = make_checkpointer(make_config(tmp_path / "b", redis_server.port, XMRT_KEY_PREFIX=f"iso-b-{os.getpid()}"))
-    try:
-        g1, g2 = linear_graph(one, "ab"), linear_graph(two, "xyz")
-        g1.invoke({"log": []}, _cfg("same-thread"))
-        g2.invoke({"log": []}, _cfg("same-thread"))
-        assert g1.get_state(_cfg("same-thread")).values["log"] == ["a", "b"]
-        assert g2.get_state(_cfg("same-thread")).values["log"] == ["x", "y", "z"]
-        assert len(list(one.list(None))) == 4 and len(list(two.list(None))) == 5
-        one.delete_thread("same-thread")
-        assert one.get_tuple(_cfg("same-thread")) is None
-        assert g2.get_state(_cfg("same-thread")).values["log"] == ["x", "y", "z"]
-    finally:
-        for s in (one, two):
-            for index in (s.checkpoints_index, s.checkpoint_writes_index):
-                index.delete(drop=True)
+    g1, g2 = linear_graph(one, "ab"), linear_graph(two, "xyz")
+    g1.invoke({"log": []}, _cfg("same-thread"))
+    g2.invoke({"log": []}, _cfg("same-thread"))
+    assert g1.get_state(_cfg("same-thread")).values["log"] == ["a", "b"]
+    assert g2.get_state(_cfg("same-thread")).values["log"] == ["x", "y", "z"]
+    assert len(list(one.list(None))) == 4 and len(list(two.list(None))) == 5
+    one.delete_thread("same-thread")
+    assert one.get_tuple(_cfg("same-thread")) is None
+    assert g2.get_state(_cfg("same-thread")).values["log"] == ["x", "y", "z"]
 
 
 def test_latest_cache_sees_other_writers(config, saver):
@@ -520,34 +366,29 @@ def test_latest_cache_sees_other_writers(config, saver):
 
 def test_ttl_on_every_key_and_refresh_on_read(config, redis_client):
     s = make_checkpointer(config, ttl_minutes=10)
-    try:
-        graph = interrupt_graph(s)
-        graph.invoke({"log": []}, _cfg("ttl"))
-        keys = [k.decode() for k in redis_client.scan_iter(match=f"{config.key_prefix}:*ttl*", count=1000)]
-        keys += [k.decode() for k in redis_client.scan_iter(match="write_keys_zset:ttl:*", count=1000)]
-        assert len(keys) > 5
-        assert all(0 < redis_client.ttl(k) <= 600 for k in keys), {k: redis_client.ttl(k) for k in keys}
-        latest = s.get_tuple(_cfg("ttl"))
-        key = s._make_redis_checkpoint_key("ttl", "", latest.config["configurable"]["checkpoint_id"])
-        redis_client.expire(key, 30)
-        s.get_tuple(_cfg("ttl"))
-        assert redis_client.ttl(key) > 30  # reading the thread extended it again
-        persistent = make_checkpointer(config)  # no TTL: keys stay persistent
-        linear_graph(persistent).invoke({"log": []}, _cfg("forever"))
-        assert all(redis_client.ttl(k) == -1 for k in redis_client.scan_iter(match=f"{config.key_prefix}:*forever*"))
-    finally:
-        for index in (s.checkpoints_index, s.checkpoint_writes_index):
-            index.delete(drop=True)
+    graph = interrupt_graph(s)
+    graph.invoke({"log": []}, {"configurable": {"thread_id": "ttl", "run_id": "run-ttl"}})
+    keys = _keys(redis_client, config.key_prefix)
+    assert len(keys) >= 4 and any(":writes:" in k for k in keys) and any("checkpoint_run" in k for k in keys)
+    assert all(0 < redis_client.ttl(k) <= 600 for k in keys), {k: redis_client.ttl(k) for k in keys}
+    thread_key = f"{config.key_prefix}:checkpoint:{{ttl}}"
+    redis_client.expire(thread_key, 30)
+    s.get_tuple(_cfg("ttl"))
+    assert redis_client.ttl(thread_key) > 30  # reading the thread extended it again
+    persistent = make_checkpointer(config)  # no TTL: keys stay persistent, and reads leave them so
+    linear_graph(persistent).invoke({"log": []}, _cfg("forever"))
+    persistent.get_tuple(_cfg("forever"))
+    assert all(redis_client.ttl(k) == -1 for k in _keys(redis_client, config.key_prefix) if "forever" in k)
 
 
 # ---------------------------------------------------------------------------------------------
-# async saver
+# sync and async in one class
 
 
 def test_async_saver_runs_graphs_and_resumes(config):
     async def scenario():
         async with async_checkpointer(config) as asaver:
-            assert isinstance(asaver, AsyncFastRedisSaver)
+            assert isinstance(asaver, RedisCheckpointSaver)
             graph = interrupt_graph(asaver)
             out = await graph.ainvoke({"log": []}, _cfg("a1"))
             assert out["__interrupt__"][0].value["question"] == "approve?"
@@ -555,23 +396,38 @@ def test_async_saver_runs_graphs_and_resumes(config):
             graph = interrupt_graph(asaver)
             final = await graph.ainvoke(Command(resume="async"), _cfg("a1"))
             history = [s async for s in graph.aget_state_history(_cfg("a1"))]
+            sync_view = await asyncio.to_thread(asaver.get_tuple, _cfg("a1"))  # its sync methods work too
             await asaver.adelete_thread("a1")
             gone = await asaver.aget_tuple(_cfg("a1"))
-            for index in (asaver.checkpoints_index, asaver.checkpoint_writes_index):
-                await index.delete(drop=True)
-        return final, history, gone
+        return final, history, sync_view, gone
 
-    final, history, gone = asyncio.run(scenario())
+    final, history, sync_view, gone = asyncio.run(scenario())
     assert final == {"steps": 3, "log": ["before", "answer:async", "after"]}
     assert [s.metadata["step"] for s in history] == [3, 2, 1, 0, -1]
+    assert sync_view.checkpoint["channel_values"]["log"] == final["log"]
     assert gone is None
 
 
+def test_the_sync_factory_saver_also_serves_ainvoke_on_any_event_loop(config):
+    from xmrt.persistence import redis_graph
+
+    graph = redis_graph(linear_graph(None).builder, config)  # the graph Python callers get
+    out = asyncio.run(graph.ainvoke({"log": []}, _cfg("ainvoke")))  # NotImplementedError before issue 13
+    assert out == {"steps": 3, "log": ["a", "b", "c"]}
+    again = asyncio.run(graph.ainvoke({"log": ["z"]}, _cfg("ainvoke")))  # a second loop, the same saver
+    assert again["log"] == ["a", "b", "c", "z", "a", "b", "c"]
+    assert graph.invoke(None, _cfg("ainvoke"))["steps"] == 6  # and the sync path on the same saver
+    history = [s.metadata["step"] for s in graph.get_state_history(_cfg("ainvoke"))]
+    assert history[0] == 8 and history[-1] == -1
+    saver = graph.checkpointer
+    assert not hasattr(saver, "_aclients") and saver._aclient is None  # no client is left per event loop
+
+
 # ---------------------------------------------------------------------------------------------
-# failures: no modules, server stopped mid-run, process killed mid-run
+# failures: no modules, unreachable server, server stopped mid-run, process killed mid-run
 
 
-def test_redis_without_modules_fails_with_one_line(tmp_path):
+def test_the_saver_needs_no_module_and_an_unreachable_server_fails_with_one_line(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [str(server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -586,36 +442,25 @@ def test_redis_without_modules_fails_with_one_line(tmp_path):
                 break
             except redis.ConnectionError:
                 time.sleep(0.02)
-        config = make_config(tmp_path, port, REDIS_URL=f"redis://127.0.0.1:{port}/0")
-        with pytest.raises(RedisSetupError) as err:
-            make_checkpointer(config)
-        assert "\n" not in str(err.value) and "RedisJSON and RediSearch" in str(err.value)
+        assert client.module_list() == [] or all(m[b"name"] not in (b"search", b"ReJSON") for m in client.module_list())
+        config = make_config(tmp_path, port, REDIS_URL=f"redis://127.0.0.1:{port}/0", XMRT_KEY_PREFIX="plain")
+        saver = make_checkpointer(config)
+        graph = interrupt_graph(saver)
+        graph.invoke({"log": []}, _cfg("plain"))
+        assert graph.invoke(Command(resume="y"), _cfg("plain"))["log"] == ["before", "answer:y", "after"]
 
-        async def open_async():
-            async with async_checkpointer(config):
-                pass
+        async def run_async():
+            async with async_checkpointer(config) as asaver:
+                return len([s async for s in asaver.alist(_cfg("plain"))])
 
-        with pytest.raises(RedisSetupError) as err:
-            asyncio.run(open_async())
-        assert "\n" not in str(err.value)
+        assert asyncio.run(run_async()) == 5
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _assert_consistent(client: redis.Redis, prefix: str) -> None:
-    """Every pointer names a whole checkpoint; every registered write exists and vice versa."""
-    for pointer in client.scan_iter(match=f"{prefix}:checkpoint_latest:*"):
-        target = client.get(pointer)
-        doc = orjson.loads(client.execute_command("JSON.GET", target))
-        assert doc["checkpoint"]["channel_values"] is not None and "metadata" in doc
-    writes = {k.decode() for k in client.scan_iter(match=f"{prefix}:checkpoint_write:*")}
-    registered = set()
-    for zset in client.scan_iter(match="write_keys_zset:*"):
-        members = {m.decode() for m in client.zrange(zset, 0, -1)}
-        mine = {m for m in members if m.startswith(f"{prefix}:")}
-        registered |= mine
-    assert writes == registered
+    dead = make_config(tmp_path, free_port(), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(RedisSetupError) as err:
+        make_checkpointer(dead)
+    assert "\n" not in str(err.value) and "Cannot reach Redis" in str(err.value)
 
 
 def test_redis_stopped_mid_run_fails_clearly_and_resumes(tmp_path):
@@ -649,7 +494,7 @@ def test_redis_stopped_mid_run_fails_clearly_and_resumes(tmp_path):
 
         server.start()  # same data directory: AOF brings the saved super-steps back
         client = server.client()
-        _assert_consistent(client, "fault")
+        assert len(assert_consistent(client, "fault")["fault"][""]) == 3  # steps -1, 0 and 1: b never finished
         resumed = make_checkpointer(config)
         graph = builder.compile(checkpointer=resumed)
         state = graph.get_state(_cfg("fault"))
@@ -657,7 +502,7 @@ def test_redis_stopped_mid_run_fails_clearly_and_resumes(tmp_path):
         final = graph.invoke(None, _cfg("fault"))
         assert final == {"steps": 3, "log": ["a", "b", "c"]}
         assert [s.metadata["step"] for s in graph.get_state_history(_cfg("fault"))] == [3, 2, 1, 0, -1]
-        _assert_consistent(client, "fault")
+        assert len(assert_consistent(client, "fault")["fault"][""]) == 5
         client.close()
     finally:
         server.stop()
@@ -674,8 +519,7 @@ def test_redis_restart_within_the_retry_window_is_ridden_out(tmp_path):
     restarted = threading.Event()
     try:
         client = redis.Redis.from_url(server.url, socket_timeout=5, retry=Retry(ConstantBackoff(0.1), 300))
-        saver = FastRedisSaver(redis_client=client, **checkpoint_prefixes("blip"))
-        saver.setup()
+        saver = RedisCheckpointSaver(client, key_prefix="blip")
 
         def b(state):
             server.stop()
@@ -694,7 +538,7 @@ def test_redis_restart_within_the_retry_window_is_ridden_out(tmp_path):
         assert graph.invoke({"log": []}, _cfg("blip")) == {"steps": 3, "log": ["a", "b", "c"]}
         assert restarted.is_set()
         assert [s.metadata["step"] for s in graph.get_state_history(_cfg("blip"))] == [3, 2, 1, 0, -1]
-        _assert_consistent(server.client(), "blip")
+        assert len(assert_consistent(server.client(), "blip")["blip"][""]) == 5
     finally:
         restarted.wait(timeout=30)
         server.stop()
@@ -793,7 +637,7 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
     config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchtest")
     modes = [Mode("none", "none"), Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
              Mode("RedisSaver (library) sync", "redis-lib", "sync"),
-             Mode("FastRedisSaver (ours) sync", "redis-fast", "sync"),
+             Mode("RedisCheckpointSaver (ours) sync", "redis-fast", "sync"),
              Mode("round trips only", "redis-ping", "sync")]
     report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), modes=modes,
                                   conversation_messages=10)
@@ -802,25 +646,24 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
     assert len(rows) == (10 if sqlite_available() else 8)  # SqliteSaver needs langgraph-checkpoint-sqlite
     # the floor makes ours' round trips but the get_tuple (5 put + 4 put_writes) and stores nothing
     assert 9 <= rows[("fresh", "round trips only")]["round_trips_per_invoke"] < 10
-    fast, lib = rows[("fresh", "FastRedisSaver (ours) sync")], rows[("fresh", "RedisSaver (library) sync")]
+    fast, lib = rows[("fresh", "RedisCheckpointSaver (ours) sync")], rows[("fresh", "RedisSaver (library) sync")]
     # 1 get_tuple + 5 put + 4 put_writes (a new pooled connection's handshake can add a packet)
     assert 10 <= fast["round_trips_per_invoke"] < 11
     assert lib["round_trips_per_invoke"] >= 19
-    assert 10 <= rows[("growing", "FastRedisSaver (ours) sync")]["round_trips_per_invoke"] < 11
+    assert 10 <= rows[("growing", "RedisCheckpointSaver (ours) sync")]["round_trips_per_invoke"] < 11
     for row in report["rows"]:
         assert row["invoke_p50_ms"] > 0 and row["invoke_p95_ms"] >= row["invoke_p50_ms"]
         if row["saver"] != "none":
             assert row["overhead_p50_ms"] is not None
             assert (row["ratio_to_sqlite"] is not None) == sqlite_available()
-    assert report["target"]["mode"] == "FastRedisSaver (ours) sync" and report["target"]["met"] in (True, False)
+    assert report["target"]["mode"] == "RedisCheckpointSaver (ours) sync" and report["target"]["met"] in (True, False)
     assert report["redis"]["embedded"] is False
     conversation = report["conversation_reads"]
-    assert [r["mode"] for r in conversation["rows"]] == [
-        "RedisSaver (library)", "FastRedisSaver, library serializer", "FastRedisSaver (ours)"]
+    assert [r["mode"] for r in conversation["rows"]] == ["RedisSaver (library)", "RedisCheckpointSaver (ours)"]
     for row in conversation["rows"]:
         assert row["messages"] == 10 and 0 < row["p50_ms"] <= row["p95_ms"] and row["x_ours"] > 0
     text = format_report(report)
-    assert "linear3, growing threads" in text and "FastRedisSaver (ours) sync" in text
+    assert "linear3, growing threads" in text and "RedisCheckpointSaver (ours) sync" in text
     assert "get_state of a 10-message conversation thread" in text
     # nothing of the run is left on the shared server
     assert list(redis_client.scan_iter(match="benchtest-bench-*")) == []
@@ -859,18 +702,19 @@ def test_bench_one_cpu_pins_the_graph_and_its_pool_then_restores(redis_server, t
     assert os.sched_getaffinity(0) == allowed  # restored after an error too
 
     config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchcpu")
-    modes = [Mode("FastRedisSaver (ours) sync", "redis-fast", "sync"),
-             Mode("FastRedisSaver (ours) sync, one CPU", "redis-fast", "sync", one_cpu=True)]
+    modes = [Mode("RedisCheckpointSaver (ours) sync", "redis-fast", "sync"),
+             Mode("RedisCheckpointSaver (ours) sync, one CPU", "redis-fast", "sync", one_cpu=True)]
     report = run_checkpoint_bench(config, iterations=3, warmup=1, graphs=("linear3",), patterns=("fresh",),
                                   modes=modes, conversation_messages=0)
     rows = {r["mode"]: r for r in report["rows"]}
-    assert set(rows) == {"none", "none, one CPU", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) sync, one CPU"}
+    ours, pinned = "RedisCheckpointSaver (ours) sync", "RedisCheckpointSaver (ours) sync, one CPU"
+    assert set(rows) == {"none", "none, one CPU", ours, pinned}
     assert rows["none, one CPU"]["one_cpu"] is True and rows["none, one CPU"]["overhead_p50_ms"] is None
-    assert rows["FastRedisSaver (ours) sync, one CPU"]["overhead_p50_ms"] is not None
+    assert rows["RedisCheckpointSaver (ours) sync, one CPU"]["overhead_p50_ms"] is not None
     # the target is judged on the default (unpinned) rows only; the pinned figure is reported beside it
-    assert report["target"]["mode"] == "FastRedisSaver (ours) sync"
-    assert report["target"]["overhead_p50_ms_max"] == rows["FastRedisSaver (ours) sync"]["overhead_p50_ms"]
-    assert report["one_cpu"]["overhead_p50_ms_max"] == rows["FastRedisSaver (ours) sync, one CPU"]["overhead_p50_ms"]
+    assert report["target"]["mode"] == "RedisCheckpointSaver (ours) sync"
+    assert report["target"]["overhead_p50_ms_max"] == rows["RedisCheckpointSaver (ours) sync"]["overhead_p50_ms"]
+    assert report["one_cpu"]["overhead_p50_ms_max"] == rows[pinned]["overhead_p50_ms"]
     assert os.sched_getaffinity(0) == allowed
 
 
@@ -897,11 +741,11 @@ def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys)
     assert report["conversation_reads"] is None  # 0 skips it
     assert report["redis"]["embedded"] is True
     modes = {r["mode"] for r in report["rows"]}
-    assert {"none", "InMemorySaver", "FastRedisSaver (ours) sync", "FastRedisSaver (ours) async",
-            "FastRedisSaver (ours) exit", "RedisSaver (library) sync",
+    assert {"none", "InMemorySaver", "RedisCheckpointSaver (ours) sync", "RedisCheckpointSaver (ours) async",
+            "RedisCheckpointSaver (ours) exit", "RedisSaver (library) sync",
             "ShallowRedisSaver (library) sync (isolated)", "round trips only (PING per save) sync"} <= modes
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        assert {"none, one CPU", "FastRedisSaver (ours) sync, one CPU"} <= modes
-        assert report["one_cpu"]["mode"] == "FastRedisSaver (ours) sync, one CPU"
+        assert {"none, one CPU", "RedisCheckpointSaver (ours) sync, one CPU"} <= modes
+        assert report["one_cpu"]["mode"] == "RedisCheckpointSaver (ours) sync, one CPU"
     assert {r["graph"] for r in report["rows"]} == {"linear3", "fanout2"}
     assert {r["pattern"] for r in report["rows"]} == {"fresh", "growing"}

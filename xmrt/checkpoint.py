@@ -1,94 +1,92 @@
-"""Fast Redis checkpointers: the library's key format and indexes, a fraction of its round trips.
+"""The Redis checkpointer: our own format on ``BaseCheckpointSaver``'s public API, sync and async.
 
-:class:`FastRedisSaver` and :class:`AsyncFastRedisSaver` subclass ``langgraph-checkpoint-redis``'s
-``RedisSaver`` / ``AsyncRedisSaver``. They write exactly the documents, keys, key-registry sorted
-sets and RediSearch indexes the library writes, so everything the library reads keeps working on
-their data (``list``, ``delete_thread``, ``prune``, TTL, ``langgraph dev``). Only the hot path
-changes:
+:class:`RedisCheckpointSaver` is one class with both the sync methods (``graph.invoke``) and the
+async ones (``graph.ainvoke``, ``langgraph dev``), in the manner of langgraph's own Postgres and
+SQLite savers. It uses only public APIs: redis-py clients and their pipelines/transactions
+(``redis.Redis`` or, on a Redis Cluster, ``redis.cluster.RedisCluster``, and their asyncio twins)
+and langgraph's serializer protocol (``serde.dumps_typed`` / ``loads_typed``, by default
+``JsonPlusSerializer``: msgpack). It needs no Redis module and creates no search index.
 
-* ``put`` is one ``MULTI``/``EXEC`` round trip: the checkpoint document, the latest-checkpoint
-  pointer and their TTLs land together or not at all. The library takes two round trips (more
-  with a TTL: each ``EXPIRE`` is its own), and a failure between them leaves the pointer behind.
-* ``put_writes`` is one ``MULTI``/``EXEC`` round trip: the write documents, their key-registry
-  entry and the TTLs. The library writes the registry in a second round trip, so a crash in
-  between leaves writes that the library's own reads never find. Regular writes are insert-only
-  (``JSON.SET ... NX``) and special ones (errors, interrupts, resumes) overwrite, as langgraph's
-  reference ``InMemorySaver`` does.
-* A 3-node invoke costs 10 round trips with or without a TTL, against the library's 19 (38 with
-  a TTL) on a new thread and 23 (46) on a long one.
-* ``has_writes`` on a checkpoint document means "may have writes": it is stored as ``true``. The
-  library flips it from ``false`` in ``put_writes``, which races with ``put`` (langgraph saves
-  both from background threads; under ``durability="async"`` the writes often land first, and the
-  library's ``JSON.MERGE`` then creates a stub document that ``put`` overwrites with ``false``, so
-  the library's own reads drop those pending writes). Every reader treats ``true`` as "look in
-  the write registry", which is correct under any interleaving and saves re-indexing the
-  checkpoint document on each ``put_writes``.
-* ``get_tuple`` reads the pointer, the document and the write registry with plain key lookups
-  (never ``FT.SEARCH``), fetches all pending writes with one ``JSON.MGET``, and skips the parent
-  lookup for pending sends that only pre-v4 checkpoints need. For the latest checkpoint of a
-  thread that this process wrote or read last, the pointer is checked against a small cache of
-  the (immutable) checkpoint document, so resuming the thread costs one round trip.
-* ``list`` keeps the library's ``FT.SEARCH`` but fixes two things langgraph relies on: an empty
-  ``checkpoint_ns`` selects the root namespace only (the library returned the subgraphs'
-  checkpoints in a root graph's history), and ``before`` works with langgraph's UUIDv6 ids (the
-  library parses it as a ULID and silently ignores it otherwise).
-* Each document is encoded in one orjson pass (the library encodes the checkpoint, decodes it
-  and encodes it again with the standard json module), and commands are packed and sent on a
-  pooled redis-py connection without redis-py's pipeline machinery, which costs more CPU than
-  the round trip itself on a busy two-core machine.
+Key layout (``P`` is ``XMRT_KEY_PREFIX``; ``T`` the thread id with ``%``, ``{`` and ``}``
+percent-encoded; ``N`` the namespace with ``%`` and ``:`` percent-encoded)::
 
-A lost connection surfaces as :class:`CheckpointStoreError`, one line naming the server and the
-thread, once the client's retry policy has run out (the factories' clients: :data:`RETRIES`
-attempts, about a second in all). Every transaction here is idempotent, so a retried transaction
-cannot double-apply.
+    P:checkpoint:{T}                    hash: the thread. Fields:
+                                          c:N:<checkpoint_id>   a checkpoint (see _encode_record)
+                                          l:N                   id of the namespace's latest checkpoint
+                                          r:<run_id>            a run that saved checkpoints here
+    P:checkpoint:{T}:writes:N:<id>      hash: the pending writes of one checkpoint, one field per task
+                                        (t:<task_id>, its regular writes, insert-only: the first
+                                        save of a task's writes stays whole) or per special write
+                                        (s:<task_id>:<idx>: error, interrupt, resume, scheduled;
+                                        the latest wins)
+    P:checkpoint_run:{<run_id>}         set: the threads a run saved checkpoints in (for delete_for_runs)
 
-Key layout (``prefix`` is ``XMRT_KEY_PREFIX``)::
+Every key of a thread carries the same hash tag ``{T}``, so every key a save touches lives in one
+cluster slot. What this guarantees:
 
-    {prefix}:checkpoint:{thread}:{ns}:{checkpoint_id}           JSON, index "{prefix}:checkpoint"
-    {prefix}:checkpoint_latest:{thread}:{ns}                    string: key of the latest checkpoint
-    {prefix}:checkpoint_write:{thread}:{ns}:{cid}:{task}:{idx}  JSON, index "{prefix}:checkpoint_write"
-    write_keys_zset:{thread}:{ns}:{checkpoint_id}               the library's write registry (unprefixed)
+* **Each save is atomic.** ``put`` is one ``HSET`` (the checkpoint and the latest pointer, plus the
+  run marker on a run's first checkpoint in the thread); ``put_writes`` is one ``HSETNX``/``HSET``.
+  A single command is atomic by itself; when a save needs more than one (a TTL adds ``EXPIRE``;
+  regular and special writes together), they go in one ``MULTI``/``EXEC`` on the one node that owns
+  the thread's slot. A connection cut or a server killed mid-save leaves the previous state; a
+  transaction is never half-applied. The run registry (another slot) is written before the save
+  on a cluster, inside it on a single Redis; it is only a lookup hint for ``delete_for_runs``.
+* **Idempotent retries.** Every save can be sent twice without changing the result (same fields;
+  a task's regular writes are insert-only), so the client's retry policy may resend a transaction
+  whose reply was lost.
+* **No search index.** The history of a thread is its hash; listing reads its fields and sorts
+  them, so it works on every shard of a cluster. ``list(None)`` (every thread) scans the key space
+  of every primary for thread keys.
+* **Latest = highest checkpoint id** of the namespace, as in langgraph's reference savers; the
+  pointer is kept with every save and recomputed by the operations that delete checkpoints.
+* **TTL** (``ttl={"default_ttl": minutes, "refresh_on_read": bool}``): every key a save touches gets
+  the TTL; a read extends the thread hash and the read checkpoint's writes (``EXPIRE ... GT``:
+  persistent keys stay persistent). The thread's checkpoints (one hash) therefore expire together,
+  TTL minutes after the thread's last save or read; an older checkpoint's pending writes expire TTL
+  minutes after they were saved or last read; a run's registry entry TTL minutes after the run's
+  first checkpoint in the thread.
+
+The async methods use the asyncio client on its own event loop; elsewhere (e.g. ``graph.ainvoke`` on
+the saver of :func:`make_checkpointer`, from any loop) they run the sync methods in a worker thread.
+
+Known limit: under ``durability="async"`` a process killed after a task's writes were saved but
+before the checkpoint they belong to leaves that writes hash without a checkpoint; nothing reads it
+and ``delete_thread`` does not find it (it expires with a TTL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
+import random
+import re
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import ormsgpack
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
+    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
     get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
-from langgraph.checkpoint.redis import AsyncRedisSaver, RedisSaver
-from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
-from langgraph.checkpoint.redis.key_registry import CheckpointKeyRegistry
-from langgraph.checkpoint.redis.util import (
-    EMPTY_ID_SENTINEL,
-    EMPTY_STRING_SENTINEL,
-    from_storage_safe_id,
-    to_storage_safe_id,
-    to_storage_safe_str,
-)
-from langgraph.constants import TASKS
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from xmrt.clients import client_options  # one policy for every client
 from xmrt.config import Config
 from xmrt.errors import XmrtError
 from xmrt.redis_server import RedisSetupError, connect, describe
@@ -96,945 +94,1123 @@ from xmrt.redis_server import RedisSetupError, connect, describe
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AsyncFastRedisSaver",
     "CheckpointStoreError",
-    "FastRedisSaver",
+    "RedisCheckpointSaver",
     "async_checkpointer",
-    "checkpoint_prefixes",
     "client_options",
+    "is_cluster",
     "make_checkpointer",
     "ttl_settings",
 ]
 
-#: Retries of a failed connection or timeout: jittered exponential backoff from 50 ms, capped at
-#: 0.5 s per wait, about 1 s in all (2.2 s at most). A blip is ridden out; a longer outage fails
-#: the run with CheckpointStoreError. (redis-py 8 gives clients made by ``from_url`` no retries.)
-RETRIES = 6
-RETRY_BACKOFF = {"base": 0.05, "cap": 0.5}
+#: Version of the record layout written by :func:`_encode_record`.
+FORMAT_VERSION = 1
 
-
-def client_options(*, asyncio_client: bool = False) -> dict[str, Any]:
-    """Connection settings of the clients the factories build (a fresh retry policy each call)."""
-    from redis.backoff import ExponentialWithJitterBackoff
-
-    if asyncio_client:
-        from redis.asyncio.retry import Retry
-    else:
-        from redis.retry import Retry
-    return {
-        "socket_connect_timeout": 5.0,
-        "socket_timeout": 30.0,
-        "retry": Retry(ExponentialWithJitterBackoff(**RETRY_BACKOFF), RETRIES),
-    }
+#: Attempts of an operation whose watched thread changed under it (delete, prune, copy).
+WATCH_ATTEMPTS = 20
 
 
 class CheckpointStoreError(XmrtError, redis.ConnectionError):
     """Redis failed while a checkpoint was being saved or loaded.
 
     Raised instead of a bare connection error so that the run fails with one clear line. Because
-    every save is one transaction, the thread's stored history is intact: resume it once Redis is
-    back. It is also a ``redis.ConnectionError``, so existing handlers keep working.
+    every save is atomic, the thread's stored history is intact: resume it once Redis is back. It
+    is also a ``redis.ConnectionError``, so existing handlers keep working.
     """
 
 
-def checkpoint_prefixes(key_prefix: str) -> dict[str, str]:
-    """The saver keyword arguments that put checkpoints under ``key_prefix``."""
-    return {
-        "checkpoint_prefix": f"{key_prefix}:checkpoint",
-        "checkpoint_write_prefix": f"{key_prefix}:checkpoint_write",
-    }
-
-
 def ttl_settings(minutes: float | None, *, refresh_on_read: bool = True) -> dict[str, Any] | None:
-    """The library's ``ttl`` argument for a TTL in minutes (``None`` or 0: keep forever)."""
+    """The saver's ``ttl`` argument for a TTL in minutes (``None`` or 0: keep forever)."""
     if not minutes:
         return None
     return {"default_ttl": minutes, "refresh_on_read": refresh_on_read}
 
 
 # --------------------------------------------------------------------------------------------
-# Shared logic. Each operation is a generator that yields batches of Redis commands and receives
-# their results, so the sync and the async saver share every line except the I/O.
+# Keys and records
 
 
-@dataclass
-class _Batch:
-    """Commands sent in one round trip; ``transaction`` wraps them in MULTI/EXEC."""
-
-    commands: list[tuple[Any, ...]]
-    transaction: bool = False
+def _escape_tag(thread_id: str) -> str:
+    return thread_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-@dataclass
-class _Latest:
-    """The newest checkpoint document of one (thread, namespace), as stored."""
-
-    key: str
-    checkpoint_id: str
-    raw: bytes
+def _unescape_tag(text: str) -> str:
+    return text.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
 
 
-class _LatestCache:
-    """A bounded LRU of the latest checkpoint document per (thread, namespace), as stored.
-
-    Checkpoint documents are immutable apart from their ``has_writes`` hint, which the fast read
-    path does not use. An entry is only ever served after the thread's latest-pointer in Redis has
-    been read in the same round trip and still names the cached key, so writes from other
-    processes, deletes and expiry are always seen.
-    """
-
-    def __init__(self, max_entries: int = 256, max_entry_bytes: int = 1 << 20, max_total_bytes: int = 32 << 20):
-        self.max_entries = max_entries
-        self.max_entry_bytes = max_entry_bytes
-        self.max_total_bytes = max_total_bytes
-        self._data: OrderedDict[tuple[str, str], _Latest] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, thread_id: str, ns: str) -> _Latest | None:
-        with self._lock:
-            entry = self._data.get((thread_id, ns))
-            if entry is not None:
-                self._data.move_to_end((thread_id, ns))
-            return entry
-
-    def put(self, thread_id: str, ns: str, entry: _Latest) -> None:
-        with self._lock:
-            old = self._data.pop((thread_id, ns), None)
-            if old is not None:
-                self._bytes -= len(old.raw)
-            if len(entry.raw) > self.max_entry_bytes:
-                return
-            self._data[(thread_id, ns)] = entry
-            self._bytes += len(entry.raw)
-            while len(self._data) > self.max_entries or self._bytes > self.max_total_bytes:
-                _, evicted = self._data.popitem(last=False)
-                self._bytes -= len(evicted.raw)
-
-    def drop(self, thread_id: str) -> None:
-        with self._lock:
-            for key in [k for k in self._data if k[0] == thread_id]:
-                self._bytes -= len(self._data.pop(key).raw)
+def _escape_ns(ns: str) -> str:
+    return ns.replace("%", "%25").replace(":", "%3A")
 
 
-class ClassCachingSerializer(JsonPlusRedisSerializer):
-    """The library's serializer, remembering which class each LangChain constructor envelope names.
-
-    On every read the library imports the module an envelope names (``_constructor_class``). For
-    messages that module is LangChain's legacy ``langchain.schema.messages``, which no longer exists, so
-    every message read paid a failed import, a scan of ``sys.path``, before the reviver mapped the
-    legacy id to the real class: about 30 µs per message. The lookup's outcome, the class or a missing
-    module, is kept per envelope id (at most :attr:`MAX_CLASSES` ids); what is revived is unchanged.
-    """
-
-    MAX_CLASSES = 1024
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._classes: dict[tuple[str, ...], type[Any] | str] = {}
-
-    def _constructor_class(self, obj: dict[str, Any]) -> type[Any]:
-        id_parts = obj.get("id")
-        if not isinstance(id_parts, list) or not all(isinstance(part, str) for part in id_parts):
-            return super()._constructor_class(obj)  # the library's own error for a malformed id
-        key = tuple(id_parts)
-        found = self._classes.get(key)
-        if found is None:
-            try:
-                found = super()._constructor_class(obj)
-            except ValueError as exc:
-                # Remember only a module that does not exist; a class missing from a module that is
-                # still being imported (a circular import) may be there on the next read.
-                if isinstance(exc.__cause__, ModuleNotFoundError) and len(self._classes) < self.MAX_CLASSES:
-                    self._classes[key] = str(exc)
-                raise
-            if len(self._classes) < self.MAX_CLASSES:
-                self._classes[key] = found
-        if isinstance(found, str):
-            raise ValueError(found)
-        return found
-
-
-#: Keys that make the library's channel-value reviver change a value (``_recursive_deserialize``:
-#: LangChain constructor envelopes, Send, bytes and delta-snapshot markers). Inside the document's
-#: metadata string they appear escaped, so they cannot match there.
-_REVIVER_MARKERS = (b'"lc"', b'"__send__"', b'"__bytes__"', b'"__delta_snapshot__"')
-
-
-def _checkpoint_ts(checkpoint_id: str) -> float:
-    """The library's ``checkpoint_ts``: a ULID's time, else now (langgraph's ids are UUIDv6)."""
-    if len(checkpoint_id) == 26:
-        try:
-            from ulid import ULID
-
-            return ULID.from_str(checkpoint_id).timestamp
-        except ValueError:
-            pass
-    return time.time() * 1000
-
-
-def _arg(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, int | float):
-        return repr(value).encode()
-    raise TypeError(f"cannot send {type(value).__name__} to Redis")
-
-
-def _pack(commands: Sequence[tuple[Any, ...]], transaction: bool) -> tuple[bytes, int]:
-    """RESP-encode a batch (wrapped in MULTI/EXEC when ``transaction``) and count its replies."""
-    if transaction:
-        commands = [("MULTI",), *commands, ("EXEC",)]
-    out = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for value in command:
-            data = _arg(value)
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out), len(commands)
-
-
-def _unpack(replies: list[Any], transaction: bool) -> list[Any]:
-    """The per-command results of a batch: errors stay in place as exception objects."""
-    if not transaction:
-        return replies
-    *queued, executed = replies
-    for reply in queued:  # "+OK" for MULTI, "+QUEUED" per command, or the error that aborted EXEC
-        if isinstance(reply, Exception):
-            raise reply
-    if isinstance(executed, Exception):
-        raise executed
-    if executed is None:  # only a WATCHed key can abort a transaction; none is watched here
-        raise redis.WatchError("transaction aborted")
-    return executed
+def _unescape_ns(text: str) -> str:
+    return text.replace("%3A", ":").replace("%25", "%")
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
-def _raise_first(results: Sequence[Any]) -> None:
-    """Raise the first error among a batch's results."""
+@dataclass(frozen=True)
+class _Keys:
+    """Key and field names under one prefix."""
+
+    prefix: str
+
+    def thread(self, thread_id: str) -> str:
+        return f"{self.prefix}:checkpoint:{{{_escape_tag(thread_id)}}}"
+
+    def writes(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
+        return f"{self.thread(thread_id)}:writes:{_escape_ns(ns)}:{checkpoint_id}"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:checkpoint_run:{{{_escape_tag(run_id)}}}"
+
+    def thread_pattern(self) -> str:
+        return f"{self.prefix}:checkpoint:{{*}}"
+
+    def thread_of(self, key: str) -> str | None:
+        match = re.fullmatch(re.escape(f"{self.prefix}:checkpoint:") + r"\{([^}]*)\}", key)
+        return _unescape_tag(match.group(1)) if match else None
+
+    @staticmethod
+    def checkpoint_field(ns: str, checkpoint_id: str) -> str:
+        return f"c:{_escape_ns(ns)}:{checkpoint_id}"
+
+    @staticmethod
+    def latest_field(ns: str) -> str:
+        return f"l:{_escape_ns(ns)}"
+
+    @staticmethod
+    def run_field(run_id: str) -> str:
+        return f"r:{run_id}"
+
+    @staticmethod
+    def parse_checkpoint_field(field: str) -> tuple[str, str] | None:
+        """``(ns, checkpoint_id)`` of a ``c:`` field, or None for the thread's other fields."""
+        if not field.startswith("c:"):
+            return None
+        ns, _, checkpoint_id = field[2:].partition(":")
+        return _unescape_ns(ns), checkpoint_id
+
+
+@dataclass
+class _Record:
+    """A stored checkpoint, decoded down to its typed blobs."""
+
+    parent_id: str | None
+    run_id: str | None
+    metadata: tuple[str, bytes]
+    checkpoint: tuple[str, bytes]
+
+
+def _encode_record(parent_id: str | None, run_id: str | None, metadata: tuple[str, bytes],
+                   checkpoint: tuple[str, bytes]) -> bytes:
+    """``[version, parent id, run id, metadata type, metadata, checkpoint type, checkpoint]`` in msgpack."""
+    return ormsgpack.packb([FORMAT_VERSION, parent_id, run_id, metadata[0], metadata[1], checkpoint[0],
+                            checkpoint[1]])
+
+
+def _decode_record(raw: bytes) -> _Record:
+    version, parent_id, run_id, mtype, mdata, ctype, cdata = ormsgpack.unpackb(raw)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unknown checkpoint record version {version!r}")
+    return _Record(parent_id, run_id, (mtype, mdata), (ctype, cdata))
+
+
+def _encode_writes(task_id: str, task_path: str, items: list[list[Any]]) -> bytes:
+    """One task's writes: ``[task id, task path, [[idx, channel, type, blob], ...]]`` in msgpack."""
+    return ormsgpack.packb([task_id, task_path, items])
+
+
+# --------------------------------------------------------------------------------------------
+# The shared logic. Each operation is a generator that yields requests (Redis commands, a key
+# scan, a watch) and receives their results, so the sync and async saver share every line but
+# the I/O.
+
+
+@dataclass
+class _Cmds:
+    """Commands sent in one round trip: one command alone, else a pipeline (MULTI/EXEC if atomic)."""
+
+    commands: list[tuple[Any, ...]]
+    atomic: bool = False
+
+
+@dataclass
+class _Watch:
+    """WATCH ``key``, then run ``reads`` at once; the next ``_Cmds`` runs as the watched transaction."""
+
+    key: str
+    reads: list[tuple[Any, ...]]
+
+
+@dataclass
+class _Scan:
+    """Every key matching ``match`` on every primary."""
+
+    match: str
+
+
+@dataclass
+class _Emit:
+    """A checkpoint tuple that ``list`` yields to its caller."""
+
+    item: CheckpointTuple
+
+
+class _Watched(Exception):
+    """The watched key changed before the transaction ran; the operation starts again."""
+
+
+def _raise_errors(results: Sequence[Any]) -> None:
     for result in results:
         if isinstance(result, Exception):
             raise result
 
 
-class _Connections:
-    """Connections for the hot path, made by the client's pool so that they share its settings.
+class _LatestCache:
+    """A bounded LRU of the latest checkpoint record per (thread, namespace), as stored.
 
-    The pool's checkout costs a ``select()`` per use and observability bookkeeping, and every system
-    call is a chance to lose the GIL to another thread; these connections are always left with
-    nothing unread (or discarded), so they need neither. Safe across ``fork``: a child never
-    reuses its parent's sockets.
+    A record is immutable once saved, and an entry is only served after the thread's latest
+    pointer in Redis has been read in the same round trip and still names the cached checkpoint,
+    so saves from other processes, deletes and expiry are always seen.
     """
 
-    def __init__(self, pool: Any, max_idle: int = 16) -> None:
-        self._pool = pool
-        self._max_idle = max_idle
-        self._idle: list[Any] = []
+    def __init__(self, max_entries: int = 256, max_entry_bytes: int = 1 << 20, max_total_bytes: int = 32 << 20):
+        self.max_entries = max_entries
+        self.max_entry_bytes = max_entry_bytes
+        self.max_total_bytes = max_total_bytes
+        self._data: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
-        self._pid = os.getpid()
 
-    def _take(self) -> Any | None:
+    def get(self, thread_id: str, ns: str) -> tuple[str, bytes] | None:
         with self._lock:
-            if self._pid != os.getpid():
-                self._idle, self._pid = [], os.getpid()
-            return self._idle.pop() if self._idle else None
+            entry = self._data.get((thread_id, ns))
+            if entry is not None:
+                self._data.move_to_end((thread_id, ns))
+            return entry
 
-    # New connections connect once, without the connection's own retry loop: the caller's retry
-    # policy covers the whole exchange, and nesting the two would multiply an outage's wait.
-
-    def acquire(self) -> Any:
-        conn = self._take()
-        if conn is None:
-            conn = self._pool.make_connection()
-            conn.connect_check_health(retry_socket_connect=False)
-        return conn
-
-    async def aacquire(self) -> Any:
-        conn = self._take()
-        if conn is None:
-            conn = self._pool.make_connection()
-            await conn.connect_check_health(retry_socket_connect=False)
-        return conn
-
-    def release(self, conn: Any) -> None:
+    def put(self, thread_id: str, ns: str, checkpoint_id: str, raw: bytes) -> None:
         with self._lock:
-            if len(self._idle) < self._max_idle and self._pid == os.getpid():
-                self._idle.append(conn)
+            old = self._data.pop((thread_id, ns), None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            if len(raw) > self.max_entry_bytes:
                 return
-        self.discard(conn)
+            self._data[(thread_id, ns)] = (checkpoint_id, raw)
+            self._bytes += len(raw)
+            while len(self._data) > self.max_entries or self._bytes > self.max_total_bytes:
+                _, evicted = self._data.popitem(last=False)
+                self._bytes -= len(evicted[1])
 
-    def discard(self, conn: Any) -> None:
-        with contextlib.suppress(Exception):
-            conn.disconnect()
+    def drop(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._data if k[0] == thread_id]:
+                self._bytes -= len(self._data.pop(key)[1])
 
-    async def adiscard(self, conn: Any) -> None:
-        with contextlib.suppress(Exception):
-            await conn.disconnect()
+
+class _SeenRuns:
+    """The (thread, run) pairs this saver has registered, so a run is registered once per thread."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, thread_id: str, run_id: str) -> bool:
+        """True once :meth:`add` has remembered the pair (and it was not evicted or forgotten since)."""
+        with self._lock:
+            if (thread_id, run_id) in self._data:
+                self._data.move_to_end((thread_id, run_id))
+                return True
+            return False
+
+    def add(self, thread_id: str, run_id: str) -> None:
+        """Remember the pair: its registration is stored."""
+        with self._lock:
+            self._data[(thread_id, run_id)] = None
+            self._data.move_to_end((thread_id, run_id))
+            if len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def forget(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._data if k[0] == thread_id]:
+                del self._data[key]
+
+
+
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+
+
+class RedisCheckpointSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on Redis or Redis Cluster; sync and async in one class.
+
+    Args:
+        client: A sync client (``redis.Redis`` or ``redis.cluster.RedisCluster``) for the sync methods.
+        aclient: An asyncio client for the async methods, used on the event loop it was made on (or
+            first used on).
+        client_factory: Makes the sync client on first use when ``client`` is not given.
+        key_prefix: Every key starts with ``<key_prefix>:``.
+        ttl: ``{"default_ttl": minutes, "refresh_on_read": bool}`` (see :func:`ttl_settings`), or None.
+        serde: The serializer (default: langgraph's ``JsonPlusSerializer``).
+        server_label: The server named in error messages.
+
+    The async methods use ``aclient`` on its event loop. On any other loop, or without ``aclient``,
+    they run the sync methods in a worker thread (``asyncio.to_thread``): the event loop never blocks
+    and no client is left behind per loop. :func:`make_checkpointer` gives a sync client (so
+    ``graph.ainvoke`` works on it this way), :func:`async_checkpointer` an asyncio client and a
+    factory for a sync one.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        aclient: Any = None,
+        client_factory: Callable[[], Any] | None = None,
+        key_prefix: str = "xmrt",
+        ttl: dict[str, Any] | None = None,
+        serde: SerializerProtocol | None = None,
+        server_label: str | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        if client is None and aclient is None and client_factory is None:
+            raise ValueError("RedisCheckpointSaver needs a client, an asyncio client or a client factory")
+        self._client = client
+        self._client_factory = client_factory
+        self._client_lock = threading.Lock()
+        self._aclient = aclient
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        if aclient is not None:
+            with contextlib.suppress(RuntimeError):
+                self._aclient_loop = asyncio.get_running_loop()
+        self.keys = _Keys(key_prefix)
+        self.ttl_config = ttl
+        self._latest = _LatestCache()
+        self._seen_runs = _SeenRuns()
+        self._server_label = server_label or "Redis"
+        self.cluster = isinstance(client, _CLUSTER_TYPES) or isinstance(aclient, _CLUSTER_TYPES)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def _sync_client(self) -> Any:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    if self._client_factory is None:
+                        raise RuntimeError("this RedisCheckpointSaver has no sync client; use the async methods")
+                    self._client = self._client_factory()
+                    self.cluster = self.cluster or isinstance(self._client, _CLUSTER_TYPES)
+        return self._client
+
+    def _async_client(self) -> Any | None:
+        """The asyncio client if it belongs to the running loop; None: use the sync methods in a thread."""
+        loop = asyncio.get_running_loop()
+        if self._aclient is not None and (self._aclient_loop is None or self._aclient_loop is loop):
+            self._aclient_loop = loop
+            return self._aclient
+        if self._client is None and self._client_factory is None:
+            raise RuntimeError("this RedisCheckpointSaver's asyncio client belongs to another event loop, "
+                               "and it has no sync client to fall back on")
+        return None
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            self.discard(conn)
+        """Close the sync client (the caller closes asyncio clients with :meth:`aclose`)."""
+        if self._client is not None:
+            self._client.close()
 
     async def aclose(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            await self.adiscard(conn)
+        """Close the asyncio client (on its own event loop)."""
+        if self._aclient is not None and self._aclient_loop in (None, asyncio.get_running_loop()):
+            await self._aclient.aclose()
 
+    def setup(self) -> None:
+        """Nothing to create: the saver needs no index or module. Kept for langgraph's saver protocol."""
 
-class _FastPathMixin:
-    """The hot path shared by :class:`FastRedisSaver` and :class:`AsyncFastRedisSaver`.
+    async def asetup(self) -> None:
+        """Nothing to create (see :meth:`setup`)."""
 
-    Relies on the library's key builders, serializer and document layout (``BaseRedisSaver``).
-    """
-
-    _latest_cache: _LatestCache
-    _connections: _Connections
-    _server_label: str = "Redis"
-
-    def _init_fast(self, server_label: str | None) -> None:
-        self._latest_cache = _LatestCache()
-        if type(self.serde) is JsonPlusRedisSerializer:
-            self.serde = ClassCachingSerializer()
-        self._connections = _Connections(self._redis.connection_pool)
-        if server_label:
-            self._server_label = server_label
-
-    # -- TTL ---------------------------------------------------------------------------------
+    # -- TTL -------------------------------------------------------------------------------------
 
     def _ttl_seconds(self) -> int | None:
-        ttl = getattr(self, "ttl_config", None)
+        ttl = self.ttl_config
         if ttl and ttl.get("default_ttl"):
             return max(1, int(ttl["default_ttl"] * 60))
         return None
 
     def _refresh_seconds(self) -> int | None:
-        ttl = getattr(self, "ttl_config", None)
-        if ttl and ttl.get("refresh_on_read"):
+        ttl = self.ttl_config
+        if ttl and ttl.get("refresh_on_read", True):
             return self._ttl_seconds()
         return None
 
-    # -- keys --------------------------------------------------------------------------------
+    # -- versions --------------------------------------------------------------------------------
 
-    def _zset_key(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
-        return CheckpointKeyRegistry.make_write_keys_zset_key(thread_id, ns, checkpoint_id)
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """``<counter, 32 digits>.<random>``: increasing, and unique across concurrent writers."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
 
-    # -- encoding ----------------------------------------------------------------------------
-
-    def _orjson_default(self, obj: Any) -> Any:
-        """The fallback for orjson, giving the output of the serializer's preprocess + encode passes."""
-        if isinstance(obj, bytes | bytearray):
-            raise TypeError("bytes need the serializer's msgpack fallback")
-        serde = self.serde
-        if isinstance(obj, set | tuple) or (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
-            return serde._preprocess_redis_json(obj)  # sets, NamedTuples, dataclasses, Interrupt, Send
-        return serde._default_handler(obj)  # LangChain objects and other classes
-
-    def _encode_checkpoint_doc(self, doc: dict[str, Any], checkpoint: Checkpoint) -> bytes:
-        """The document with ``checkpoint`` stored as the library's ``_dump_checkpoint`` stores it."""
-        doc["checkpoint"] = {
-            "type": "json",
-            **checkpoint,
-            "channel_versions": {k: str(v) for k, v in checkpoint.get("channel_versions", {}).items()},
-            "pending_sends": [],
-        }
-        try:
-            return orjson.dumps(doc, default=self._orjson_default, option=orjson.OPT_PASSTHROUGH_DATACLASS)
-        except (TypeError, orjson.JSONEncodeError):
-            # Values the JSON path cannot hold (bytes, non-string keys): the library's own encoding.
-            doc["checkpoint"] = self._dump_checkpoint(checkpoint.copy())
-            return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
-
-    # -- put ---------------------------------------------------------------------------------
+    # -- put -------------------------------------------------------------------------------------
 
     def _put_steps(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
-    ) -> Generator[_Batch, list[Any], RunnableConfig]:
+    ) -> Generator[Any, Any, RunnableConfig]:
         conf = config["configurable"]
-        run_id = conf.get("run_id", metadata.get("run_id"))
         thread_id = conf["thread_id"]
+        thread = str(thread_id)
         ns = conf.get("checkpoint_ns", "")
-        config_checkpoint_id = conf.get("checkpoint_id")
-        # The library's rule, kept as is: the config's checkpoint_id is the parent when it differs.
-        checkpoint_id = config_checkpoint_id or conf.get("thread_ts", "") or checkpoint.get("id", "")
-        parent_id = None
-        if checkpoint.get("id") and config_checkpoint_id and checkpoint["id"] != config_checkpoint_id:
-            parent_id = config_checkpoint_id
-            checkpoint_id = checkpoint["id"]
-
-        doc: dict[str, Any] = {
-            "thread_id": to_storage_safe_id(thread_id),
-            "run_id": to_storage_safe_id(run_id) if run_id else "",
-            "checkpoint_ns": to_storage_safe_str(ns),
-            "checkpoint_id": to_storage_safe_id(checkpoint_id),
-            "parent_checkpoint_id": to_storage_safe_id(parent_id) if parent_id else "",
-            "checkpoint_ts": _checkpoint_ts(checkpoint_id),
-            "checkpoint": None,
-            "metadata": self._dump_metadata(metadata),
-            "has_writes": True,  # "may have writes": see the module docstring
-        }
-        if "source" in metadata and "step" in metadata:
-            doc["source"] = metadata["source"]
-            doc["step"] = metadata["step"]
-        raw = self._encode_checkpoint_doc(doc, checkpoint)
-
-        key = self._make_redis_checkpoint_key_cached(thread_id, ns, checkpoint_id)
-        latest_key = self._make_redis_checkpoint_latest_key(thread_id, ns)
+        checkpoint_id = checkpoint["id"]
+        parent_id = conf.get("checkpoint_id")
+        if parent_id == checkpoint_id:
+            parent_id = None
+        meta = get_serializable_checkpoint_metadata(config, metadata)
+        run_id = meta.get("run_id")
+        run_id = str(run_id) if run_id else None
+        raw = _encode_record(parent_id, run_id, self.serde.dumps_typed(meta), self.serde.dumps_typed(checkpoint))
+        key = self.keys.thread(thread)
+        fields: list[Any] = [self.keys.checkpoint_field(ns, checkpoint_id), raw, self.keys.latest_field(ns),
+                             checkpoint_id]
+        commands: list[tuple[Any, ...]] = []
         ttl = self._ttl_seconds()
-        commands: list[tuple[Any, ...]] = [("JSON.SET", key, "$", raw)]
+        if run_id:  # the thread's own record of its runs: free, it rides in the same HSET
+            fields += [self.keys.run_field(run_id), b""]
+        new_run = bool(run_id) and not self._seen_runs.seen(thread, run_id)
+        if new_run:
+            registry = [("SADD", self.keys.run(run_id), thread)]
+            if ttl:
+                registry.append(("EXPIRE", self.keys.run(run_id), ttl))
+            if self.cluster:  # another slot: a hint written first, on its own
+                _raise_errors((yield _Cmds(registry, atomic=False)))
+            else:
+                commands += registry
+        commands.append(("HSET", key, *fields))
         if ttl:
-            commands += [("EXPIRE", key, ttl), ("SET", latest_key, key, "EX", ttl)]
-        else:
-            commands.append(("SET", latest_key, key))
-        _raise_first((yield _Batch(commands, transaction=True)))
-        self._latest_cache.put(thread_id, ns, _Latest(key, checkpoint_id, raw))
+            commands.append(("EXPIRE", key, ttl))
+        _raise_errors((yield _Cmds(commands, atomic=True)))
+        if new_run:  # only once it is stored: a failed save registers the run again next time
+            self._seen_runs.add(thread, run_id)
+        self._latest.put(thread, ns, checkpoint_id, raw)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
 
-    # -- put_writes --------------------------------------------------------------------------
+    # -- put_writes ------------------------------------------------------------------------------
 
     def _put_writes_steps(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
-    ) -> Generator[_Batch, list[Any], None]:
+    ) -> Generator[Any, Any, None]:
         if not writes:
             return None
         conf = config["configurable"]
-        thread_id = conf["thread_id"]
+        thread = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
-        checkpoint_id = conf["checkpoint_id"]
-        safe = (to_storage_safe_id(thread_id), to_storage_safe_str(ns), to_storage_safe_id(checkpoint_id))
-        ttl = self._ttl_seconds()
+        key = self.keys.writes(thread, ns, conf["checkpoint_id"])
+        regular: list[list[Any]] = []
         commands: list[tuple[Any, ...]] = []
-        registry: list[Any] = []
         for position, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, position)
             type_, blob = self.serde.dumps_typed(value)
-            doc = {
-                "thread_id": safe[0],
-                "checkpoint_ns": safe[1],
-                "checkpoint_id": safe[2],
-                "task_id": task_id,
-                "task_path": task_path,
-                "idx": idx,
-                "channel": channel,
-                "type": type_,
-                "blob": self._encode_blob(blob),
-            }
-            key = self._make_redis_checkpoint_writes_key_cached(thread_id, ns, checkpoint_id, task_id, idx)
-            # Regular writes are never overwritten (a retried task must not replace what a finished
-            # one saved); special writes (error, interrupt, resume, scheduled) are upserts.
-            command = ("JSON.SET", key, "$", orjson.dumps(doc))
-            commands.append((*command, "NX") if idx >= 0 else command)
-            registry += [position, key]
-        zset_key = self._zset_key(thread_id, ns, checkpoint_id)
-        commands.append(("ZADD", zset_key, *registry))
+            if idx >= 0:
+                regular.append([idx, channel, type_, blob])
+            else:  # errors, interrupts, resumes, scheduled: the latest one wins
+                item = _encode_writes(task_id, task_path, [[idx, channel, type_, blob]])
+                commands.append(("HSET", key, f"s:{task_id}:{idx}", item))
+        if regular:  # a task's regular writes are saved once: a retried task never replaces them
+            commands.insert(0, ("HSETNX", key, f"t:{task_id}", _encode_writes(task_id, task_path, regular)))
+        ttl = self._ttl_seconds()
         if ttl:
-            commands += [("EXPIRE", key, ttl) for key in registry[1::2]]
-            commands.append(("EXPIRE", zset_key, ttl))
-        _raise_first((yield _Batch(commands, transaction=True)))
+            commands.append(("EXPIRE", key, ttl))
+        _raise_errors((yield _Cmds(commands, atomic=True)))
         return None
 
-    # -- get_tuple ---------------------------------------------------------------------------
+    # -- reads -----------------------------------------------------------------------------------
 
-    def _get_tuple_steps(self, config: RunnableConfig) -> Generator[_Batch, list[Any], CheckpointTuple | None]:
+    def _refresh(self, *keys: str) -> list[tuple[Any, ...]]:
+        seconds = self._refresh_seconds()
+        if not seconds:
+            return []
+        # GT: only keys that already expire get a later expiry; persistent keys stay persistent.
+        return [("EXPIRE", key, seconds, "GT") for key in keys]
+
+    def _get_tuple_steps(self, config: RunnableConfig) -> Generator[Any, Any, CheckpointTuple | None]:
         conf = config["configurable"]
         thread_id = conf["thread_id"]
+        thread = str(thread_id)
         ns = conf.get("checkpoint_ns", "")
+        key = self.keys.thread(thread)
         checkpoint_id = get_checkpoint_id(config)
-        refresh = self._refresh_seconds()
-        latest_key = None
-        raw = None
-        members: Any = None
-        if checkpoint_id and checkpoint_id != EMPTY_ID_SENTINEL:
-            key = self._make_redis_checkpoint_key_cached(thread_id, ns, checkpoint_id)
-        else:
-            checkpoint_id = None
-            latest_key = self._make_redis_checkpoint_latest_key(thread_id, ns)
-            cached = self._latest_cache.get(thread_id, ns)
-            if cached is not None:
-                # One round trip: is the cached document still the latest, and what writes does it have?
-                zset_key = self._zset_key(thread_id, ns, cached.checkpoint_id)
-                commands = [("GET", latest_key), ("ZRANGE", zset_key, 0, -1)]
-                if refresh:
-                    commands += [("EXPIRE", k, refresh, "GT") for k in (cached.key, zset_key, latest_key)]
-                results = yield _Batch(commands)
-                _raise_first(results)
-                pointer, members = results[0], results[1]
-                if pointer is None:
-                    self._latest_cache.drop(thread_id)
-                    return None
-                key = _text(pointer)
-                if key == cached.key:
-                    checkpoint_id, raw = cached.checkpoint_id, cached.raw
-            else:
-                (pointer,) = yield _Batch([("GET", latest_key)])
-                _raise_first([pointer])
-                if pointer is None:
-                    return None
-                key = _text(pointer)
-            if checkpoint_id is None:
-                checkpoint_id = key.rsplit(":", 1)[1]
-        if raw is None:
-            zset_key = self._zset_key(thread_id, ns, checkpoint_id)
-            commands = [("JSON.GET", key), ("ZRANGE", zset_key, 0, -1)]
-            if refresh:
-                # GT: only keys that already expire get a later expiry; persistent keys stay persistent.
-                commands += [("EXPIRE", k, refresh, "GT") for k in (key, zset_key, latest_key) if k]
-            results = yield _Batch(commands)
-            _raise_first(results)
-            raw, members = results[0], results[1]
-            if raw is None:
+        if checkpoint_id:
+            wkey = self.keys.writes(thread, ns, checkpoint_id)
+            results = yield _Cmds([("HGET", key, self.keys.checkpoint_field(ns, checkpoint_id)), ("HGETALL", wkey),
+                                   *self._refresh(key, wkey)])
+            _raise_errors(results)
+            if results[0] is None:
                 return None
-            raw = raw.encode() if isinstance(raw, str) else raw
-            if latest_key is not None:
-                self._latest_cache.put(thread_id, ns, _Latest(key, checkpoint_id, raw))
-        write_docs: list[dict] = []
-        if members:
-            write_keys = [_text(m) for m in members]
-            more = [("EXPIRE", k, refresh, "GT") for k in write_keys] if refresh else []
-            results = yield _Batch([("JSON.MGET", *write_keys, "$"), *more])
-            _raise_first(results)
-            write_docs = [orjson.loads(item)[0] for item in results[0] if item is not None]
-        doc = orjson.loads(raw)
-        pending_sends: list[tuple[str, Any]] = []
-        parent_id = from_storage_safe_id(doc.get("parent_checkpoint_id") or "")
-        inner = doc.get("checkpoint") or {}
-        if parent_id and inner.get("v", 4) < 4:
-            pending_sends = yield from self._legacy_pending_sends(thread_id, ns, parent_id)
-        return self._make_tuple(thread_id, ns, doc, write_docs, pending_sends, raw=raw)
+            return self._make_tuple(thread_id, ns, checkpoint_id, results[0], results[1])
+        latest_field = self.keys.latest_field(ns)
+        cached = self._latest.get(thread, ns)
+        if cached is not None:
+            # One round trip: is the cached checkpoint still the latest, and what writes does it have?
+            wkey = self.keys.writes(thread, ns, cached[0])
+            results = yield _Cmds([("HGET", key, latest_field), ("HGETALL", wkey), *self._refresh(key, wkey)])
+            _raise_errors(results)
+            if results[0] is None:
+                self._latest.drop(thread)
+                return None
+            if _text(results[0]) == cached[0]:
+                return self._make_tuple(thread_id, ns, cached[0], cached[1], results[1])
+            latest_id = _text(results[0])
+        else:
+            (pointer,) = yield _Cmds([("HGET", key, latest_field)])
+            _raise_errors([pointer])
+            if pointer is None:
+                return None
+            latest_id = _text(pointer)
+        wkey = self.keys.writes(thread, ns, latest_id)
+        results = yield _Cmds([("HGET", key, self.keys.checkpoint_field(ns, latest_id)), ("HGETALL", wkey),
+                               *self._refresh(key, wkey)])
+        _raise_errors(results)
+        if results[0] is None:  # deleted between the two round trips
+            return None
+        self._latest.put(thread, ns, latest_id, results[0])
+        return self._make_tuple(thread_id, ns, latest_id, results[0], results[1])
 
-    def _legacy_pending_sends(
-        self, thread_id: str, ns: str, parent_id: str
-    ) -> Generator[_Batch, list[Any], list[tuple[str, Any]]]:
-        """Sends stored as writes of the parent checkpoint; only checkpoints older than v4 need them."""
-        (members,) = yield _Batch([("ZRANGE", self._zset_key(thread_id, ns, parent_id), 0, -1)])
-        _raise_first([members])
-        if not members:
+    def _pending_writes(self, stored: Any) -> list[tuple[str, str, Any]]:
+        if not stored:
             return []
-        (items,) = yield _Batch([("JSON.MGET", *[_text(m) for m in members], "$")])
-        _raise_first([items])
-        docs = [orjson.loads(i)[0] for i in items if i is not None]
-        docs = [d for d in docs if d.get("channel") == TASKS]
-        docs.sort(key=lambda d: (d.get("task_path", ""), d.get("task_id", ""), d.get("idx", 0)))
-        return [(d.get("type", ""), d.get("blob", "")) for d in docs]
+        items = []
+        for raw in (stored.values() if isinstance(stored, dict) else stored):
+            task_id, task_path, writes = ormsgpack.unpackb(raw)
+            for idx, channel, type_, blob in writes:
+                items.append((writes_sort_key(task_path, task_id, idx), task_id, channel, type_, blob))
+        items.sort(key=lambda item: item[0])
+        return [(task_id, channel, self.serde.loads_typed((type_, blob))) for _, task_id, channel, type_, blob in items]
 
-    def _make_tuple(
-        self,
-        thread_id: str,
-        ns: str,
-        doc: dict[str, Any],
-        write_docs: list[dict[str, Any]],
-        pending_sends: list[tuple[str, Any]],
-        *,
-        raw: bytes | None = None,
-    ) -> CheckpointTuple:
-        """Build the tuple the library's ``get_tuple`` returns for the same document."""
-        checkpoint_id = from_storage_safe_id(doc["checkpoint_id"])
-        parent_id = from_storage_safe_id(doc.get("parent_checkpoint_id") or "")
-        inner = doc.get("checkpoint") or {}
-        if isinstance(inner, str):
-            inner = orjson.loads(inner)
-        channel_values = self._revive_channels(inner.get("channel_values") or {}, raw)
-        raw_metadata = doc.get("metadata", "{}")
-        metadata = orjson.loads(raw_metadata) if isinstance(raw_metadata, str | bytes) else raw_metadata
-        metadata = {
-            k.replace("\u0000", ""): (v.replace("\u0000", "") if isinstance(v, str) else v)
-            for k, v in metadata.items()
-        }
-        write_docs.sort(key=lambda d: writes_sort_key(d.get("task_path", ""), d.get("task_id", ""), d.get("idx", 0)))
-        pending_writes = [
-            (d["task_id"], d["channel"], self.serde.loads_typed((d["type"], self._decode_blob(d["blob"]))))
-            for d in write_docs
-        ]
+    def _make_tuple(self, thread_id: Any, ns: str, checkpoint_id: str, raw: bytes, writes: Any,
+                    record: _Record | None = None, metadata: Any = None) -> CheckpointTuple:
+        record = record or _decode_record(raw)
+        if metadata is None:
+            metadata = self.serde.loads_typed(record.metadata)
         return CheckpointTuple(
             config={"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}},
-            checkpoint=self._load_checkpoint(inner, channel_values, pending_sends),
+            checkpoint=self.serde.loads_typed(record.checkpoint),
             metadata=metadata,
             parent_config=(
-                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}}
-                if parent_id
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": record.parent_id}}
+                if record.parent_id
                 else None
             ),
-            pending_writes=pending_writes,
+            pending_writes=self._pending_writes(writes),
         )
 
-    def _revive_channels(self, values: dict[str, Any], raw: bytes | None) -> dict[str, Any]:
-        """The library's channel-value revival, run only on channels that hold something to revive.
+    # -- list ------------------------------------------------------------------------------------
 
-        Its recursive walk returns a value unchanged unless it holds one of the marker keys, and it
-        costs a Python call per element: on a long thread's message list, more than the round trip.
-        """
-        if raw is not None and not any(marker in raw for marker in _REVIVER_MARKERS):
-            return values
-        out = {}
-        for channel, value in values.items():
-            if isinstance(value, dict | list):
-                encoded = orjson.dumps(value)
-                if any(marker in encoded for marker in _REVIVER_MARKERS):
-                    value = self._deserialize_channel_values({channel: value})[channel]
-            out[channel] = value
-        return out
+    #: Checkpoints fetched per round trip while listing.
+    LIST_BATCH = 32
 
-    # -- list ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _exact_namespace(config: RunnableConfig | None) -> RunnableConfig | None:
-        """Make an empty ``checkpoint_ns`` select the root namespace only.
-
-        The library only filters on a non-empty namespace, so the history of a root graph would
-        also list its subgraphs' checkpoints; langgraph's reference savers treat "" as the root.
-        """
-        if config and config.get("configurable", {}).get("checkpoint_ns") == "":
-            return {**config, "configurable": {**config["configurable"], "checkpoint_ns": EMPTY_STRING_SENTINEL}}
-        return config
-
-    @staticmethod
-    def _before_id(before: RunnableConfig | None) -> str | None:
-        """The ``before`` checkpoint id when the library would ignore it (it only parses ULIDs)."""
-        if not before:
+    def _list_steps(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,  # noqa: A002 - langgraph's signature
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Generator[Any, Any, None]:
+        if limit is not None and limit <= 0:
             return None
-        before_id = get_checkpoint_id(before)
-        if not before_id:
-            return None
-        try:
-            from ulid import ULID
-
-            ULID.from_str(before_id)
-        except Exception:  # noqa: BLE001 - any parse failure means "not a ULID"
-            return before_id
+        if config:
+            conf = config["configurable"]
+            threads: list[Any] = [conf["thread_id"]]
+            only_ns = conf.get("checkpoint_ns")  # absent: every namespace; "" the root one
+            only_id = get_checkpoint_id(config)
+        else:
+            keys = yield _Scan(self.keys.thread_pattern())
+            threads = sorted({t for t in (self.keys.thread_of(_text(k)) for k in keys) if t is not None})
+            only_ns = only_id = None
+        before_id = get_checkpoint_id(before) if before else None
+        remaining = limit
+        for thread_id in threads:
+            thread = str(thread_id)
+            key = self.keys.thread(thread)
+            (fields,) = yield _Cmds([("HKEYS", key)])
+            _raise_errors([fields])
+            found = []
+            for field in fields:
+                parsed = self.keys.parse_checkpoint_field(_text(field))
+                if parsed is None:
+                    continue
+                ns, checkpoint_id = parsed
+                if only_ns is not None and ns != only_ns:
+                    continue
+                if only_id and checkpoint_id != only_id:
+                    continue
+                if before_id and checkpoint_id >= before_id:
+                    continue
+                found.append((ns, checkpoint_id))
+            found.sort(key=lambda item: (item[1], item[0]), reverse=True)  # newest first
+            start = 0
+            while start < len(found):
+                # without a filter, a limit says how many records to fetch
+                size = self.LIST_BATCH if filter or remaining is None else max(1, min(self.LIST_BATCH, remaining))
+                batch = found[start:start + size]
+                start += size
+                commands: list[tuple[Any, ...]] = []
+                for ns, checkpoint_id in batch:
+                    commands += [("HGET", key, self.keys.checkpoint_field(ns, checkpoint_id)),
+                                 ("HGETALL", self.keys.writes(thread, ns, checkpoint_id))]
+                results = yield _Cmds(commands)
+                _raise_errors(results)
+                for i, (ns, checkpoint_id) in enumerate(batch):
+                    raw, writes = results[2 * i], results[2 * i + 1]
+                    if raw is None:  # deleted or expired since the listing
+                        continue
+                    record = _decode_record(raw)
+                    metadata = self.serde.loads_typed(record.metadata)
+                    if filter and not all(metadata.get(k) == v for k, v in filter.items()):
+                        continue
+                    yield _Emit(self._make_tuple(thread_id, ns, checkpoint_id, raw, writes, record, metadata))
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining <= 0:
+                            return None
         return None
 
-    # -- errors ------------------------------------------------------------------------------
+    # -- delete, prune, copy ---------------------------------------------------------------------
 
-    def _store_error(self, exc: Exception, what: str, config: RunnableConfig | None) -> CheckpointStoreError:
-        thread = (config or {}).get("configurable", {}).get("thread_id", "?")
-        reason = str(exc).rstrip(".")
+    def _thread_fields(self, fields: Any) -> tuple[list[tuple[str, str]], list[str]]:
+        """The thread hash's checkpoints ``(ns, id)`` and run ids."""
+        checkpoints, runs = [], []
+        for field in fields or []:
+            field = _text(field)
+            parsed = self.keys.parse_checkpoint_field(field)
+            if parsed is not None:
+                checkpoints.append(parsed)
+            elif field.startswith("r:"):
+                runs.append(field[2:])
+        return checkpoints, runs
+
+    def _delete_thread_steps(self, thread_id: str) -> Generator[Any, Any, None]:
+        thread = str(thread_id)
+        key = self.keys.thread(thread)
+        (fields,) = yield _Watch(key, [("HKEYS", key)])
+        checkpoints, runs = self._thread_fields(fields)
+        doomed = [key, *(self.keys.writes(thread, ns, cid) for ns, cid in checkpoints)]
+        _raise_errors((yield _Cmds([("DEL", *doomed)], atomic=True)))
+        self._latest.drop(thread)
+        self._seen_runs.forget(thread)
+        for run_id in runs:  # the registry hints live in other slots
+            _raise_errors((yield _Cmds([("SREM", self.keys.run(run_id), thread)])))
+        return None
+
+    def _delete_checkpoints_steps(
+        self, thread_id: str, choose: Callable[[list[tuple[str, str]], dict[tuple[str, str], _Record]], set]
+    ) -> Generator[Any, Any, list[str]]:
+        """Delete the checkpoints ``choose(checkpoints, records)`` picks, in one watched transaction.
+
+        Moves each namespace's latest pointer to its highest remaining checkpoint and forgets the runs
+        that no remaining checkpoint belongs to. Returns the thread's runs as they were.
+        """
+        thread = str(thread_id)
+        key = self.keys.thread(thread)
+        (values,) = yield _Watch(key, [("HGETALL", key)])
+        records: dict[tuple[str, str], _Record] = {}
+        checkpoints: list[tuple[str, str]] = []
+        runs: list[str] = []
+        for field, raw in (values or {}).items():
+            field = _text(field)
+            parsed = self.keys.parse_checkpoint_field(field)
+            if parsed is not None:
+                checkpoints.append(parsed)
+                records[parsed] = _decode_record(raw)
+            elif field.startswith("r:"):
+                runs.append(field[2:])
+        doomed = choose(checkpoints, records)
+        if not doomed:
+            yield _Cmds([("UNWATCH",)])
+            return runs
+        kept = [c for c in checkpoints if c not in doomed]
+        latest: dict[str, str] = {}
+        for ns, cid in kept:
+            latest[ns] = max(latest.get(ns, ""), cid)
+        kept_runs = {records[c].run_id for c in kept if records[c].run_id}
+        gone_runs = [r for r in runs if r not in kept_runs]
+        drop_fields = [self.keys.checkpoint_field(ns, cid) for ns, cid in doomed]
+        drop_fields += [self.keys.latest_field(ns) for ns in {ns for ns, _ in checkpoints} if ns not in latest]
+        drop_fields += [self.keys.run_field(r) for r in gone_runs]
+        commands: list[tuple[Any, ...]] = [("HDEL", key, *drop_fields)]
+        if latest:
+            pointers = [x for ns, cid in latest.items() for x in (self.keys.latest_field(ns), cid)]
+            commands.append(("HSET", key, *pointers))
+        commands.append(("DEL", *(self.keys.writes(thread, ns, cid) for ns, cid in doomed)))
+        _raise_errors((yield _Cmds(commands, atomic=True)))
+        self._latest.drop(thread)
+        self._seen_runs.forget(thread)
+        for run_id in gone_runs:
+            _raise_errors((yield _Cmds([("SREM", self.keys.run(run_id), thread)])))
+        return runs
+
+    def _prune_steps(self, thread_ids: Sequence[str], strategy: str) -> Generator[Any, Any, None]:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                yield from self._retrying(lambda t=thread_id: self._delete_thread_steps(t))
+                continue
+
+            def older(checkpoints, records):
+                latest: dict[str, str] = {}
+                for ns, cid in checkpoints:
+                    latest[ns] = max(latest.get(ns, ""), cid)
+                return {(ns, cid) for ns, cid in checkpoints if cid != latest[ns]}
+
+            yield from self._retrying(lambda t=thread_id, choose=older: self._delete_checkpoints_steps(t, choose))
+        return None
+
+    def _delete_for_runs_steps(self, run_ids: Sequence[str]) -> Generator[Any, Any, None]:
+        for run_id in {str(r) for r in run_ids}:
+            (members,) = yield _Cmds([("SMEMBERS", self.keys.run(run_id))])
+            _raise_errors([members])
+            for thread in sorted(_text(m) for m in members or ()):
+
+                def of_run(checkpoints, records, run_id=run_id):
+                    return {c for c in checkpoints if records[c].run_id == run_id}
+
+                yield from self._retrying(lambda t=thread, choose=of_run: self._delete_checkpoints_steps(t, choose))
+            _raise_errors((yield _Cmds([("DEL", self.keys.run(run_id))])))
+        return None
+
+    def _copy_thread_steps(self, source: str, target: str) -> Generator[Any, Any, None]:
+        source, target = str(source), str(target)
+        src = self.keys.thread(source)
+        (values,) = yield _Cmds([("HGETALL", src)])
+        _raise_errors([values])
+        if not values:
+            return None
+        checkpoints, runs = [], []
+        fields: list[Any] = []
+        for field, raw in values.items():
+            field = _text(field)
+            parsed = self.keys.parse_checkpoint_field(field)
+            if parsed is not None:
+                checkpoints.append(parsed)
+                fields += [field, raw]
+            elif field.startswith("r:"):
+                runs.append(field[2:])
+                fields += [field, b""]
+        writes = yield _Cmds([("HGETALL", self.keys.writes(source, ns, cid)) for ns, cid in checkpoints])
+        _raise_errors(writes)
+        dst = self.keys.thread(target)
+        ttl = self._ttl_seconds()
+        if self.cluster:
+            for run_id in runs:
+                _raise_errors((yield _Cmds([("SADD", self.keys.run(run_id), target)])))
+        (existing,) = yield _Watch(dst, [("HGETALL", dst)])
+        latest: dict[str, str] = {}
+        for field, value in (existing or {}).items():
+            field = _text(field)
+            if field.startswith("l:"):
+                latest[_unescape_ns(field[2:])] = _text(value)
+        for ns, cid in checkpoints:
+            latest[ns] = max(latest.get(ns, ""), cid)
+        fields += [x for ns, cid in latest.items() for x in (self.keys.latest_field(ns), cid)]
+        commands: list[tuple[Any, ...]] = [("HSET", dst, *fields)]
+        for (ns, cid), stored in zip(checkpoints, writes, strict=True):
+            if stored:
+                wkey = self.keys.writes(target, ns, cid)
+                commands.append(("HSET", wkey, *[x for item in stored.items() for x in item]))
+                if ttl:
+                    commands.append(("EXPIRE", wkey, ttl))
+        if ttl:
+            commands.append(("EXPIRE", dst, ttl))
+        if not self.cluster:
+            commands += [("SADD", self.keys.run(run_id), target) for run_id in runs]
+        _raise_errors((yield _Cmds(commands, atomic=True)))
+        self._latest.drop(target)
+        return None
+
+    @staticmethod
+    def _retrying(make: Callable[[], Generator[Any, Any, Any]]) -> Generator[Any, Any, Any]:
+        """Run a watched operation again (from its first read) while its thread changes under it."""
+        for _ in range(WATCH_ATTEMPTS):
+            try:
+                return (yield from make())
+            except _Watched:
+                continue
+        raise redis.WatchError(f"the thread kept changing during {WATCH_ATTEMPTS} attempts; try again")
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _store_error(self, exc: Exception, what: str, thread: Any) -> CheckpointStoreError:
+        reason = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
         return CheckpointStoreError(
             f"{self._server_label} failed while {what} for thread {thread!r}: {reason}. The thread's saved "
-            "history is intact (each checkpoint is written in one transaction); resume it once Redis is back."
+            "history is intact (each checkpoint is saved atomically); resume it once Redis is back."
         )
 
+    # -- sync I/O --------------------------------------------------------------------------------
 
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-async def _noop() -> None:
-    return None
-
-
-class FastRedisSaver(_FastPathMixin, RedisSaver):
-    """``RedisSaver`` with one round trip per ``put`` / ``put_writes`` and no search on ``get_tuple``.
-
-    Same constructor as ``RedisSaver``, plus ``server_label`` (the server named in error messages).
-    Call ``setup()`` before use, or build it with :func:`make_checkpointer`.
-    """
-
-    def __init__(self, redis_url: str | None = None, *, server_label: str | None = None, **kwargs: Any) -> None:
-        super().__init__(redis_url, **kwargs)
-        self._init_fast(server_label)
-
-    def _exchange(self, batch: _Batch) -> list[Any]:
-        """Send one batch and read every reply: one round trip."""
-        payload, count = _pack(batch.commands, batch.transaction)
-        stash = self._connections
-
-        def attempt() -> list[Any]:
-            conn = stash.acquire()
+    def _execute(self, client: Any, request: Any, watched: list[Any]) -> list[Any]:
+        """Run one request; ``watched`` holds the pipeline of a WATCH between two requests."""
+        if isinstance(request, _Scan):
+            return list(client.scan_iter(match=request.match, count=1000))
+        if isinstance(request, _Watch):
+            pipe = watched[0] = client.pipeline(transaction=True)
+            pipe.watch(request.key)
+            return [pipe.execute_command(*c) for c in request.reads]
+        if watched[0] is not None:  # the transaction of a watched operation
+            pipe, watched[0] = watched[0], None
             try:
-                conn.send_packed_command([payload], check_health=False)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(conn.read_response(disable_decoding=True))
-                    except redis.ResponseError as exc:
-                        replies.append(exc)
-            except BaseException:
-                stash.discard(conn)  # unread replies must never reach the next user of the connection
-                raise
-            stash.release(conn)
-            return _unpack(replies, batch.transaction)
-
-        retry = self._redis.get_retry()
-        if retry is None:
-            return attempt()
-        return retry.call_with_retry(attempt, lambda _error: None)
-
-    def _drive(self, steps: Generator[_Batch, list[Any], Any], what: str, config: RunnableConfig | None) -> Any:
-        try:
-            batch = next(steps)
-            while True:
+                if request.commands == [("UNWATCH",)]:
+                    return [True]
+                pipe.multi()
+                for command in request.commands:
+                    pipe.execute_command(*command)
                 try:
-                    results = self._exchange(batch)
+                    return pipe.execute()
+                except redis.WatchError:
+                    raise _Watched() from None
+            finally:
+                pipe.reset()
+        if len(request.commands) == 1:
+            try:
+                return [client.execute_command(*request.commands[0])]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=request.atomic)
+        for command in request.commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=request.atomic)
+
+    def _iterate(
+        self, steps: Generator[Any, Any, Any], what: str, thread: Any
+    ) -> Generator[CheckpointTuple, None, Any]:
+        """Drive an operation with the sync client: yield what it emits, return its result."""
+        client = self._sync_client()
+        watched: list[Any] = [None]
+        try:
+            request = next(steps)
+            while True:
+                if isinstance(request, _Emit):
+                    yield request.item
+                    request = steps.send(None)
+                    continue
+                try:
+                    results = self._execute(client, request, watched)
+                except _Watched:
+                    request = steps.throw(_Watched())
+                    continue
                 except _CONNECTION_ERRORS as exc:
-                    raise self._store_error(exc, what, config) from exc
-                batch = steps.send(results)
+                    raise self._store_error(exc, what, thread) from exc
+                request = steps.send(results)
         except StopIteration as stop:
             return stop.value
+        finally:
+            if watched[0] is not None:
+                watched[0].reset()
 
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Save a checkpoint, its latest-pointer and TTLs in one MULTI/EXEC round trip."""
-        return self._drive(self._put_steps(config, checkpoint, metadata), "saving a checkpoint", config)
+    def _drive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
+        """Drive an operation that emits nothing and return its result."""
+        iterator = self._iterate(steps, what, thread)
+        while True:
+            try:
+                next(iterator)
+            except StopIteration as stop:
+                return stop.value
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Save a task's writes, their registry entry and the checkpoint's flag in one MULTI/EXEC."""
-        self._drive(self._put_writes_steps(config, writes, task_id, task_path), "saving task writes", config)
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        """Save a checkpoint and move the namespace's latest pointer to it, atomically."""
+        return self._drive(self._put_steps(config, checkpoint, metadata), "saving a checkpoint",
+                           config["configurable"]["thread_id"])
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
+        """Save a task's writes for a checkpoint, atomically."""
+        self._drive(self._put_writes_steps(config, writes, task_id, task_path), "saving task writes",
+                    config["configurable"]["thread_id"])
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Load a checkpoint (the latest when the config names none) with its pending writes."""
-        return self._drive(self._get_tuple_steps(config), "loading a checkpoint", config)
+        """Load a checkpoint (the namespace's latest when the config names none) with its pending writes."""
+        return self._drive(self._get_tuple_steps(config), "loading a checkpoint", config["configurable"]["thread_id"])
 
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,  # noqa: A002 - the library's signature
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        """The library's ``list``, with exact namespaces and ``before`` honoured for UUIDv6 ids."""
-        config = self._exact_namespace(config)
-        try:
-            before_id = self._before_id(before)
-            if before_id is None:
-                yield from super().list(config, filter=filter, before=before, limit=limit)
-                return
-            count = 0
-            for item in super().list(config, filter=filter, limit=None):
-                if limit is not None and count >= limit:
-                    return
-                if item.config["configurable"]["checkpoint_id"] < before_id:
-                    count += 1
-                    yield item
-        except _CONNECTION_ERRORS as exc:
-            raise self._store_error(exc, "listing checkpoints", config) from exc
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,  # noqa: A002
+             before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first: of one thread (one namespace if the config names one), or of all.
+
+        ``filter`` keeps checkpoints whose metadata has every given key with the given value.
+        """
+        thread = (config or {}).get("configurable", {}).get("thread_id", "*")
+        yield from self._iterate(self._list_steps(config, filter, before, limit), "listing checkpoints", thread)
 
     def delete_thread(self, thread_id: str) -> None:
-        """Delete a thread's checkpoints, writes, registries and pointers (the library's way)."""
-        self._latest_cache.drop(thread_id)
-        try:
-            super().delete_thread(thread_id)
-        except _CONNECTION_ERRORS as exc:
-            raise self._store_error(exc, "deleting a thread", {"configurable": {"thread_id": thread_id}}) from exc
-        self._latest_cache.drop(thread_id)
+        """Delete every checkpoint and write of a thread, atomically."""
+        self._drive(self._retrying(lambda: self._delete_thread_steps(thread_id)), "deleting a thread", thread_id)
 
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) that the given runs saved, in every thread."""
+        self._drive(self._delete_for_runs_steps(run_ids), "deleting runs' checkpoints", "*")
 
-class AsyncFastRedisSaver(_FastPathMixin, AsyncRedisSaver):
-    """``AsyncRedisSaver`` with the fast path of :class:`FastRedisSaver`.
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread into another (one transaction on the target)."""
+        steps = self._retrying(lambda: self._copy_thread_steps(source_thread_id, target_thread_id))
+        self._drive(steps, "copying a thread", source_thread_id)
 
-    Same constructor as ``AsyncRedisSaver``, plus ``server_label``. Call ``await asetup()`` before
-    use, or build it with :func:`async_checkpointer`.
-    """
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep only each namespace's latest checkpoint (``keep_latest``), or delete the threads (``delete``).
 
-    def __init__(self, redis_url: str | None = None, *, server_label: str | None = None, **kwargs: Any) -> None:
-        super().__init__(redis_url, **kwargs)
-        self._init_fast(server_label)
-
-    async def _aexchange(self, batch: _Batch) -> list[Any]:
-        """Send one batch and read every reply: one round trip."""
-        payload, count = _pack(batch.commands, batch.transaction)
-        stash = self._connections
-
-        async def attempt() -> list[Any]:
-            conn = await stash.aacquire()
-            try:
-                await conn.send_packed_command([payload], check_health=False)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(await conn.read_response(disable_decoding=True))
-                    except redis.ResponseError as exc:
-                        replies.append(exc)
-            except BaseException:
-                await stash.adiscard(conn)  # unread replies must never reach the next user of the connection
-                raise
-            stash.release(conn)
-            return _unpack(replies, batch.transaction)
-
-        retry = self._redis.get_retry()
-        if retry is None:
-            return await attempt()
-        return await retry.call_with_retry(attempt, lambda _error: _noop())
-
-    async def _adrive(
-        self, steps: Generator[_Batch, list[Any], Any], what: str, config: RunnableConfig | None
-    ) -> Any:
-        try:
-            batch = next(steps)
-            while True:
-                try:
-                    results = await self._aexchange(batch)
-                except _CONNECTION_ERRORS as exc:
-                    raise self._store_error(exc, what, config) from exc
-                batch = steps.send(results)
-        except StopIteration as stop:
-            return stop.value
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-        stream_mode: str = "values",
-    ) -> RunnableConfig:
-        """Save a checkpoint, its latest-pointer and TTLs in one MULTI/EXEC round trip.
-
-        Unlike the library's ``aput``, a cancelled save writes nothing: the transaction is either
-        executed whole by the server or never sent.
+        Not safe for graphs that use ``DeltaChannel`` (see ``BaseCheckpointSaver.prune``).
         """
-        return await self._adrive(self._put_steps(config, checkpoint, metadata), "saving a checkpoint", config)
+        self._drive(self._prune_steps(thread_ids, strategy), "pruning", list(thread_ids))
 
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Save a task's writes, their registry entry and the checkpoint's flag in one MULTI/EXEC."""
-        await self._adrive(self._put_writes_steps(config, writes, task_id, task_path), "saving task writes", config)
+    # -- async I/O -------------------------------------------------------------------------------
+
+    async def _aexecute(self, client: Any, request: Any, watched: list[Any]) -> list[Any]:
+        """The asyncio twin of :meth:`_execute`."""
+        if isinstance(request, _Scan):
+            return [k async for k in client.scan_iter(match=request.match, count=1000)]
+        if isinstance(request, _Watch):
+            pipe = watched[0] = client.pipeline(transaction=True)
+            await pipe.watch(request.key)
+            return [await pipe.execute_command(*c) for c in request.reads]
+        if watched[0] is not None:
+            pipe, watched[0] = watched[0], None
+            try:
+                if request.commands == [("UNWATCH",)]:
+                    return [True]
+                pipe.multi()
+                for command in request.commands:
+                    pipe.execute_command(*command)
+                try:
+                    return await pipe.execute()
+                except redis.WatchError:
+                    raise _Watched() from None
+            finally:
+                await pipe.reset()
+        if len(request.commands) == 1:
+            try:
+                return [await client.execute_command(*request.commands[0])]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=request.atomic)
+        for command in request.commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=request.atomic)
+
+    async def _aiterate(self, client: Any, steps: Generator[Any, Any, Any], what: str, thread: Any,
+                        result: list[Any]) -> AsyncIterator[CheckpointTuple]:
+        """Drive an operation with the asyncio client: yield what it emits; its result goes in ``result``."""
+        watched: list[Any] = [None]
+        try:
+            request = next(steps)
+            while True:
+                if isinstance(request, _Emit):
+                    yield request.item
+                    request = steps.send(None)
+                    continue
+                try:
+                    results = await self._aexecute(client, request, watched)
+                except _Watched:
+                    request = steps.throw(_Watched())
+                    continue
+                except _CONNECTION_ERRORS as exc:
+                    raise self._store_error(exc, what, thread) from exc
+                request = steps.send(results)
+        except StopIteration as stop:
+            result.append(stop.value)
+        finally:
+            if watched[0] is not None:
+                await watched[0].reset()
+
+    async def _adrive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
+        """Drive an operation that emits nothing and return its result (in a thread without our loop's client)."""
+        client = self._async_client()
+        if client is None:
+            return await asyncio.to_thread(self._drive, steps, what, thread)
+        result: list[Any] = []
+        async for _ in self._aiterate(client, steps, what, thread, result):
+            pass
+        return result[0] if result else None
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                   new_versions: ChannelVersions) -> RunnableConfig:
+        """Async :meth:`put`. A cancelled save writes nothing or everything: it is one command or transaction."""
+        return await self._adrive(self._put_steps(config, checkpoint, metadata), "saving a checkpoint",
+                                  config["configurable"]["thread_id"])
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                          task_path: str = "") -> None:
+        """Async :meth:`put_writes`."""
+        await self._adrive(self._put_writes_steps(config, writes, task_id, task_path), "saving task writes",
+                           config["configurable"]["thread_id"])
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """Load a checkpoint (the latest when the config names none) with its pending writes."""
-        return await self._adrive(self._get_tuple_steps(config), "loading a checkpoint", config)
+        """Async :meth:`get_tuple`."""
+        return await self._adrive(self._get_tuple_steps(config), "loading a checkpoint",
+                                  config["configurable"]["thread_id"])
 
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,  # noqa: A002 - the library's signature
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        """The library's ``alist``, with exact namespaces and ``before`` honoured for UUIDv6 ids."""
-        config = self._exact_namespace(config)
-        try:
-            before_id = self._before_id(before)
-            if before_id is None:
-                async for item in super().alist(config, filter=filter, before=before, limit=limit):
-                    yield item
-                return
-            count = 0
-            async for item in super().alist(config, filter=filter, limit=None):
-                if limit is not None and count >= limit:
-                    return
-                if item.config["configurable"]["checkpoint_id"] < before_id:
-                    count += 1
-                    yield item
-        except _CONNECTION_ERRORS as exc:
-            raise self._store_error(exc, "listing checkpoints", config) from exc
+    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,  # noqa: A002
+                    before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
+        """Async :meth:`list`."""
+        thread = (config or {}).get("configurable", {}).get("thread_id", "*")
+        steps = self._list_steps(config, filter, before, limit)
+        client = self._async_client()
+        if client is None:
+            items = await asyncio.to_thread(lambda: list(self._iterate(steps, "listing checkpoints", thread)))
+            for item in items:
+                yield item
+            return
+        async for item in self._aiterate(client, steps, "listing checkpoints", thread, []):
+            yield item
 
     async def adelete_thread(self, thread_id: str) -> None:
-        """Delete a thread's checkpoints, writes, registries and pointers (the library's way)."""
-        self._latest_cache.drop(thread_id)
-        try:
-            await super().adelete_thread(thread_id)
-        except _CONNECTION_ERRORS as exc:
-            raise self._store_error(exc, "deleting a thread", {"configurable": {"thread_id": thread_id}}) from exc
-        self._latest_cache.drop(thread_id)
+        """Async :meth:`delete_thread`."""
+        await self._adrive(self._retrying(lambda: self._delete_thread_steps(thread_id)), "deleting a thread",
+                           thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async :meth:`delete_for_runs`."""
+        await self._adrive(self._delete_for_runs_steps(run_ids), "deleting runs' checkpoints", "*")
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async :meth:`copy_thread`."""
+        steps = self._retrying(lambda: self._copy_thread_steps(source_thread_id, target_thread_id))
+        await self._adrive(steps, "copying a thread", source_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Async :meth:`prune`."""
+        await self._adrive(self._prune_steps(thread_ids, strategy), "pruning", list(thread_ids))
 
 
 # --------------------------------------------------------------------------------------------
 # Factories
 
 
-def _saver_kwargs(config: Config, ttl_minutes: float | None) -> dict[str, Any]:
-    minutes = ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
-    return {"ttl": ttl_settings(minutes), **checkpoint_prefixes(config.key_prefix)}
+def is_cluster(client: redis.Redis) -> bool:
+    """True when the server ``client`` talks to runs in cluster mode."""
+    try:
+        return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+    except redis.ResponseError:
+        return False
 
 
-def _setup_error(config: Config, exc: Exception) -> RedisSetupError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RedisSetupError(f"cannot create the checkpoint indexes on Redis at {describe(config.redis_url)}: {first}")
+def sync_client(url: str, cluster: bool) -> Any:
+    """A sync client for ``url``: ``RedisCluster`` on a cluster, else ``Redis``, with :func:`client_options`."""
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(url, **client_options())
+    return redis.Redis.from_url(url, **client_options())
 
 
-def make_checkpointer(config: Config, *, ttl_minutes: float | None = None, fast: bool = True):
-    """A sync Redis checkpointer under ``config.key_prefix``, with its indexes set up.
+def async_client(url: str, cluster: bool) -> Any:
+    """The asyncio twin of :func:`sync_client`, bound to the running event loop on first use."""
+    if cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(url, **client_options(asyncio_client=True))
+    return redis.asyncio.Redis.from_url(url, **client_options(asyncio_client=True))
+
+
+def legacy_checkpoints(client: redis.Redis, key_prefix: str) -> int:
+    """How many checkpoints the previous (library-compatible) saver left under ``key_prefix``.
+
+    Read from that saver's RediSearch index, which it always created; 0 when there is none (or no
+    RediSearch). ``xmrt migrate checkpoints`` copies them into the current format.
+    """
+    try:
+        info = client.execute_command("FT.INFO", f"{key_prefix}:checkpoint")
+    except redis.ResponseError:
+        return 0
+    if isinstance(info, list):  # RESP2: a flat list of names and values
+        info = dict(zip(info[::2], info[1::2], strict=False))
+    docs = info.get(b"num_docs", info.get("num_docs", 0))
+    try:
+        return int(float(docs))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _probe(config: Config) -> bool:
+    """Check that Redis answers (no module is needed for checkpoints); True on a cluster.
+
+    Also warns (once per factory call) when threads of the previous format wait to be migrated.
+    """
+    client = connect(config, check=False)
+    try:
+        cluster = is_cluster(client)
+        if not cluster and (count := legacy_checkpoints(client, config.key_prefix)):
+            log.warning("%d checkpoints under the prefix %r are in the previous format and are not read; "
+                        "run `xmrt migrate checkpoints` to carry them over", count, config.key_prefix)
+        return cluster
+    finally:
+        client.close()
+
+
+def make_checkpointer(config: Config, *, ttl_minutes: float | None = None) -> RedisCheckpointSaver:
+    """A Redis checkpointer under ``config.key_prefix``, for sync and async graphs alike.
 
     Args:
-        config: Settings: the Redis URL, the key prefix and the default TTL.
-        ttl_minutes: Expire checkpoints this many minutes after their last write or read
-            (default: ``config.checkpoint_ttl_minutes``; ``None``/0 keeps them).
-        fast: :class:`FastRedisSaver` (default) or the library's ``RedisSaver`` (same data format).
+        config: Settings: the Redis URL (a single Redis or any node of a cluster), the key prefix
+            and the default TTL.
+        ttl_minutes: Expire a thread this many minutes after its last save or read
+            (default: ``config.checkpoint_ttl_minutes``; ``None``/0 keeps it).
 
     Returns:
-        The saver, after ``setup()``.
+        The saver. Its async methods run its sync ones in a worker thread.
 
     Raises:
-        RedisSetupError: Redis is unreachable or lacks RedisJSON/RediSearch (one line).
+        RedisSetupError: Redis is unreachable (one line).
     """
-    connect(config).close()
-    client = redis.Redis.from_url(config.redis_url, **client_options())
-    kwargs = _saver_kwargs(config, ttl_minutes)
-    if fast:
-        saver: RedisSaver = FastRedisSaver(redis_client=client, server_label=f"Redis at {describe(config.redis_url)}",
-                                           **kwargs)
-    else:
-        saver = RedisSaver(redis_client=client, **kwargs)
-    try:
-        saver.setup()
-    except (redis.RedisError, ValueError, RuntimeError) as exc:
-        client.close()
-        raise _setup_error(config, exc) from None
-    return saver
+    cluster = _probe(config)
+    url = config.redis_url
+    minutes = ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
+    return RedisCheckpointSaver(
+        sync_client(url, cluster),
+        key_prefix=config.key_prefix,
+        ttl=ttl_settings(minutes),
+        server_label=f"Redis at {describe(url)}",
+    )
 
 
 @contextlib.asynccontextmanager
 async def async_checkpointer(
-    config: Config, *, ttl_minutes: float | None = None, fast: bool = True
-) -> AsyncIterator[AsyncRedisSaver]:
-    """An async Redis checkpointer under ``config.key_prefix``, set up, closed on exit.
+    config: Config, *, ttl_minutes: float | None = None
+) -> AsyncIterator[RedisCheckpointSaver]:
+    """A Redis checkpointer for the running event loop, closed on exit.
 
-    This is the shape ``langgraph.json`` wants under ``checkpointer.path``. The module check runs
-    in a worker thread so that no blocking call happens on the event loop.
+    This is the shape ``langgraph.json`` wants under ``checkpointer.path``. The connection check
+    runs in a worker thread so that no blocking call happens on the event loop. The saver's sync
+    methods (rarely used under an event loop) make their own sync client.
 
     Args:
         config: Settings: the Redis URL, the key prefix and the default TTL.
         ttl_minutes: As for :func:`make_checkpointer`.
-        fast: :class:`AsyncFastRedisSaver` (default) or the library's ``AsyncRedisSaver``.
 
     Yields:
-        The saver, after ``asetup()``.
+        The saver.
 
     Raises:
-        RedisSetupError: Redis is unreachable or lacks RedisJSON/RediSearch (one line).
+        RedisSetupError: Redis is unreachable (one line).
     """
-    client_check = await asyncio.to_thread(connect, config)
-    await asyncio.to_thread(client_check.close)
-    client = redis.asyncio.Redis.from_url(config.redis_url, **client_options(asyncio_client=True))
-    kwargs = _saver_kwargs(config, ttl_minutes)
-    saver: AsyncRedisSaver | None = None
+    cluster = await asyncio.to_thread(_probe, config)
+    url = config.redis_url
+    minutes = ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
+    saver = RedisCheckpointSaver(
+        aclient=async_client(url, cluster),
+        client_factory=lambda: sync_client(url, cluster),
+        key_prefix=config.key_prefix,
+        ttl=ttl_settings(minutes),
+        server_label=f"Redis at {describe(url)}",
+    )
     try:
-        if fast:
-            saver = AsyncFastRedisSaver(
-                redis_client=client, server_label=f"Redis at {describe(config.redis_url)}", **kwargs
-            )
-        else:
-            saver = AsyncRedisSaver(redis_client=client, **kwargs)
-        try:
-            await saver.asetup()
-        except (redis.RedisError, ValueError, RuntimeError) as exc:
-            raise _setup_error(config, exc) from None
         yield saver
     finally:
-        if isinstance(saver, AsyncFastRedisSaver):
-            await saver._connections.aclose()
-        await client.aclose()
+        await saver.aclose()
+        if saver._client is not None:
+            await asyncio.to_thread(saver.close)
+
+
+#: Kept for callers of the previous module: the error type of an unreachable server.
+__all__ += ["RedisSetupError"]

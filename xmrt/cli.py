@@ -23,11 +23,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.eliza",
     "xmrt.commands.kb",
     "xmrt.commands.bench_checkpoint",
+    "xmrt.commands.migrate",
     "xmrt.commands.retrieval",
     "xmrt.commands.run",
     "xmrt.commands.serve",
     "xmrt.commands.bench_api",
-    "xmrt.commands.migrate",
     "xmrt.commands.eval_answers",
 )
 

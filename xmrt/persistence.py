@@ -1,6 +1,8 @@
 """Persistence factories: Redis checkpointers and the long-term Redis store.
 
-* :func:`make_checkpointer` / :func:`async_checkpointer`: graph state, per thread.
+* :func:`make_checkpointer` / :func:`async_checkpointer`: graph state, per thread
+  (:class:`xmrt.checkpoint.RedisCheckpointSaver`: sync and async methods in one class, on a single
+  Redis or a Redis Cluster, no module needed).
 * :func:`make_store` / :func:`async_store`: long-term memories with a vector index on the
   configured embeddings (MiniLM, 384 dims, by default) and optional TTL.
 * :func:`checkpointer` and :func:`store`: the async context managers that ``langgraph.json``
@@ -9,8 +11,8 @@
   persists in Redis.
 
 Every factory first goes through :func:`xmrt.redis_server.connect`, so an unreachable server
-or one without RedisJSON/RediSearch fails with one clear line. Keys are namespaced with
-``XMRT_KEY_PREFIX`` so that deployments sharing a server stay apart.
+(or, for the store, one without RedisJSON/RediSearch) fails with one clear line. Keys are
+namespaced with ``XMRT_KEY_PREFIX`` so that deployments sharing a server stay apart.
 """
 
 from __future__ import annotations
@@ -48,30 +50,26 @@ def store_index_config(config: Config) -> dict[str, Any]:
     }
 
 
-def _store_prefixes(config: Config) -> dict[str, str]:
-    # The library splits document ids on ":" (e.g. `doc_id.split(":")[1]`), so the prefix must not contain one.
-    return {"store_prefix": f"{config.key_prefix}_store", "vector_prefix": f"{config.key_prefix}_store_vectors"}
-
-
 def make_checkpointer(config: Config | None = None, *, ttl_minutes: float | None = None, start: bool = True):
-    """A sync Redis checkpointer, set up and ready.
+    """The Redis checkpointer, ready: its sync methods serve ``graph.invoke``, its async ones ``graph.ainvoke``.
 
     Args:
         config: Settings; ``get_config()`` when omitted.
-        ttl_minutes: Expire checkpoints after this many minutes (default: ``XMRT_CHECKPOINT_TTL_MINUTES``).
+        ttl_minutes: Expire a thread this many minutes after its last save or read
+            (default: ``XMRT_CHECKPOINT_TTL_MINUTES``).
         start: Start the embedded Redis when it is configured and not running.
     """
     from xmrt.checkpoint import make_checkpointer as _make
 
     config = config or get_config()
-    if start:
-        ensure_redis(config)
+    if start and not config.redis_external:
+        ensure_redis(config).close()
     return _make(config, ttl_minutes=ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes)
 
 
 @contextlib.asynccontextmanager
 async def async_checkpointer(config: Config | None = None, *, ttl_minutes: float | None = None):
-    """An async Redis checkpointer, set up, closed on exit."""
+    """The Redis checkpointer with a client for the running event loop, closed on exit."""
     from xmrt.checkpoint import async_checkpointer as _make
 
     config = config or await asyncio.to_thread(get_config)
@@ -143,8 +141,11 @@ def redis_graph(builder: StateGraph, config: Config | None = None, **compile_kwa
         >>> graph.invoke({"messages": [("user", "hi")]}, {"configurable": {"thread_id": "t1"}})
 
     The checkpointer and store are created once per process and configuration and shared by
-    every graph compiled here. Runs default to ``XMRT_DURABILITY`` ("sync": every super-step is
-    persisted before the next starts, so a killed process resumes from its last finished step).
+    every graph compiled here. The checkpointer has both flavours, so ``graph.ainvoke`` works as
+    well as ``graph.invoke`` (from any event loop: its async methods run the sync ones in a worker
+    thread). Runs default to
+    ``XMRT_DURABILITY`` ("sync": every super-step is persisted before the next starts, so a killed
+    process resumes from its last finished step).
     """
     # LangGraph has no public way to give a compiled graph a default durability; it reads this key from the
     # graph's config when a call passes none. "sync" (XMRT_DURABILITY) writes each super-step's checkpoint

@@ -6,7 +6,7 @@
 * ``none`` (no checkpointer), ``InMemorySaver``, and ``SqliteSaver`` on a file in a temp dir (WAL,
   the saver's default ``synchronous=FULL``: an fsync per commit) and on ``:memory:`` (persists
   nothing; the fastest SQLite can be); both skipped when ``langgraph-checkpoint-sqlite`` is absent,
-* the library's ``RedisSaver`` and our :class:`~xmrt.checkpoint.FastRedisSaver`, each in
+* the library's ``RedisSaver`` and ours, :class:`~xmrt.checkpoint.RedisCheckpointSaver`, each in
   langgraph's durability modes ``sync``, ``async`` and ``exit``, and the library's
   ``ShallowRedisSaver`` (``sync``),
 * :class:`RoundTripsOnlySaver`: one ``PING`` per ``put`` and per ``put_writes``, nothing stored, the
@@ -35,8 +35,12 @@ nodes: 4 for both graphs). Compare the ratios, which share the conditions of one
 than absolute times across runs.
 
 Last, :func:`conversation_reads` reads the state of one conversation thread (``conversation_messages``
-LangChain messages, default 100) with the library's ``RedisSaver``, with ours using the library's
-serializer, and with ours as shipped (:class:`~xmrt.checkpoint.ClassCachingSerializer`), interleaved.
+LangChain messages, default 100) with the library's ``RedisSaver`` and with ours, interleaved.
+
+The report ends with the checks of issue 13: ours in the default durability at least 2x cheaper per
+super-step than the library's ``RedisSaver`` and no dearer than ``SqliteSaver`` on a file, in every
+graph and thread pattern of the run; at most :data:`TARGET_OVERHEAD_MS` per super-step; and the
+conversation read at least 3x faster than the library's.
 
 Redis: the configured external server (REDIS_URL / REDIS_HOST) under a throw-away key prefix
 that is deleted afterwards, or else a temporary embedded Redis Stack on a free port, stopped
@@ -70,6 +74,9 @@ from xmrt.config import Config, create_config
 TARGET_OVERHEAD_MS = 1.0
 
 GRAPHS = ("linear3", "fanout2")
+
+#: The label of our saver's rows.
+OURS = "RedisCheckpointSaver (ours)"
 PATTERNS = ("fresh", "growing")
 
 
@@ -100,7 +107,7 @@ def default_modes() -> list[Mode]:
         modes.append(Mode(f"RedisSaver (library) {durability}", "redis-lib", durability))
     modes.append(Mode("ShallowRedisSaver (library) sync", "redis-shallow", "sync", isolated=True))
     for durability in ("sync", "async", "exit"):
-        modes.append(Mode(f"FastRedisSaver (ours) {durability}", "redis-fast", durability))
+        modes.append(Mode(f"{OURS} {durability}", "redis-fast", durability))
     # The floor for any Redis saver under langgraph's threads: the round trips and nothing else.
     modes.append(Mode("round trips only (PING per save) sync", "redis-ping", "sync"))
     if one_cpu_available():
@@ -109,7 +116,7 @@ def default_modes() -> list[Mode]:
             Mode("none, one CPU", "none", one_cpu=True),
             Mode("InMemorySaver, one CPU", "memory", "sync", one_cpu=True),
             Mode("SqliteSaver file (WAL), one CPU", "sqlite", "sync", one_cpu=True),
-            Mode("FastRedisSaver (ours) sync, one CPU", "redis-fast", "sync", one_cpu=True),
+            Mode(f"{OURS} sync, one CPU", "redis-fast", "sync", one_cpu=True),
         ]
     return modes
 
@@ -292,29 +299,19 @@ def _cleanup_prefix(client: redis.Redis, tag: str) -> None:
 class RoundTripsOnlySaver(BaseCheckpointSaver):
     """A saver that stores nothing and sends one ``PING`` per ``put`` and per ``put_writes``.
 
-    Over the same connections and code path as :class:`~xmrt.checkpoint.FastRedisSaver`, it makes
-    the round trips ours makes per super-step and does nothing else: the least any saver that waits
-    for a Redis acknowledgement can cost under langgraph's executor. Every thread looks new to it.
+    Through the same client and code path as a single-command save of
+    :class:`~xmrt.checkpoint.RedisCheckpointSaver` (``execute_command``), it makes the round trips
+    ours makes per super-step and does nothing else: the least any saver that waits for a Redis
+    acknowledgement can cost under langgraph's executor. Every thread looks new to it.
     """
 
-    _PING = b"*1\r\n$4\r\nPING\r\n"
-
     def __init__(self, client: redis.Redis) -> None:
-        from xmrt.checkpoint import _Connections
-
         super().__init__()
-        self._connections = _Connections(client.connection_pool)
+        self._client = client
 
     def _ping(self) -> None:
-        conn = self._connections.acquire()
-        try:
-            conn.send_packed_command([self._PING], check_health=False)
-            reply = conn.read_response()
-        except BaseException:
-            self._connections.discard(conn)
-            raise
-        self._connections.release(conn)
-        if reply not in (b"PONG", "PONG"):
+        reply = self._client.execute_command("PING")
+        if reply not in (True, b"PONG", "PONG"):
             raise redis.ResponseError(f"unexpected reply to PING: {reply!r}")
 
     def get_tuple(self, config: Any) -> None:
@@ -337,8 +334,7 @@ class RoundTripsOnlySaver(BaseCheckpointSaver):
         self._ping()
 
     def close(self) -> None:
-        """Close the connections it opened."""
-        self._connections.close()
+        """Nothing of its own to close: the client is the caller's."""
 
 
 @dataclass
@@ -355,7 +351,7 @@ class _Savers:
         return self._made[kind]
 
     def _make(self, kind: str) -> Any:
-        from xmrt.checkpoint import FastRedisSaver, checkpoint_prefixes
+        from xmrt.checkpoint import RedisCheckpointSaver
 
         if kind == "none":
             return None
@@ -380,7 +376,9 @@ class _Savers:
             saver = RoundTripsOnlySaver(client)
             self._closers.append(saver.close)
             return saver
-        prefixes = checkpoint_prefixes(f"{self.target.prefix}-{kind}")
+        prefix = f"{self.target.prefix}-{kind}"
+        prefixes = {"checkpoint_prefix": f"{prefix}:checkpoint",
+                    "checkpoint_write_prefix": f"{prefix}:checkpoint_write"}
         if kind == "redis-lib":
             from langgraph.checkpoint.redis import RedisSaver
 
@@ -390,7 +388,7 @@ class _Savers:
 
             saver = ShallowRedisSaver(redis_client=client, **prefixes)
         elif kind == "redis-fast":
-            saver = FastRedisSaver(redis_client=client, **prefixes)
+            return RedisCheckpointSaver(client, key_prefix=prefix)
         else:
             raise ValueError(f"unknown saver kind {kind!r}")
         saver.setup()
@@ -572,7 +570,7 @@ def run_checkpoint_bench(
                 and r.one_cpu == pinned and r.overhead_p50_ms is not None]
         worst = max(ours, default=None)
         return {
-            "mode": f"FastRedisSaver (ours) {config.durability}" + (", one CPU" if pinned else ""),
+            "mode": f"{OURS} {config.durability}" + (", one CPU" if pinned else ""),
             "overhead_p50_ms_max": None if worst is None else round(worst, 3),
             "limit_ms": TARGET_OVERHEAD_MS,
             "met": None if worst is None else worst <= TARGET_OVERHEAD_MS,
@@ -583,6 +581,7 @@ def run_checkpoint_bench(
         "warmup": warmup,
         "super_steps": steps,
         "rows": [asdict(r) for r in rows],
+        "checks": _checks(rows, config.durability, conversation),
         # The target is the default: a process free to use every CPU. The pinned figure only says
         # how much of the rest is thread hand-offs between CPUs.
         "target": verdict(False),
@@ -593,15 +592,54 @@ def run_checkpoint_bench(
     }
 
 
+def _checks(rows: list[Row], durability: str, conversation: dict[str, Any] | None) -> dict[str, Any]:
+    """Issue 13's speed checks on this run's figures (None where the run lacks a row to compare)."""
+    groups = sorted({(r.graph, r.pattern) for r in rows})
+
+    def find(graph: str, pattern: str, saver: str, durability_: str | None) -> Row | None:
+        return next((r for r in rows if (r.graph, r.pattern, r.saver) == (graph, pattern, saver)
+                     and r.durability == durability_ and not r.one_cpu), None)
+
+    vs_library, vs_sqlite = [], []
+    for graph, pattern in groups:
+        ours = find(graph, pattern, "redis-fast", durability)
+        if ours is None or ours.overhead_p50_ms is None:
+            continue
+        lib = find(graph, pattern, "redis-lib", durability)
+        sqlite = find(graph, pattern, "sqlite", "sync")
+        if lib is not None and lib.overhead_p50_ms:
+            vs_library.append({"graph": graph, "pattern": pattern,
+                               "x_cheaper": round(lib.overhead_p50_ms / ours.overhead_p50_ms, 2)
+                               if ours.overhead_p50_ms > 0 else None})
+        if sqlite is not None and sqlite.overhead_p50_ms:
+            vs_sqlite.append({"graph": graph, "pattern": pattern,
+                              "ratio": round(ours.overhead_p50_ms / sqlite.overhead_p50_ms, 2)})
+
+    def all_of(items: list[dict], test: Callable[[dict], bool]) -> bool | None:
+        return all(test(i) for i in items) if items else None
+
+    reads = None
+    if conversation:
+        by_mode = {r["mode"]: r["p50_ms"] for r in conversation["rows"]}
+        if by_mode.get(OURS):
+            reads = round(by_mode["RedisSaver (library)"] / by_mode[OURS], 2)
+    return {
+        "durability": durability,
+        "vs_library": vs_library,
+        "vs_library_met": all_of(vs_library, lambda i: i["x_cheaper"] is None or i["x_cheaper"] >= 2.0),
+        "vs_sqlite": vs_sqlite,
+        "vs_sqlite_met": all_of(vs_sqlite, lambda i: i["ratio"] <= 1.0),
+        "conversation_x_faster": reads,
+        "conversation_met": None if reads is None else reads >= 3.0,
+    }
+
+
 def conversation_reads(savers: _Savers, messages: int, reads: int) -> dict[str, Any]:
     """Time ``get_state`` of a thread holding ``messages`` LangChain messages, per saver, interleaved.
 
-    Rows: the library's ``RedisSaver``; ours with the library's serializer; ours as shipped, whose
-    serializer remembers constructor-class lookups (the library's fails an import of the legacy
-    ``langchain.schema.messages`` for every message it reads). Both of ours read the same thread.
+    Rows: the library's ``RedisSaver`` and ours, each reading the thread it wrote.
     """
     from langchain_core.messages import AIMessage, HumanMessage
-    from langgraph.checkpoint.redis.jsonplus_redis import JsonPlusRedisSerializer
     from langgraph.graph import END, START, MessagesState, StateGraph
 
     def reply(state: MessagesState) -> dict:
@@ -611,17 +649,14 @@ def conversation_reads(savers: _Savers, messages: int, reads: int) -> dict[str, 
     builder.add_node("reply", reply)
     builder.add_edge(START, "reply")
     builder.add_edge("reply", END)
-    plain = savers._make("redis-fast")  # same keys as savers.get("redis-fast"), the library's serializer
-    plain.serde = JsonPlusRedisSerializer()
     graphs = {
         "RedisSaver (library)": builder.compile(checkpointer=savers.get("redis-lib")),
-        "FastRedisSaver, library serializer": builder.compile(checkpointer=plain),
-        "FastRedisSaver (ours)": builder.compile(checkpointer=savers.get("redis-fast")),
+        OURS: builder.compile(checkpointer=savers.get("redis-fast")),
     }
     config = {"configurable": {"thread_id": f"conversation-{uuid.uuid4().hex[:8]}"}}
-    for name in ("RedisSaver (library)", "FastRedisSaver (ours)"):  # the other one reads ours' thread
+    for graph in graphs.values():
         for turn in range((messages + 1) // 2):
-            graphs[name].invoke({"messages": [HumanMessage(content=f"question {turn}")]}, config)
+            graph.invoke({"messages": [HumanMessage(content=f"question {turn}")]}, config)
     held = {name: len(graph.get_state(config).values["messages"]) for name, graph in graphs.items()}
     samples: dict[str, list[float]] = {name: [] for name in graphs}
     order = list(graphs)
@@ -742,6 +777,21 @@ def format_report(report: dict[str, Any], command: str = "xmrt bench checkpoint"
         lines.append(f"{'mode':44} {'p50':>10} {'p95':>7} {'x ours':>7}")
         for r in conversation["rows"]:
             lines.append(f"{r['mode']:44} {fmt(r['p50_ms'], 10)} {fmt(r['p95_ms'], 7)} {fmt(r['x_ours'], 7)}")
+    checks = report.get("checks")
+    if checks:
+        def met(value: bool | None) -> str:
+            return "not measured" if value is None else "met" if value else "NOT met"
+
+        lines.append("")
+        lib = ", ".join(f"{i['graph']} {i['pattern']} {i['x_cheaper']}x" for i in checks["vs_library"])
+        lines.append(f"check: ours ({checks['durability']}) >= 2x cheaper per super-step than RedisSaver (library): "
+                     f"{met(checks['vs_library_met'])} ({lib or '-'})")
+        sql = ", ".join(f"{i['graph']} {i['pattern']} {i['ratio']}x" for i in checks["vs_sqlite"])
+        lines.append(f"check: ours ({checks['durability']}) <= SqliteSaver on a file per super-step: "
+                     f"{met(checks['vs_sqlite_met'])} ({sql or '-'})")
+        if checks["conversation_x_faster"] is not None:
+            lines.append(f"check: conversation get_state >= 3x faster than RedisSaver (library): "
+                         f"{met(checks['conversation_met'])} ({checks['conversation_x_faster']}x)")
     t = report["target"]
     if t["overhead_p50_ms_max"] is not None:
         verdict = "met" if t["met"] else "NOT met"

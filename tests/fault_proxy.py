@@ -1,0 +1,212 @@
+"""A TCP proxy between a Redis client and a real Redis that injects faults into a save on the wire.
+
+The client connects to the proxy; every connection gets its own upstream connection. Bytes from
+Redis go back untouched. Bytes from the client are split into RESP commands, so a rule can act at an
+exact point of a transaction: after ``MULTI`` and ``after`` queued commands (``after`` = 0 cuts
+right after ``MULTI``; the number of queued commands cuts just before ``EXEC``), or halfway through
+one command's bytes. The action is to cut (close both sockets) or to hold (signal the test and
+wait, e.g. while it kills Redis, then cut). Nothing about Redis is mocked: the proxy only forwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Rule:
+    """Where to strike.
+
+    ``in_multi_after``: strike before forwarding the command at this position after ``MULTI``
+    (0 = the first queued command). ``after_exec``: forward a transaction's ``EXEC``, then strike
+    while holding back its reply (Redis has run it; the client never hears so). ``partial``: strike
+    halfway through the first command whose name is in this set (outside or inside a transaction).
+    ``times``: how many strikes (None: all). ``match``: strike only a transaction (or, for
+    ``partial``, a command) whose arguments hold each of these byte strings; empty: any.
+    ``hold``: wait for :meth:`FaultProxy.release` before cutting.
+    """
+
+    in_multi_after: int | None = None
+    after_exec: bool = False
+    partial: frozenset[str] = frozenset()
+    times: int | None = 1
+    match: tuple[bytes, ...] = ()
+    hold: bool = False
+    strikes: int = 0
+
+    def spent(self) -> bool:
+        return self.times is not None and self.strikes >= self.times
+
+    def matches(self, commands: list[list[bytes]]) -> bool:
+        return all(any(m in arg for command in commands for arg in command) for m in self.match)
+
+
+def _parse_command(buf: bytearray) -> tuple[int, list[bytes]] | None:
+    """(length, arguments) of the first complete RESP command in ``buf``, or None if incomplete."""
+    if not buf or buf[0:1] != b"*":
+        if not buf:
+            return None
+        end = buf.find(b"\r\n")  # an inline command: one line
+        return (end + 2, buf[:end].split()) if end >= 0 else None
+    end = buf.find(b"\r\n")
+    if end < 0:
+        return None
+    count = int(buf[1:end])
+    pos, args = end + 2, []
+    for _ in range(count):
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        size = int(buf[pos + 1:end])
+        start = end + 2
+        if len(buf) < start + size + 2:
+            return None
+        args.append(bytes(buf[start:start + size]))
+        pos = start + size + 2
+    return pos, args
+
+
+@dataclass
+class FaultProxy:
+    """Listen on 127.0.0.1:``port`` and forward to ``upstream_port``, applying :attr:`rule`."""
+
+    port: int
+    upstream_port: int
+    rule: Rule | None = None
+    struck: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    commands: list[list[bytes]] = field(default_factory=list)  # every command forwarded in full
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sockets: list[socket.socket] = field(default_factory=list)
+    _listener: socket.socket | None = None
+    _closed: bool = False
+
+    def start(self) -> FaultProxy:
+        """Accept connections in a background thread."""
+        self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def arm(self, rule: Rule) -> None:
+        """Strike from now on according to ``rule``."""
+        with self._lock:
+            self.struck.clear()
+            self.released.clear()
+            self.rule = rule
+
+    def disarm(self) -> None:
+        """Forward everything again."""
+        with self._lock:
+            self.rule = None
+
+    def release(self) -> None:
+        """Let a held strike go on (and cut)."""
+        self.released.set()
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        self._closed = True
+        self.released.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for s in self._sockets:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            hold = threading.Event()  # set: replies from Redis are no longer passed on
+            held = threading.Event()  # set: a reply arrived and was held back
+            threading.Thread(target=self._downstream, args=(upstream, client, hold, held), daemon=True).start()
+            threading.Thread(target=self._upstream, args=(client, upstream, hold, held), daemon=True).start()
+
+    @staticmethod
+    def _cut(*sockets: socket.socket) -> None:
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _downstream(self, upstream: socket.socket, client: socket.socket, hold: threading.Event,
+                    held: threading.Event) -> None:
+        try:
+            while data := upstream.recv(65536):
+                if not hold.is_set():
+                    client.sendall(data)
+                elif data.rstrip().endswith(b"\r\n") or data.endswith(b"\r\n"):
+                    held.set()
+        except OSError:
+            pass
+        self._cut(upstream, client)
+
+    def _strike(self, rule: Rule) -> None:
+        rule.strikes += 1
+        self.struck.set()
+        if rule.hold:
+            self.released.wait(timeout=60)
+
+    def _upstream(self, client: socket.socket, upstream: socket.socket, hold: threading.Event,
+                  held: threading.Event) -> None:
+        buf = bytearray()
+        queued: int | None = None  # commands queued since MULTI on this connection
+        txn: list[list[bytes]] = []  # and those commands
+        try:
+            while data := client.recv(65536):
+                buf += data
+                while (parsed := _parse_command(buf)) is not None:
+                    size, args = parsed
+                    name = args[0].upper() if args else b""
+                    with self._lock:
+                        rule = self.rule if self.rule is not None and not self.rule.spent() else None
+                    if rule is not None:
+                        if (queued is not None and rule.in_multi_after is not None and queued == rule.in_multi_after
+                                and rule.matches([*txn, args])):
+                            self._strike(rule)
+                            self._cut(client, upstream)
+                            return
+                        if rule.after_exec and queued is not None and name == b"EXEC" and rule.matches(txn):
+                            hold.set()
+                            upstream.sendall(bytes(buf[:size]))
+                            self.commands.append(args)
+                            # Redis replies to EXEC only after running it and writing it to its AOF
+                            held.wait(timeout=10)
+                            self._strike(rule)
+                            self._cut(client, upstream)
+                            return
+                        if name.decode(errors="replace") in rule.partial and rule.matches([args]):
+                            upstream.sendall(bytes(buf[:size // 2]))
+                            self._strike(rule)
+                            self._cut(client, upstream)
+                            return
+                    upstream.sendall(bytes(buf[:size]))
+                    del buf[:size]
+                    self.commands.append(args)
+                    if name == b"MULTI":
+                        queued, txn = 0, []
+                    elif name in (b"EXEC", b"DISCARD"):
+                        queued = None
+                    elif queued is not None:
+                        queued += 1
+                        txn.append(args)
+        except OSError:
+            pass
+        self._cut(client, upstream)
