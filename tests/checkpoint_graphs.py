@@ -50,15 +50,27 @@ def interrupt_graph(checkpointer):
 
 
 def branching_graph(checkpointer, calls, fail):
-    """start -> {ok, flaky} -> join; ``flaky`` raises while ``fail["on"]``."""
+    """start -> {ok, flaky} -> join; ``flaky`` raises while ``fail["on"]``.
+
+    ``flaky`` raises only a moment after ``ok`` has returned: langgraph drops the writes of a branch that
+    finishes after the run has already failed (its executor refuses the save), which is not the saver's to
+    keep; what a test checks is that writes langgraph did hand to the saver survive.
+    """
+    import threading
+    import time
+
+    ok_done = threading.Event()
 
     def ok(state):
         calls["ok"] += 1
+        ok_done.set()
         return {"steps": 1, "log": ["ok"]}
 
     def flaky(state):
         calls["flaky"] += 1
         if fail["on"]:
+            ok_done.wait(10)
+            time.sleep(0.05)  # let langgraph hand ok's writes to the saver
             raise RuntimeError("boom")
         return {"steps": 1, "log": ["flaky"]}
 
