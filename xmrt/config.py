@@ -40,7 +40,7 @@ DURABILITY_MODES = ("sync", "async", "exit")
 DEFAULT_POSTGRES_PORT = 5490
 #: Seconds between the heartbeats of a running run (langgraph-runtime-pg's LG_BG_JOB_HEARTBEAT; its own default
 #: is 120 s, so a run lost with its process waited 4-8 minutes). A run is handed over after 2-4 intervals.
-DEFAULT_RUN_HEARTBEAT = 6.0
+DEFAULT_RUN_HEARTBEAT = 5.0
 
 
 class ConfigError(ValueError):
