@@ -234,16 +234,49 @@ def run_uvicorn(host: str, port: int, workers: int) -> None:
     )
 
 
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit)[\w.]*: .+|ERROR: .+)$")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Timeout)[\w.]*: .+$")
+#: An error logged by the server (langgraph-api's console format): "<time> [error    ] <message> [<logger>] k=v".
+_LOGGED_ERROR = re.compile(r"\[(?:error|critical)\s*\]\s+(.+?)(?:\s+\[[\w.]+\](?:\s|$)|$)")
+_NOT_A_CAUSE = ("Application startup failed", "Traceback", "Exception in ASGI application")
 
 
 def failure_line(lines: list[str]) -> str:
-    """The most telling line of a failed server's output: its last exception, else its last line."""
+    """The most telling line of a failed server's output: its last logged error, else its last exception."""
+    logged = exception = None
     for line in reversed(lines):
         text = line.strip()
-        if _ERROR_LINE.match(text) and "Application startup failed" not in text and "Traceback" not in text:
-            return text[:500]
-    return next((line.strip()[:500] for line in reversed(lines) if line.strip()), "no output")
+        if not text or any(marker in text for marker in _NOT_A_CAUSE):
+            continue
+        if text.startswith("{"):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = {}
+            if logged is None and str(record.get("level", "")).lower() in ("error", "critical"):
+                logged = str(record.get("event", ""))
+            continue
+        if logged is None and (match := _LOGGED_ERROR.search(text)):
+            logged = match.group(1)
+        elif exception is None and _EXCEPTION_LINE.match(text):
+            exception = text
+        if logged and exception:
+            break
+    found = logged or exception or next((line.strip() for line in reversed(lines) if line.strip()), "no output")
+    return " ".join(found.split())[:500]
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound right now, or None."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return f"port {port} on {host} cannot be used: {exc.strerror or exc}"
+    return None
 
 
 def _end_with_parent() -> None:
@@ -323,6 +356,8 @@ def _serve_production(args: argparse.Namespace) -> int:
     if not 1 <= workers <= 64:
         raise UserError(f"--workers {workers} is out of range (1..64)")
     host, notice = choose_host(args.host, bool(config.api_keys))
+    if problem := port_problem(host, args.port):
+        raise UserError(f"{problem} (another server runs there?); choose another --port")
     lg_path = Path(args.config).resolve() if args.config else PROJECT_ROOT / "langgraph.json"
     lg = load_langgraph_config(lg_path)
     try:
@@ -345,9 +380,11 @@ def _serve_production(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     server = Supervised(uvicorn_command(host=host, port=args.port, workers=workers), env, lg_path.parent)
+    ready = False
     try:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{args.port}"
         server.wait_ready(url, workers, args.startup_timeout)
+        ready = True
         print(f"xmrt: serving the graph API on http://{host}:{args.port} with {workers} worker process"
               f"{'es' if workers > 1 else ''} x {args.jobs} concurrent runs (runtime: langgraph-runtime-pg on "
               f"Postgres + Redis); status {url}/status, dashboard {url}/dashboard", flush=True)
@@ -359,7 +396,8 @@ def _serve_production(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        stop_process_group(server.proc, timeout=30)
+        # A server that is still starting may be stuck in a blocking call and ignore SIGTERM: short grace then.
+        stop_process_group(server.proc, timeout=30 if ready else 5)
 
 
 def _serve_dev(args: argparse.Namespace) -> int:
