@@ -19,7 +19,11 @@ of that combination's problems are fixed from our side, without changing either 
    keeps it as the request's user (it is a ``BaseUser``), and the worker that later runs the stored run turns the
    dict back into a user the way it does for every runtime. Handlers see the same ``ctx.user.identity``.
 
-The third problem (a startup that hangs, e.g. on a Postgres that accepts connections but never answers, blocks
+A third difference is fixed in :func:`app` as well: runtime-pg answers ``GET /threads/{id}/state`` with 200 and an
+empty state for a thread the caller may not read (or that does not exist), where the in-memory runtime answers
+404; the production app checks ``GET /threads/{id}`` for the same caller first and returns its 404.
+
+The start-up problem (a startup that hangs, e.g. on a Postgres that accepts connections but never answers, blocks
 the event loop inside the runtime's synchronous migration step and so ignores SIGTERM) needs no private API: the
 ``xmrt serve`` supervisor checks Postgres and Redis first, waits for readiness with a deadline, and ends the
 server's process group itself (xmrt/commands/serve.py).
@@ -43,6 +47,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -274,11 +279,54 @@ def _server_app() -> Any:
     return server_app
 
 
+#: Routes whose runtime-pg handler answers 200 with an empty state for a thread the caller cannot see (or that does
+#: not exist), where langgraph-api's in-memory runtime answers 404.
+_STATE_ROUTES = re.compile(r"^/threads/([^/]+)/state(?:/[^/]+)?$")
+
+
+async def _thread_visible(server_app: Any, scope: dict, thread_id: str) -> tuple[int, list, bytes]:
+    """``GET /threads/{thread_id}`` through the whole app, with the caller's headers: (status, headers, body)."""
+    path = f"/threads/{thread_id}"
+    probe = {**scope, "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b""}
+    probe["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-length",
+                                                                                             b"content-type")]
+    status, headers, chunks = 500, [], []
+
+    async def no_body() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def capture(message: dict) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers") or [])
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await server_app(probe, no_body, capture)
+    return status, headers, b"".join(chunks)
+
+
 async def app(scope: dict, receive: Callable, send: Callable) -> None:
-    """The ASGI application of the production server: langgraph-api's app, with lifespan sent to its router."""
+    """The ASGI application of the production server: langgraph-api's app, with two corrections.
+
+    * Lifespan messages go straight to the app's router (problem 1 above).
+    * A thread's state (``GET /threads/{id}/state[/{checkpoint}]``, ``POST /threads/{id}/state/checkpoint``) is
+      answered only after ``GET /threads/{id}`` succeeds for the same caller: runtime-pg answers those routes 200
+      with an empty state when the thread belongs to another user or does not exist; here they get that 404.
+    """
     server_app = _server_app()
     if scope["type"] == "lifespan":
         scope["app"] = server_app  # what Starlette sets before its middleware; the lifespans receive it
         await server_app.router(scope, receive, send)
         return
+    if scope["type"] == "http" and scope.get("method") in ("GET", "POST") and (
+            match := _STATE_ROUTES.match(scope.get("path", ""))):
+        is_state_read = scope["method"] == "GET" or scope["path"].endswith("/state/checkpoint")
+        if is_state_read:
+            status, headers, body = await _thread_visible(server_app, scope, match.group(1))
+            if status in (403, 404, 422):
+                await send({"type": "http.response.start", "status": 404 if status == 403 else status,
+                            "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
     await server_app(scope, receive, send)

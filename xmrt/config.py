@@ -209,9 +209,13 @@ def _redis_from_url(url: str) -> tuple[str, str | None]:
     return url, parsed.password
 
 
+#: What ``langgraph dev`` puts in DATABASE_URI / REDIS_URI for its in-memory runtime: no server, so "unset" here.
+_DEV_SERVER_PLACEHOLDERS = (":memory:", "fake")
+
+
 def _database_uri(env: Mapping[str, str]) -> str | None:
     uri = _opt(env, "DATABASE_URI")
-    if uri is None:
+    if uri is None or uri in _DEV_SERVER_PLACEHOLDERS:
         return None
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     if scheme.split("+", 1)[0] not in ("postgres", "postgresql"):
@@ -229,6 +233,8 @@ def _database_uri(env: Mapping[str, str]) -> str | None:
 
 def _runtime_redis(env: Mapping[str, str]) -> str | None:
     uri = _opt(env, "REDIS_URI")
+    if uri in _DEV_SERVER_PLACEHOLDERS:
+        return None
     if uri is not None and urlparse(uri).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError("REDIS_URI must start with redis://, rediss:// or unix://")
     return uri
