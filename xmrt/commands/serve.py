@@ -279,7 +279,7 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def _end_with_parent() -> None:
+def end_with_parent() -> None:
     """In the server process, before exec: get SIGTERM when ``xmrt serve`` dies, even by SIGKILL (Linux)."""
     try:
         import ctypes
@@ -299,7 +299,7 @@ class Supervised:
     def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path, out: Any = None) -> None:
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, start_new_session=True, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_end_with_parent if sys.platform == "linux" else None)
+                                     preexec_fn=end_with_parent if sys.platform == "linux" else None)
         self.lines: collections.deque[str] = collections.deque(maxlen=200)
         self.ready_lines = 0
         self.out = out if out is not None else sys.stdout
