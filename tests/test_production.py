@@ -220,3 +220,79 @@ def test_after_every_host_is_killed_a_restarted_host_finishes_the_run(hosts, con
     c_pids = host_c.pids()
     assert [pid in c_pids for n, pid in starts if n in ("step_4", "step_5")] == [True, True]
     assert_no_duplicate_actions(redis_client, config, "t2")
+
+
+def _start_replica(directory, port: int, primary_port: int) -> None:
+    """A second Redis 8 with the same modules, replicating the primary (what compose.yaml's redis-replica is)."""
+    import subprocess
+
+    from xmrt.redis_server import module_paths, server_binary
+
+    directory.mkdir(parents=True, exist_ok=True)
+    args = [str(server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--daemonize", "yes", "--pidfile", str(directory / "redis.pid"), "--logfile", str(directory / "redis.log"),
+            "--appendonly", "yes", "--replicaof", "127.0.0.1", str(primary_port)]
+    for module in module_paths():
+        args += ["--loadmodule", str(module)]
+    subprocess.run(args, check=True, timeout=30)
+
+
+def test_after_the_redis_primary_is_lost_a_promoted_replica_serves_the_threads(postgres_server, tmp_path):
+    import os
+    import signal
+
+    import redis
+
+    from tests.conftest import free_port, make_config
+    from xmrt.redis_server import EmbeddedRedis
+
+    primary = EmbeddedRedis(tmp_path / "redis-primary", free_port())
+    primary.start()
+    replica_port = free_port()
+    _start_replica(tmp_path / "redis-replica", replica_port, primary.port)
+    replica = redis.Redis(port=replica_port, socket_timeout=10)
+    host_a = host_b = None
+    try:
+        config = make_config(tmp_path / "data", primary.port, XMRT_KEY_PREFIX="failover")
+        lg_config = langgraph_config_with(tmp_path, {"echo": "./tests/served_graphs.py:graph"})
+        database = fresh_database(postgres_server)
+        host_a = ProductionServer(server_env(config), tmp_path / "host-a.log", database_uri=database,
+                                  config_path=lg_config).start()
+
+        async def two_turns() -> str:
+            client = get_client(url=host_a.url)
+            thread = await client.threads.create()
+            for text in ("first", "second"):
+                await client.runs.wait(thread["thread_id"], "echo", input={"text": text}, durability="sync")
+            return thread["thread_id"]
+
+        thread_id = asyncio.run(two_turns())
+        assert primary.client(timeout=10).execute_command("WAIT", 1, 10_000) >= 1, "the replica did not catch up"
+        host_a.stop()
+        os.kill(primary.pid(), signal.SIGKILL)  # the primary is lost, with whatever it had not persisted
+        replica.execute_command("REPLICAOF", "NO", "ONE")
+        promoted = {**server_env(config), "REDIS_URL": f"redis://127.0.0.1:{replica_port}/0"}
+        host_b = ProductionServer(promoted, tmp_path / "host-b.log", database_uri=database,
+                                  config_path=lg_config).start()
+
+        async def third_turn() -> tuple[dict, dict, list]:
+            client = get_client(url=host_b.url)
+            before = await client.threads.get_state(thread_id)
+            out = await client.runs.wait(thread_id, "echo", input={"text": "third"})
+            history = await client.threads.get_history(thread_id)
+            return before, out, history
+
+        before, out, history = asyncio.run(third_turn())
+        assert before["values"] == {"text": "second", "echo": "echo: second", "runs": 2}
+        assert out["runs"] == 3 and out["echo"] == "echo: third" and len(history) >= 6
+        assert replica.exists("failover:audit"), "the audit log did not survive the failover"
+    finally:
+        for host in (host_a, host_b):
+            if host is not None:
+                host.stop()
+        try:
+            replica.shutdown(nosave=True)
+        except redis.RedisError:
+            pass
+        if primary.pid():
+            primary.stop()
