@@ -21,7 +21,7 @@ of that combination's problems are fixed from our side, without changing either 
 
 A third difference is fixed in :func:`app` as well: runtime-pg answers ``GET /threads/{id}/state`` with 200 and an
 empty state for a thread the caller may not read (or that does not exist), where the in-memory runtime answers
-404; the production app checks ``GET /threads/{id}`` for the same caller first and returns its 404.
+404; the production app checks an empty state with ``GET /threads/{id}`` for the same caller and returns its 404.
 
 The start-up problem (a startup that hangs, e.g. on a Postgres that accepts connections but never answers, blocks
 the event loop inside the runtime's synchronous migration step and so ignores SIGTERM) needs no private API: the
@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -284,16 +285,9 @@ def _server_app() -> Any:
 _STATE_ROUTES = re.compile(r"^/threads/([^/]+)/state(?:/[^/]+)?$")
 
 
-async def _thread_visible(server_app: Any, scope: dict, thread_id: str) -> tuple[int, list, bytes]:
-    """``GET /threads/{thread_id}`` through the whole app, with the caller's headers: (status, headers, body)."""
-    path = f"/threads/{thread_id}"
-    probe = {**scope, "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b""}
-    probe["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-length",
-                                                                                             b"content-type")]
+async def _capture(server_app: Any, scope: dict, receive: Callable) -> tuple[int, list, bytes]:
+    """Run one request through the whole app and keep its response: (status, headers, body)."""
     status, headers, chunks = 500, [], []
-
-    async def no_body() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
 
     async def capture(message: dict) -> None:
         nonlocal status, headers
@@ -302,17 +296,53 @@ async def _thread_visible(server_app: Any, scope: dict, thread_id: str) -> tuple
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
-    await server_app(probe, no_body, capture)
+    await server_app(scope, receive, capture)
     return status, headers, b"".join(chunks)
+
+
+def _empty_state(status: int, body: bytes) -> bool:
+    """True for runtime-pg's empty snapshot (no checkpoint): an unknown, foreign, or never-run thread."""
+    if status != 200:
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("checkpoint") is None
+
+
+async def _thread_probe(server_app: Any, scope: dict, thread_id: str) -> tuple[int, list, bytes]:
+    """``GET /threads/{thread_id}`` through the whole app, with the caller's headers."""
+    path = f"/threads/{thread_id}"
+    probe = {**scope, "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b""}
+    probe["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-length",
+                                                                                             b"content-type")]
+
+    async def no_body() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return await _capture(server_app, probe, no_body)
+
+
+async def _state_read(server_app: Any, scope: dict, receive: Callable, send: Callable, thread_id: str) -> None:
+    """A state read; an empty state is checked against ``GET /threads/{id}`` for the caller (404 when hidden)."""
+    status, headers, body = await _capture(server_app, scope, receive)
+    if _empty_state(status, body):
+        probe_status, probe_headers, probe_body = await _thread_probe(server_app, scope, thread_id)
+        if probe_status in (403, 404, 422):
+            status, headers, body = (404 if probe_status == 403 else probe_status), probe_headers, probe_body
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def app(scope: dict, receive: Callable, send: Callable) -> None:
     """The ASGI application of the production server: langgraph-api's app, with two corrections.
 
     * Lifespan messages go straight to the app's router (problem 1 above).
-    * A thread's state (``GET /threads/{id}/state[/{checkpoint}]``, ``POST /threads/{id}/state/checkpoint``) is
-      answered only after ``GET /threads/{id}`` succeeds for the same caller: runtime-pg answers those routes 200
-      with an empty state when the thread belongs to another user or does not exist; here they get that 404.
+    * A thread's state (``GET /threads/{id}/state[/{checkpoint}]``, ``POST /threads/{id}/state/checkpoint``):
+      runtime-pg answers 200 with an empty state when the thread belongs to another user or does not exist. An
+      empty state is therefore checked with ``GET /threads/{id}`` for the same caller, whose 404 is returned
+      instead (a state with a checkpoint, the usual case, costs nothing more).
     """
     server_app = _server_app()
     if scope["type"] == "lifespan":
@@ -321,12 +351,7 @@ async def app(scope: dict, receive: Callable, send: Callable) -> None:
         return
     if scope["type"] == "http" and scope.get("method") in ("GET", "POST") and (
             match := _STATE_ROUTES.match(scope.get("path", ""))):
-        is_state_read = scope["method"] == "GET" or scope["path"].endswith("/state/checkpoint")
-        if is_state_read:
-            status, headers, body = await _thread_visible(server_app, scope, match.group(1))
-            if status in (403, 404, 422):
-                await send({"type": "http.response.start", "status": 404 if status == 403 else status,
-                            "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
+        if scope["method"] == "GET" or scope["path"].endswith("/state/checkpoint"):
+            await _state_read(server_app, scope, receive, send, match.group(1))
+            return
     await server_app(scope, receive, send)
