@@ -148,6 +148,7 @@ class ProductionServer:
         if self.jobs:
             cmd += ["--jobs", str(self.jobs)]
         self.log = self.log_path.open("a")
+        self._log_start = self.log_path.stat().st_size  # a reused log's earlier "serving" line must not count
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, stdin=subprocess.DEVNULL)
         return self
@@ -157,7 +158,7 @@ class ProductionServer:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"xmrt serve exited with {self.proc.returncode}:\n{self.tail()}")
-            if "xmrt: serving the graph API on" in self.log_path.read_text(errors="replace"):
+            if "xmrt: serving the graph API on" in self.log_path.read_text(errors="replace")[self._log_start:]:
                 return self
             time.sleep(0.25)
         raise RuntimeError(f"xmrt serve did not come up in {timeout}s:\n{self.tail()}")

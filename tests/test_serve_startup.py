@@ -165,3 +165,20 @@ def test_the_environment_the_workers_get(config):
     assert json.loads(env["LANGGRAPH_CHECKPOINTER"]) == lg["checkpointer"]
     assert json.loads(env["LANGSERVE_GRAPHS"]) == lg["graphs"]
     assert env["PYTHONPATH"].split(":")[0] == str(PROJECT_ROOT)
+
+
+def test_two_hosts_preparing_a_fresh_database_at_once_both_succeed(config, postgres_server):
+    # A host blocked in pg_advisory_lock held a snapshot that the other host's CREATE INDEX CONCURRENTLY waited for,
+    # while that host held the lock: both hung until the deadline. The lock is now polled.
+    from xmrt.commands.serve import PREPARE_CODE
+
+    env = {**server_env(config), "PYTHONPATH": str(ROOT), "DATABASE_URI": fresh_database(postgres_server),
+           "REDIS_URI": config.runtime_redis, "LANGGRAPH_RUNTIME_EDITION": "pg", "LG_RUNTIME_PG_AUTO_MIGRATE": "false"}
+    for _ in range(2):
+        env["DATABASE_URI"] = fresh_database(postgres_server)
+        started = time.monotonic()
+        procs = [subprocess.Popen([sys.executable, "-c", PREPARE_CODE], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [p.communicate(timeout=150) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        assert time.monotonic() - started < 90

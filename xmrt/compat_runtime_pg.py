@@ -222,8 +222,12 @@ def __getattr__(name: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- schema
-#: Held while one ``xmrt serve`` prepares the schema, so that hosts starting together do not race.
-PREPARE_LOCK_SQL = "SELECT pg_advisory_lock(hashtext('xmrt serve: langgraph-runtime-pg schema'))"
+#: Held while one ``xmrt serve`` prepares the schema, so that hosts starting together do not race. It is taken with
+#: ``pg_try_advisory_lock`` in a polling loop, never with the blocking ``pg_advisory_lock``: a session blocked in
+#: that call holds a snapshot, and the ``CREATE INDEX CONCURRENTLY`` of the holder's set-up waits for every older
+#: snapshot to end, so the two would wait for each other forever (Postgres cannot see that cycle: it closes in our
+#: process, which holds the lock on one connection and waits on another).
+PREPARE_LOCK_SQL = "SELECT pg_try_advisory_lock(hashtext('xmrt serve: langgraph-runtime-pg schema'))"
 
 
 def prepare() -> None:
@@ -261,7 +265,8 @@ def prepare() -> None:
     try:
         with psycopg.connect(uri, connect_timeout=10, autocommit=True) as lock:
             phase = "waiting for the schema lock (another xmrt serve is preparing)"
-            lock.execute(PREPARE_LOCK_SQL)
+            while not lock.execute(PREPARE_LOCK_SQL).fetchone()[0]:
+                time.sleep(0.25)
             phase = "migrating the schema"
             upgrade_head(uri)
             asyncio.run(start_stop())
