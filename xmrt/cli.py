@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 #: Modules that contribute subcommands. Each defines ``register(cli: CommandTree) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.commands.redis",
+    "xmrt.commands.postgres",
     "xmrt.commands.demo",
     "xmrt.commands.ask",
     "xmrt.commands.bench_eliza",

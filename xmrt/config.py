@@ -12,6 +12,16 @@ Redis selection:
 
 ``REDIS_DB`` must be 0: RediSearch only indexes database 0, and the checkpointer and the
 store both need RediSearch. Use ``XMRT_KEY_PREFIX`` to keep deployments apart instead.
+
+The production server (``xmrt serve``, see xmrt/commands/serve.py) also needs Postgres, for its threads, runs
+and task queue:
+
+* ``DATABASE_URI`` set: that server is used (``postgresql://user:password@host:5432/db``), nothing is started.
+* unset: the embedded Postgres (``xmrt postgres start``) on ``127.0.0.1:XMRT_POSTGRES_PORT``.
+
+Its heartbeats, wake-ups and run streams go to ``REDIS_URI`` (default: the Redis above, database 1).
+``LG_BG_JOB_HEARTBEAT`` (seconds) sets how often a running run proves its process is alive; a run whose process
+stops heartbeating for two intervals is handed to another process.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ LLM_PROVIDERS = ("openai", "huggingface")
 DURABILITY_MODES = ("sync", "async", "exit")
 #: User names an API key may not carry: the access policy (xmrt.policy) gives them a meaning of their own.
 RESERVED_USERS = frozenset({"local", "anonymous", "system"})
+DEFAULT_POSTGRES_PORT = 5490
+#: Seconds between the heartbeats of a running run (langgraph-runtime-pg's LG_BG_JOB_HEARTBEAT; its own default
+#: is 120 s, so a run lost with its process waited 4-8 minutes). A run is handed over after 2-4 intervals.
+DEFAULT_RUN_HEARTBEAT = 5.0
 
 
 class ConfigError(ValueError):
@@ -63,12 +77,33 @@ class Config:
     api_keys: tuple[tuple[str, str], ...] = field(repr=False, default=())
     audit_max_len: int = 100_000
     ingest_roots: tuple[Path, ...] = ()
-    dev_runtime_fixes: bool = True
+    database_uri: str | None = field(repr=False, default=None)
+    embedded_postgres_port: int = DEFAULT_POSTGRES_PORT
+    runtime_redis_url: str | None = field(repr=False, default=None)
+    run_heartbeat_seconds: float = DEFAULT_RUN_HEARTBEAT
 
     @property
     def redis_dir(self) -> Path:
         """Directory of the embedded Redis server: data, pid file and log."""
         return self.data_dir / "redis"
+
+    @property
+    def postgres_dir(self) -> Path:
+        """Directory of the embedded Postgres server: its cluster, password file and log."""
+        return self.data_dir / "postgres"
+
+    @property
+    def postgres_external(self) -> bool:
+        """True when ``DATABASE_URI`` names the Postgres server to use."""
+        return self.database_uri is not None
+
+    @property
+    def runtime_redis(self) -> str:
+        """The Redis of the production server's runtime (heartbeats, wake-ups, run streams): database 1 by default."""
+        if self.runtime_redis_url:
+            return self.runtime_redis_url
+        parsed = urlparse(self.redis_url)
+        return parsed._replace(path="/1").geturl() if parsed.scheme in ("redis", "rediss") else self.redis_url
 
     def with_embedded_port(self, port: int) -> Config:
         """Return a copy whose embedded server listens on ``port`` (no effect on an external Redis)."""
@@ -178,6 +213,37 @@ def _redis_from_url(url: str) -> tuple[str, str | None]:
     return url, parsed.password
 
 
+#: What ``langgraph dev`` puts in DATABASE_URI / REDIS_URI for its in-memory runtime: no server, so "unset" here.
+_DEV_SERVER_PLACEHOLDERS = (":memory:", "fake")
+
+
+def _database_uri(env: Mapping[str, str]) -> str | None:
+    uri = _opt(env, "DATABASE_URI")
+    if uri is None or uri in _DEV_SERVER_PLACEHOLDERS:
+        return None
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme.split("+", 1)[0] not in ("postgres", "postgresql"):
+        raise ConfigError("DATABASE_URI must start with postgresql:// (or postgres://), e.g. "
+                          "postgresql://user:password@db.example.internal:5432/xmrt")
+    parsed = urlparse(uri)
+    if not parsed.hostname and "host=" not in (parsed.query or ""):
+        raise ConfigError("DATABASE_URI has no host")
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError("DATABASE_URI has an invalid port") from None
+    return uri
+
+
+def _runtime_redis(env: Mapping[str, str]) -> str | None:
+    uri = _opt(env, "REDIS_URI")
+    if uri in _DEV_SERVER_PLACEHOLDERS:
+        return None
+    if uri is not None and urlparse(uri).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URI must start with redis://, rediss:// or unix://")
+    return uri
+
+
 def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Config:
     """Read and validate the configuration.
 
@@ -241,10 +307,6 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
     if durability not in DURABILITY_MODES:
         raise ConfigError(f"XMRT_DURABILITY={durability!r} must be one of {', '.join(DURABILITY_MODES)}")
 
-    fixes = (_opt(source, "XMRT_DEV_RUNTIME_FIXES") or "1").lower()
-    if fixes not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError(f"XMRT_DEV_RUNTIME_FIXES={fixes!r} must be 1 or 0 (true/false, yes/no, on/off)")
-
     vector_dir = _opt(source, "RAGLIGHT_VECTOR_STORE")
     return Config(
         data_dir=data_dir,
@@ -274,7 +336,11 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         ingest_roots=tuple(Path(p.strip()).expanduser().resolve()
                            for p in (_opt(source, "XMRT_INGEST_ROOTS") or "").split(",") if p.strip())
         or (data_dir.resolve() / "sources",),
-        dev_runtime_fixes=fixes in ("1", "true", "yes", "on"),
+        database_uri=_database_uri(source),
+        embedded_postgres_port=_int(source, "XMRT_POSTGRES_PORT", DEFAULT_POSTGRES_PORT, 1, 65535),
+        runtime_redis_url=_runtime_redis(source),
+        run_heartbeat_seconds=_float(source, "LG_BG_JOB_HEARTBEAT", DEFAULT_RUN_HEARTBEAT, 1.0)
+        or DEFAULT_RUN_HEARTBEAT,
     )
 
 

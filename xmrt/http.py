@@ -416,15 +416,8 @@ class BodyLimit:
 
 @contextlib.asynccontextmanager
 async def lifespan(_app: Starlette):
-    """Served by ``langgraph dev``: fix its in-memory runtime's run pick-up and thread deletes (xmrt.dev_runtime)."""
-    from xmrt import dev_runtime
-
-    installed = dev_runtime.install()
-    try:
-        yield
-    finally:
-        if installed:
-            dev_runtime.uninstall()
+    """Nothing to start or stop here: the runtime's lifespan (``langgraph dev`` or ``xmrt serve``) wraps this one."""
+    yield
 
 
 app = Starlette(lifespan=lifespan, middleware=[Middleware(ApiGate), Middleware(BodyLimit)], routes=[
