@@ -6,7 +6,8 @@ Every answer the reasoning graphs and the memory agent give goes through :func:`
    dropped.
 2. A sentence is **supported** when all of these hold: its embedding is at least ``threshold`` similar to one
    unit of evidence (a passage, one of its sentences, or a recalled memory), or all its content words occur in
-   one unit (a short answer such as "Seven days."); at least ``min_coverage`` of its
+   one of the three units most similar to the question (a short answer such as "Seven days."); at least
+   ``min_coverage`` of its
    content words occur in the evidence or the question; every number in it occurs in the evidence or the
    question; and it says something the question does not (a word or number of its own; not a question).
    Supported sentences keep a citation of the unit that supports them (``[n]`` for passage ``n``).
@@ -45,7 +46,7 @@ therefore thus hello hi thanks thank please sure okay ok noted remember remember
 """.split())
 _WORD = re.compile(r"[a-z0-9]+")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
-_NOT_PROSE = re.compile(r"```|^\s*#|^\s*(?:def|class|import|return|returns?)\b|[{};]\s*$", re.I)
+_NOT_PROSE = re.compile(r"```|\*\*|::=|^\s*#|^\s*(?:def|class|import|returns?)\b|[{};:]\s*$", re.I)
 _ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
 DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
 
@@ -170,6 +171,8 @@ def ground(answer: str, question: str, units: Sequence[Unit], embed: Embed, *, t
     kept, support = [], []
     sims = sent_v @ unit_v.T if len(sentences) else np.zeros((0, len(units)))
     unit_words = [content_words(u.text) for u in units]
+    relevant = np.zeros(len(units), dtype=np.float32)  # the units that best answer the question
+    relevant[np.argsort(-(unit_v @ q_v))[:3]] = 1.0
     for i, sentence in enumerate(sentences):
         words = content_words(sentence)
         holds = np.array([bool(words) and words <= w for w in unit_words], dtype=np.float32)
@@ -178,10 +181,10 @@ def ground(answer: str, question: str, units: Sequence[Unit], embed: Embed, *, t
         coverage = len(words & allowed_words) / len(words) if words else 1.0
         missing_numbers = sorted(numbers(sentence) - allowed_numbers)
         new_info = (words - asked_words) or (numbers(sentence) - asked_numbers)
-        # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one unit
-        # and still fairly similar to it. Code fences, headings and one-word fragments are never an answer.
-        inside = bool(holds.any()) and similarity >= threshold - 0.2
-        prose = not _NOT_PROSE.search(sentence) and (len(words) >= 2 or bool(numbers(sentence)))
+        # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one of the
+        # units that best answer the question. Code, grammar rules and headings are never an answer.
+        inside = bool((holds * relevant).any())
+        prose = not _NOT_PROSE.search(sentence) and bool(words or numbers(sentence))
         ok = ((similarity >= threshold or inside) and coverage >= min_coverage and not missing_numbers
               and bool(new_info) and prose and not sentence.rstrip().endswith("?"))
         why = ("supported" if ok else "not similar enough to any evidence" if similarity < threshold
