@@ -23,11 +23,13 @@ def _bench(env: dict, cwd, *args: str) -> dict:
 def _check_the_checks(report: dict) -> None:
     checks = {c["check"]: c for c in report["checks"]}
     assert set(checks) == {"malformed JSON", "unknown graph", "unknown thread", "payload over 1 MB",
-                           "ingest path traversal", "namespace with RediSearch syntax"}
+                           "ingest path traversal", "store item with an empty key", "graph input of the wrong type"}
     for name, c in checks.items():
         assert c["ok"] and c["clean"] and 400 <= c["status"] < 500, (name, c)
     assert checks["payload over 1 MB"]["status"] == 413
     assert "allowed roots" in checks["ingest path traversal"]["message"]
+    assert "key" in checks["store item with an empty key"]["message"]
+    assert "input.proposals" in checks["graph input of the wrong type"]["message"]
 
 
 @pytest.mark.slow

@@ -9,8 +9,9 @@ hybrid retrieval over a seeded knowledge base and cited answers, with a scripted
 the error count.
 
 Bad requests: malformed JSON, an unknown graph, an unknown thread, a body over 1 MB, an ingest source outside
-the allowed roots (path traversal), and store namespace labels with RediSearch syntax. Each must get a 4xx with a
-clear message and leave no partial state (no thread, no checkpoint, no store item).
+the allowed roots (path traversal), a store item with an empty key, and an Eliza input whose proposals are not a
+list. Each must get a 4xx with a clear message and leave no partial state (no thread, no checkpoint, no store
+item).
 
 Without ``--url`` the command starts its own server on a free port and stops it afterwards: the production server
 (``xmrt serve --workers N``: langgraph-runtime-pg on a scratch Postgres database, the configured Redis), or with
@@ -393,11 +394,15 @@ async def run_checks(url: str, key: str | None) -> list[dict[str, Any]]:
                               json={"assistant_id": "ingest", "input": {"source": "../../../../etc"}})
         add("ingest path traversal", res, await thread_is_empty(tid))
 
-        res = await http.put("/store/items", json={"namespace": ["notes", "a@b|c-(d)*{e}"], "key": "k",
-                                                   "value": {"v": 1}})
+        res = await http.put("/store/items", json={"namespace": ["notes"], "key": "", "value": {"v": 1}})
         found = await http.post("/store/items/search", json={"namespace_prefix": ["notes"], "limit": 100})
-        add("namespace with RediSearch syntax", res,
-            found.status_code == 200 and not any(i["key"] == "k" for i in found.json().get("items", [])))
+        add("store item with an empty key", res,
+            found.status_code == 200 and not any(i["key"] == "" for i in found.json().get("items", [])))
+
+        tid = await fresh_thread()
+        res = await http.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "eliza",
+                                                                 "input": {"proposals": None}})
+        add("graph input of the wrong type", res, await thread_is_empty(tid))
     return results
 
 
