@@ -12,7 +12,9 @@ serialises writers of one collection lives in Chroma too, in the hidden collecti
   expiry to 0. A holder killed with SIGKILL leaves its lease behind only until its expiry (``ttl``, 60 s by
   default): then another writer takes it over with the next epoch.
 * Expiries are compared on the waiting machine's clock, so the clocks of the machines must agree within a
-  fraction of ``ttl`` (as NTP keeps them).
+  fraction of ``ttl`` (as NTP keeps them). A lease whose holder ran on this same host in a process that no
+  longer exists counts as expired at once (its pid is checked), so a crashed local ingest is taken over
+  without waiting for the expiry.
 
 :class:`ChromaLease` is re-entrant within one object: the ingest holds it around plan, embed and write, and
 every upsert/delete inside takes it again without waiting.
@@ -89,10 +91,24 @@ class ChromaLease:
                 best, meta = epoch, dict(meta_i)
         return best, meta
 
+    @staticmethod
+    def _live(meta: dict | None) -> bool:
+        """Whether a lease record is live: not released or expired, and not held by a dead local process."""
+        if not meta or float(meta.get("expires", 0)) <= time.time():
+            return False
+        if meta.get("host") == socket.gethostname():
+            try:
+                os.kill(int(meta.get("pid", 0)), 0)
+            except ProcessLookupError:
+                return False
+            except (PermissionError, ValueError, OverflowError):
+                pass
+        return True
+
     def held_by_other(self) -> dict | None:
         """The live holder's record when someone other than us holds the lease, else None."""
         _, meta = self.current()
-        if meta and meta.get("token") != self._token and float(meta.get("expires", 0)) > time.time():
+        if meta and meta.get("token") != self._token and self._live(meta):
             return meta
         return None
 
@@ -105,7 +121,7 @@ class ChromaLease:
                 self._depth += 1
                 return True
             epoch, meta = self.current()
-            if meta and float(meta.get("expires", 0)) > time.time() and meta.get("token") != self._token:
+            if meta and meta.get("token") != self._token and self._live(meta):
                 return False
             record = f"{self.key}#{epoch + 1}"
             mine = {"key": self.key, "epoch": epoch + 1, "token": self._token, "host": socket.gethostname(),

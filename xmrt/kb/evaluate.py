@@ -218,6 +218,8 @@ def evaluate_retrieval(
         status("corpus embeddings " + ("loaded from cache" if cached else "computed and cached"))
         ingest_dataset(index, dataset, embeddings)
         status(f"ingested into throw-away collection {name!r}")
+        if "hybrid" in modes and index.calibrate_fusion() is not None:
+            status(f"hybrid dense weight calibrated on the corpus itself: {index.fusion_params().weight}")
         results: dict[str, dict[str, float]] = {}
         for m in modes:
             run, latencies = run_queries(index, dataset, query_ids, m)
@@ -226,7 +228,7 @@ def evaluate_retrieval(
             results[m] = scores
     finally:
         index.drop()
-    fusion = index.fusion
+    fusion = index.fusion_params()
     return {
         "dataset": str(dataset.directory),
         "passages": len(dataset.corpus_ids),

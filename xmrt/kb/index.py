@@ -169,7 +169,8 @@ class KnowledgeIndex:
     Args:
         config: Runtime configuration (Chroma location, data directory, embedding model).
         collection: Collection name (3..512 characters of letters, digits, '.', '_', '-', alphanumeric ends).
-        fusion: How hybrid search fuses its two rankings; defaults to the measured choice.
+        fusion: How hybrid search fuses its two rankings; by default ``max`` with the weight calibrated for this
+            collection (:meth:`calibrate_fusion`).
 
     Raises:
         UserError: The name is invalid, or the collection was built with another embedding model.
@@ -189,6 +190,7 @@ class KnowledgeIndex:
         self._lease = ChromaLease(self._client, f"write:{self._collection.id}")
         self._bm25 = BM25Index(self.bm25_dir(config, self.name, str(self._collection.id)))
         self._last_count_check = 0.0
+        self._meta_seen: dict = dict(self._collection.metadata or {})
         self.refresh_lexical(check_counts=True)
 
     # -- opening ---------------------------------------------------------------------------------------------
@@ -264,7 +266,8 @@ class KnowledgeIndex:
         import time
 
         with self._lock:
-            remote = int(self._remote_meta().get(GEN_KEY, 0))
+            self._meta_seen = self._remote_meta()
+            remote = int(self._meta_seen.get(GEN_KEY, 0))
             local = self._bm25.sync_marker()
             if self._bm25.needs_rebuild or local < 0 or local > remote:
                 self._rebuild(remote)
@@ -706,7 +709,7 @@ class KnowledgeIndex:
         fused = fuse(
             [(h.id, h.dense_score) for h in dense],
             [(h.id, h.bm25_score) for h in lexical],
-            self.fusion,
+            self.fusion_params(),
             dense_extra=dense_extra,
             lexical_extra=lexical_extra,
         )
@@ -740,6 +743,68 @@ class KnowledgeIndex:
             chosen.append(best)
             remaining.remove(best)
         return [cands[i] for i in chosen]
+
+    # -- fusion calibration ----------------------------------------------------------------------------------
+
+    def fusion_params(self) -> FusionParams:
+        """The fusion hybrid search uses now: the configured one, with the calibrated weight when it has none."""
+        from dataclasses import replace
+
+        from xmrt.kb.calibration import NEUTRAL_WEIGHT
+
+        if self.fusion.weight is not None:
+            return self.fusion
+        weight = self._meta_seen.get("fusion_weight")
+        return replace(self.fusion, weight=float(weight) if isinstance(weight, int | float) else NEUTRAL_WEIGHT)
+
+    def calibrate_fusion(self, *, force: bool = False, seed: int = 0) -> dict | None:
+        """Calibrate the hybrid weight from this collection's own chunks and store it in its metadata.
+
+        Skipped (returns None) for collections under ``MIN_CHUNKS`` chunks, and unless ``force``, when the last
+        calibration was made at a chunk count within ``DRIFT`` of today's. See :mod:`xmrt.kb.calibration`.
+
+        Returns:
+            The stored calibration fields, or None when skipped.
+        """
+        import random
+
+        from xmrt.kb.calibration import DRIFT, MIN_CHUNKS, calibrate
+
+        total = self.count()
+        if total < MIN_CHUNKS:
+            return None
+        meta = self._remote_meta()
+        done_at = meta.get("fusion_calibrated_chunks")
+        if not force and isinstance(done_at, int) and done_at > 0 and abs(total - done_at) <= DRIFT * done_at:
+            return None
+        with self.writing("calibrate fusion"):
+            self.refresh_lexical()
+            ids = self._bm25.ids()
+            sample = random.Random(seed).sample(ids, min(len(ids), 1000))
+            got = self._collection.get(ids=sample, include=["documents"])
+
+            def embed(texts: list[str]) -> np.ndarray:
+                return np.asarray(self.embed_documents(texts), dtype=np.float32)
+
+            def dense_search(qvec: np.ndarray, n: int) -> list[tuple[str, float]]:
+                return [(h.id, h.dense_score) for h in self._dense(qvec, n, None, None)]
+
+            def lexical_search(query: str, n: int) -> list[tuple[str, float]]:
+                return [(h.id, h.bm25_score) for h in self._lexical(query, n, None, None)]
+
+            result = calibrate(list(zip(got["ids"], [d or "" for d in got["documents"]], strict=True)), embed=embed,
+                               dense_search=dense_search, lexical_search=lexical_search,
+                               lexical_score=self._bm25.score_text, total_chunks=total, seed=seed,
+                               method=self.fusion.method if self.fusion.method != "rrf" else "max")
+            fields = result.to_metadata()
+            meta = self._remote_meta()
+            meta.update(fields)
+            self._lease.check()
+            self._collection.modify(metadata=meta)
+            self._meta_seen = meta
+        log.info("collection %r: hybrid dense weight calibrated to %.2f on %d pseudo-queries", self.name,
+                 result.weight, result.queries)
+        return fields
 
     # -- collections -----------------------------------------------------------------------------------------
 

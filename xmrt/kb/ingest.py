@@ -246,7 +246,10 @@ def index_files(
         todo = again["add"] + again["update"]
         if len(todo) < len(files):
             log.info("%d of %d files were indexed meanwhile by another ingest", len(files) - len(todo), len(files))
-        return _index_files(index, resolved, todo, {**old_ids, **again["old_ids"]}, settings, ingested_at)
+        result = _index_files(index, resolved, todo, {**old_ids, **again["old_ids"]}, settings, ingested_at)
+        if result["chunks_embedded"] and hasattr(index, "calibrate_fusion"):
+            index.calibrate_fusion()  # only when the collection changed size by a quarter since the last time
+        return result
 
 
 def _index_files(index: Any, resolved: ResolvedSource, files: Sequence[dict], old_ids: dict[str, list[str]],

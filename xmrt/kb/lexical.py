@@ -458,6 +458,36 @@ class BM25Index:
             lookup = self._id_to_doc
             return {i: float(by_doc.get(lookup.get(i, -1), 0.0)) for i in ids}
 
+    def score_text(self, query: str, text: str) -> float:
+        """The BM25 score ``text`` would have as a document of this index (its statistics, not changed)."""
+        terms = Counter(self.tokenizer(query))
+        doc = Counter(self.tokenizer(text))
+        length = sum(doc.values())
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                self._refresh(cur)
+                n, avgdl = self._n_docs, self._avgdl
+                wanted = [t for t in terms if t in doc]
+                dfs = {}
+                if wanted:
+                    marks = ",".join("?" * len(wanted))
+                    dfs = dict(cur.execute(f"SELECT term, df FROM terms WHERE term IN ({marks})", wanted).fetchall())
+            finally:
+                cur.execute("COMMIT")
+                cur.close()
+        if not n:
+            return 0.0
+        norm = self.k1 * (1.0 - self.b + self.b * length / max(avgdl, 1e-9))
+        score = 0.0
+        for term, qtf in terms.items():
+            tf = doc.get(term, 0)
+            if tf:
+                df = dfs.get(term, 0)
+                score += qtf * math.log(1.0 + (n - df + 0.5) / (df + 0.5)) * tf * (self.k1 + 1.0) / (tf + norm)
+        return score
+
     def close(self) -> None:
         """Close the SQLite connection."""
         with self._lock:
