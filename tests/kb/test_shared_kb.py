@@ -136,6 +136,11 @@ def test_two_data_directories_see_every_ingest_at_once(chroma_server, redis_serv
     (docs / "fees.md").write_text("Withdrawal fees are waived for the quokka sanctuary.")
     ingest_path(b, str(docs), collection="shared-kb", progress=False)
     assert KnowledgeIndex(a, "shared-kb").search("quokka", k=1, mode="bm25")[0].metadata["source"] == "fees.md"
+    # each machine's `kb stats` knows the last ingest, wherever it ran (A never ingested from B's log)
+    from xmrt.kb.stats import collection_stats
+
+    assert collection_stats(a, "shared-kb")["last_ingest"] == collection_stats(b, "shared-kb")["last_ingest"]
+    assert collection_stats(a, "shared-kb")["last_ingest"] is not None
 
 
 def test_each_vector_store_has_its_own_lexical_index(redis_server, tmp_path):

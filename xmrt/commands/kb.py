@@ -148,8 +148,10 @@ def _drop(args: argparse.Namespace) -> int:
 
         from xmrt.kb.chroma import chroma_client
 
-        chroma_client(config).delete_collection(name)
-        shutil.rmtree(KnowledgeIndex.bm25_dir(config, name), ignore_errors=True)
+        client = chroma_client(config)
+        collection_id = str(client.get_collection(name, embedding_function=None).id)
+        client.delete_collection(name)
+        shutil.rmtree(KnowledgeIndex.bm25_dir(config, name, collection_id), ignore_errors=True)
     else:
         index.drop()
     forget_collection(config, name)

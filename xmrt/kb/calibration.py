@@ -144,7 +144,7 @@ def calibrate(
         if score > 0:
             lexical = _insert(lexical, target, score, CANDIDATES)
         for j, w in enumerate(WEIGHTS):
-            fused = fuse(dense, lexical, FusionParams(method=method, weight=w)) if lexical else dense
+            fused = fuse(dense, lexical, FusionParams(method=method, weight=w), depth=CANDIDATES) if lexical else dense
             for rank, (doc_id, _) in enumerate(fused[:10], 1):
                 if doc_id == target:
                     rr[n, j] = 1.0 / rank

@@ -73,6 +73,7 @@ def fuse(
     *,
     dense_extra: Mapping[str, float] | None = None,
     lexical_extra: Mapping[str, float] | None = None,
+    depth: int | None = None,
 ) -> list[tuple[str, float]]:
     """Fuse two rankings into one, best first.
 
@@ -82,6 +83,10 @@ def fuse(
         params: Method and weight.
         dense_extra: Cosine similarities of candidates absent from ``dense`` (score methods only).
         lexical_extra: BM25 scores of candidates absent from ``lexical`` (score methods only).
+        depth: How many candidates each list was asked for. A list shorter than that is complete (every document
+            with a positive score is in it), so with ``max`` an absent candidate scores the natural zero, not the
+            list's lowest score. Without it a query that matches one document lexically gets no lexical
+            evidence at all (every candidate would tie with that document's score).
 
     Returns:
         ``(id, fused score)`` for the union of both lists, best first; ties keep dense order, then BM25 order.
@@ -107,7 +112,8 @@ def fuse(
                 continue
             scores = dict(items)
             zero, unit = _scale(list(scores.values()), params.method, params.norm_depth)
-            floor = min(scores.values())
+            complete = depth is not None and len(items) < depth
+            floor = 0.0 if complete and params.method == "max" else min(scores.values())
             for doc_id in fused:
                 raw = scores.get(doc_id)
                 if raw is None and extra is not None:

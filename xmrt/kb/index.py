@@ -601,7 +601,7 @@ class KnowledgeIndex:
         elif mode == "bm25":
             candidates = lexical
         else:
-            candidates = self._hybrid(query, qvec, dense, lexical)
+            candidates = self._hybrid(query, qvec, dense, lexical, n_cand)
         hits = self._mmr(candidates, k, mmr_lambda) if mmr and candidates else candidates[:k]
         return self._fill(hits)
 
@@ -680,7 +680,7 @@ class KnowledgeIndex:
                     return hits
         return hits
 
-    def _hybrid(self, query: str, qvec: np.ndarray, dense: list[Hit], lexical: list[Hit]) -> list[Hit]:
+    def _hybrid(self, query: str, qvec: np.ndarray, dense: list[Hit], lexical: list[Hit], depth: int) -> list[Hit]:
         by_id: dict[str, Hit] = {}
         for hit in dense:
             by_id[hit.id] = hit
@@ -712,6 +712,7 @@ class KnowledgeIndex:
             self.fusion_params(),
             dense_extra=dense_extra,
             lexical_extra=lexical_extra,
+            depth=depth,
         )
         out = []
         for doc_id, score in fused:
@@ -743,6 +744,17 @@ class KnowledgeIndex:
             chosen.append(best)
             remaining.remove(best)
         return [cands[i] for i in chosen]
+
+    def record_shared(self, key: str, value: dict) -> None:
+        """Store a JSON record in the collection's metadata (under the write lease), for every machine to read."""
+        import json
+
+        with self.writing(f"record {key}"):
+            meta = self._remote_meta()
+            meta[key] = json.dumps(value, sort_keys=True)
+            self._lease.check()
+            self._collection.modify(metadata=meta)
+            self._meta_seen = meta
 
     # -- fusion calibration ----------------------------------------------------------------------------------
 

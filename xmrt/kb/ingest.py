@@ -249,6 +249,9 @@ def index_files(
         result = _index_files(index, resolved, todo, {**old_ids, **again["old_ids"]}, settings, ingested_at)
         if result["chunks_embedded"] and hasattr(index, "calibrate_fusion"):
             index.calibrate_fusion()  # only when the collection changed size by a quarter since the last time
+        if hasattr(index, "record_shared"):  # every machine's `kb stats` shows the last ingest, wherever it ran
+            index.record_shared("last_ingest", {"source_root": resolved.source_root,
+                                                "ingested_at": ingested_at or now_iso()})
         return result
 
 

@@ -96,6 +96,14 @@ def collection_stats(config: Config, name: str, client: Any = None) -> dict[str,
         ft = str(m.get("file_type") or "")
         kinds[ft] = kinds.get(ft, 0) + 1
     record = _read_log(config).get(name) or {}
+    shared = (col.metadata or {}).get("last_ingest")  # written by whichever machine ingested last
+    if isinstance(shared, str):
+        try:
+            other = json.loads(shared)
+        except ValueError:
+            other = {}
+        if isinstance(other, dict) and str(other.get("ingested_at", "")) > str(record.get("ingested_at") or ""):
+            record = other
     return {
         "name": name,
         "chunks": col.count(),
