@@ -85,6 +85,16 @@ def embedding_model_id(config: Config) -> str:
     return base if engine in (None, "torch") else f"{base}+{engine}"
 
 
+def embedding_cache_id(config: Config) -> str:
+    """The model id plus the ONNX build recipe: the key of cached embeddings (a new recipe changes the vectors)."""
+    engine = embedding_engine(config)
+    if engine in (None, "torch"):
+        return embedding_model_id(config)
+    from xmrt.kb.onnx_embed import RECIPE_VERSION
+
+    return f"{embedding_model_id(config)}-r{RECIPE_VERSION}"
+
+
 def engine_of_model_id(model_id: str) -> str:
     """The engine named by a model id (``torch`` for a plain id)."""
     return model_id.rsplit("+", 1)[1] if "+" in model_id else "torch"
