@@ -9,8 +9,9 @@ layers int8 0.9929 / 8.6-9.1 s, first layer fp32 0.9956 / 9.8 s, first two layer
 feed-forward down-projections fp32 0.9955 / 11.5 s; torch needs about 24.5 s. Early layers' errors are carried
 through every later layer, so keeping them exact buys the most for the least time.
 
-The result is cached in :func:`model_cache_dir` under a key made of everything that changes it: the SHA-256 of the weights and tokenizer files, the recipe version, and the torch / onnx / onnxruntime versions. A
-build is written to a temporary file and renamed, under a file lock, so concurrent first uses build it once.
+The result is cached in :func:`model_cache_dir` under a key made of everything that changes it: the SHA-256 of
+the weights and tokenizer files, the recipe version, and the torch / onnx / onnxruntime versions. A build is
+written to a temporary file and renamed, under a file lock, so concurrent first uses build it once.
 
 :class:`OnnxEmbeddings` is a LangChain ``Embeddings``: the same tokenisation as sentence-transformers (the
 model's ``tokenizer.json``, truncation at the model's ``max_seq_length``, 256 for MiniLM), mean pooling over the
