@@ -5,7 +5,8 @@ BM25, on code or identifiers lexical matches carry more. A weight chosen on one 
 over (MS MARCO's 0.8 lost to dense alone on a DBpedia-entity subset), so the weight is learned for each
 collection from pseudo-queries made of its own chunks, the inverse-cloze task (Lee et al., 2019):
 
-1. Sample up to ``samples`` chunks (seeded). From each, cut out one *segment* (a sentence, or a line of code,
+1. Sample up to ``samples`` chunks (seeded; :func:`calibration_samples`: one per 25 chunks, 40 to 200). From
+   each, cut out one *segment* (a sentence, or a line of code,
    of 4 to 40 words): the segment is the query, the rest of the chunk is the one relevant passage. The rest is
    embedded, and scored by BM25 with the collection's statistics, as if it were a chunk of the collection; the
    original chunk is removed from both candidate lists, so the query's words are not found verbatim.
@@ -43,6 +44,15 @@ NEUTRAL_WEIGHT = 0.5
 DRIFT = 0.25
 CANDIDATES = 100
 _SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def calibration_samples(total_chunks: int) -> int:
+    """Pseudo-queries for a collection of ``total_chunks``: one per 25 chunks, 40 to SAMPLES.
+
+    Each costs about one chunk embedding (the rest of its chunk), so a calibration adds at most about 4% to the
+    embedding work of the ingest that triggers it (5% at the 40-query floor).
+    """
+    return max(40, min(SAMPLES, total_chunks // 25))
 
 
 @dataclass(frozen=True)

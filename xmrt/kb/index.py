@@ -780,7 +780,7 @@ class KnowledgeIndex:
         """
         import random
 
-        from xmrt.kb.calibration import DRIFT, MIN_CHUNKS, calibrate
+        from xmrt.kb.calibration import DRIFT, MIN_CHUNKS, calibrate, calibration_samples
 
         total = self.count()
         if total < MIN_CHUNKS:
@@ -807,6 +807,7 @@ class KnowledgeIndex:
             result = calibrate(list(zip(got["ids"], [d or "" for d in got["documents"]], strict=True)), embed=embed,
                                dense_search=dense_search, lexical_search=lexical_search,
                                lexical_score=self._bm25.score_text, total_chunks=total, seed=seed,
+                               samples=calibration_samples(total),
                                method=self.fusion.method if self.fusion.method != "rrf" else "max")
             fields = result.to_metadata()
             meta = self._remote_meta()
