@@ -158,6 +158,21 @@ def _one_torch_thread():
             torch.set_num_threads(previous)
 
 
+_QUERY_POOL = None
+_QUERY_POOL_LOCK = threading.Lock()
+
+
+def _query_pool():
+    """One process-wide worker thread pool that embeds hybrid queries (created on first use, not at import)."""
+    global _QUERY_POOL
+    with _QUERY_POOL_LOCK:
+        if _QUERY_POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _QUERY_POOL = ThreadPoolExecutor(2, thread_name_prefix="kb-query-embed")
+        return _QUERY_POOL
+
+
 def _chunks(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -578,23 +593,35 @@ class KnowledgeIndex:
         where_all = _combine_where(where, file_type, kind, exact_source)
         n_cand = max(k, fetch_k or 0, (4 * k if mmr else 0), HYBRID_CANDIDATES if mode == "hybrid" else 0)
 
+        # A hybrid search embeds the query on a worker thread while BM25 ranks (onnxruntime and SQLite release
+        # the GIL), so the two costs overlap instead of adding up.
+        pending = None
         qvec = None
         if mode != "bm25":
-            qvec = np.asarray(query_embedding if query_embedding is not None else self.embed_query(query), np.float32)
-
-        if mode != "semantic":
-            self.refresh_lexical()  # see every committed write, from any machine, before ranking by BM25
+            if query_embedding is not None:
+                qvec = np.asarray(query_embedding, np.float32)
+            elif mode == "hybrid":
+                pending = _query_pool().submit(self.embed_query, query)
+            else:
+                qvec = np.asarray(self.embed_query(query), np.float32)
         dense: list[Hit] = []
         lexical: list[Hit] = []
         try:
+            if mode != "semantic":
+                self.refresh_lexical()  # see every committed write, from any machine, before ranking by BM25
+                lexical = self._lexical(query, n_cand, where_all, source_glob)
+            if pending is not None:
+                qvec = np.asarray(pending.result(), np.float32)
+                pending = None
             if mode in ("semantic", "hybrid"):
                 dense = self._dense(qvec, n_cand, where_all, source_glob)
-            if mode in ("bm25", "hybrid"):
-                lexical = self._lexical(query, n_cand, where_all, source_glob)
         except ValueError as exc:  # chromadb rejects a malformed where filter with ValueError subclasses
             if where_all is None:
                 raise
             raise UserError(f"invalid metadata filter {where_all!r}: {exc}".splitlines()[0]) from None
+        finally:
+            if pending is not None:  # an error before the embedding was awaited: let it finish unobserved
+                pending.cancel()
 
         if mode == "semantic":
             candidates = dense
