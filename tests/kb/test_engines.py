@@ -105,7 +105,8 @@ def test_calibration_follows_the_retriever_that_works(lexical_good):
     chunks, fns = _synthetic(lexical_good)
     result = calibrate(chunks, **fns)
     assert result.queries == 60
-    if lexical_good:
-        assert result.weight < 0.5, result.mrr
+    best = max(result.mrr, key=result.mrr.get)
+    if lexical_good:  # BM25 finds the pseudo-relevant passage: the weight goes to its floor, BM25 = dense
+        assert best < 0.5 and result.weight == 0.5, result.mrr
     else:
-        assert result.weight > 0.5, result.mrr
+        assert best > 0.5 and result.weight > 0.7, result.mrr
