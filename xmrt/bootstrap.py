@@ -83,6 +83,20 @@ def setup(force: bool = False) -> None:
     _pip(*pinned, "--no-deps", *NO_DEPS, log=log)
     STAMP.write_text(fingerprint)
     _say("dependencies installed")
+    _build_embedding_model()
+
+
+def _build_embedding_model() -> None:
+    """Build the default int8 ONNX embedding model from the shipped MiniLM weights (cached; else built on first use)."""
+    _say("building the int8 ONNX embedding model from the local MiniLM weights (cached per machine)")
+    code = ("from xmrt.config import create_config; from xmrt.embeddings import build_local_engine; "
+            "print(build_local_engine(create_config()) or 'no ONNX engine configured')")
+    proc = subprocess.run([str(_venv_python()), "-c", code], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        _say(f"  could not build it now ({tail[0]}); it is built on first use instead")
+    else:
+        _say(f"  {proc.stdout.strip().splitlines()[-1]}")
 
 
 #: Installed for profiling or by hand, never needed to run or test the project: left out of constraints.txt.

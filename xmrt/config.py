@@ -36,6 +36,8 @@ from urllib.parse import quote, urlparse
 DEFAULT_EMBEDDED_PORT = 6390
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 LLM_PROVIDERS = ("openai", "huggingface")
+#: How a local embedding model runs: int8 ONNX (the default), fp32 ONNX, or sentence-transformers on torch.
+EMBEDDING_ENGINES = ("onnx-int8", "onnx-fp32", "torch")
 DURABILITY_MODES = ("sync", "async", "exit")
 #: User names an API key may not carry: the access policy (xmrt.policy) gives them a meaning of their own.
 RESERVED_USERS = frozenset({"local", "anonymous", "system"})
@@ -81,6 +83,9 @@ class Config:
     embedded_postgres_port: int = DEFAULT_POSTGRES_PORT
     runtime_redis_url: str | None = field(repr=False, default=None)
     run_heartbeat_seconds: float = DEFAULT_RUN_HEARTBEAT
+    #: XMRT_EMBEDDING_ENGINE, one of EMBEDDING_ENGINES; None (unset) means onnx-int8 for new collections, and an
+    #: existing collection's own engine when it was built with another one.
+    embedding_engine: str | None = None
 
     @property
     def redis_dir(self) -> Path:
@@ -303,6 +308,10 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
             f"RAGLIGHT_EMBEDDING_PROVIDER={emb_provider!r} must be 'huggingface' or 'openai'"
         )
 
+    engine = (_opt(source, "XMRT_EMBEDDING_ENGINE") or "").lower() or None
+    if engine is not None and engine not in EMBEDDING_ENGINES:
+        raise ConfigError(f"XMRT_EMBEDDING_ENGINE={engine!r} must be one of {', '.join(EMBEDDING_ENGINES)}")
+
     durability = (_opt(source, "XMRT_DURABILITY") or "sync").lower()
     if durability not in DURABILITY_MODES:
         raise ConfigError(f"XMRT_DURABILITY={durability!r} must be one of {', '.join(DURABILITY_MODES)}")
@@ -341,6 +350,7 @@ def create_config(env: Mapping[str, str] | None = None, env_file: str | Path | N
         runtime_redis_url=_runtime_redis(source),
         run_heartbeat_seconds=_float(source, "LG_BG_JOB_HEARTBEAT", DEFAULT_RUN_HEARTBEAT, 1.0)
         or DEFAULT_RUN_HEARTBEAT,
+        embedding_engine=engine,
     )
 
 

@@ -61,7 +61,7 @@ def exported(config, tmp_path) -> tuple[Path, dict, list]:
     index.close()
     path = tmp_path / "export" / "kb.jsonl"
     header = export_collection(config, path, "source-kb")
-    assert header["count"] == len(snap) and header["embedding_model"] == "huggingface:all-MiniLM-L6-v2"
+    assert header["count"] == len(snap) and header["embedding_model"] == "huggingface:all-MiniLM-L6-v2+onnx-int8"
     return path, snap, res
 
 
@@ -87,7 +87,7 @@ def test_round_trip_into_an_empty_store_is_lossless(config, tmp_path, exported):
     assert KnowledgeIndex.list_collections(other) == []
     result = import_collection(other, path)
     assert result == {"collection": "source-kb", "imported": len(snap),
-                      "embedding_model": "huggingface:all-MiniLM-L6-v2", "chunks": len(snap)}
+                      "embedding_model": "huggingface:all-MiniLM-L6-v2+onnx-int8", "chunks": len(snap)}
     index = KnowledgeIndex(other, "source-kb")
     assert_same_store(snapshot(index), snap)
     assert_same_results(results(index), res)  # identical search results in every mode

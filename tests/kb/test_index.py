@@ -58,7 +58,7 @@ def test_valid_collection_names():
 
 def test_embedding_model_is_recorded_and_checked(config, index):
     meta = chroma_client(config).get_collection("test-index").metadata
-    assert meta["embedding_model"] == index.embedding_model_id == "huggingface:all-MiniLM-L6-v2"
+    assert meta["embedding_model"] == index.embedding_model_id == "huggingface:all-MiniLM-L6-v2+onnx-int8"
     other = config.with_overrides(embedding_model="text-embedding-3-small", embedding_provider="openai")
     with pytest.raises(UserError, match="built with embedding model"):
         KnowledgeIndex(other, "test-index")
@@ -203,7 +203,7 @@ def test_precomputed_embeddings_are_used(config):
 
 
 def test_bm25_persists_and_is_not_rebuilt_on_reopen(config, index):
-    path = KnowledgeIndex.bm25_dir(config, "test-index") / BM25Index.FILENAME
+    path = index.bm25.path / BM25Index.FILENAME
     before = index.search("cache broker", k=3, mode="bm25")
     index.close()
     with sqlite3.connect(path) as db:
@@ -219,7 +219,7 @@ def test_bm25_persists_and_is_not_rebuilt_on_reopen(config, index):
 
 def test_bm25_rebuilds_from_chroma_when_missing(config, index):
     index.close()
-    path = KnowledgeIndex.bm25_dir(config, "test-index")
+    path = index.bm25.path
     for file in path.iterdir():
         file.unlink()
     reopened = KnowledgeIndex(config, "test-index")

@@ -436,7 +436,7 @@ def test_stats_after_ingest(config, tmp_path):
     stats = kb_stats(config)
     assert stats["collections"] == 1 and stats["documents"] == 2 and stats["sources"] == 1
     assert stats["chunks"] == summary["chunks_in_collection"] == 3  # a.md, b.py and the signature of beta
-    assert stats["embedding_model"] == "huggingface:all-MiniLM-L6-v2"
+    assert stats["embedding_model"] == "huggingface:all-MiniLM-L6-v2+onnx-int8"
     assert stats["last_ingest"] == summary["ingested_at"]
     per = stats["per_collection"][0]
     assert per["name"] == "stats" and per["file_types"] == {"md": 1, "py": 1}

@@ -14,7 +14,9 @@ Evaluate semantic, BM25 and hybrid search on a BEIR-format directory:
   DIR/queries.jsonl   one JSON object a line: _id, text
   DIR/qrels/test.tsv  query-id<TAB>corpus-id<TAB>score (graded; the header line is optional)
 
-The corpus is ingested into a throw-away collection that is deleted afterwards. Corpus embeddings are
+The corpus is ingested into a throw-away collection that is deleted afterwards; the hybrid mode's dense
+weight is then calibrated on that collection alone (pseudo-queries cut from its own passages; the judged
+queries are never looked at), as every ingest does. Corpus embeddings are
 cached under <data dir>/kb/eval-cache, keyed by embedding model and corpus file hash, so a repeated
 evaluation embeds nothing. Prints nDCG@10, recall@10, recall@100 and MRR@10 per mode; with --json the
 last line of output is one JSON object.
@@ -101,6 +103,20 @@ def _fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_set(args: argparse.Namespace) -> int:
+    from benchmarks.evalsets import BuildError, build
+    from xmrt.errors import UserError
+
+    try:
+        out = build(args.kind, args.directory)
+    except BuildError as exc:
+        raise UserError(str(exc)) from None
+    source = json.loads((out / "SOURCE.json").read_text(encoding="utf-8"))
+    print(f"built {args.kind} in {out}: {source['passages']} passages, {source['queries']} queries "
+          f"(corpus sha256 {source['corpus_sha256'][:16]}); evaluate it with: xmrt eval retrieval {out}")
+    return 0
+
+
 def register(cli: CommandTree) -> None:
     """Add ``eval retrieval`` and ``bench search``."""
     cli.group("eval", help="evaluate retrieval quality")
@@ -112,6 +128,15 @@ def register(cli: CommandTree) -> None:
     p.add_argument("--collection", metavar="NAME", help="name of the throw-away collection (must not exist)")
     p.add_argument("--limit-queries", type=int, metavar="N", help="evaluate only the first N judged queries")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while embedding")
+
+    from benchmarks.evalsets import KINDS
+    from benchmarks.evalsets import __doc__ as sets_doc
+
+    p = cli.command("eval", "build-set", help="build a BEIR-format set from public text on this machine",
+                    handler=_build_set, description=sets_doc)
+    p.add_argument("kind", choices=KINDS, help="entities (FOLDOC), manpages (/usr/share/man) or code (stdlib)")
+    p.add_argument("directory", metavar="DIR",
+                   help="where to write corpus.jsonl, queries.jsonl, qrels/ and SOURCE.json")
 
     cli.group("bench", help="benchmarks measured in one process")
     p = cli.command("bench", "search", help="search latency p50/p95 per mode at N chunks, plus quality figures",

@@ -152,5 +152,5 @@ def bench_search(
         "build_seconds": round(build_seconds, 1),
         "embed_query_p50_ms": round(_percentile(embed_times, 50), 2),
         "modes": modes,
-        "fusion": {"method": index.fusion.method, "dense_weight": index.fusion.weight},
+        "fusion": {"method": index.fusion_params().method, "dense_weight": index.fusion_params().weight},
     }

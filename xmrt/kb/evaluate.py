@@ -104,9 +104,9 @@ def corpus_embeddings(config: Config, dataset: BeirDataset, *, progress: bool = 
     Returns:
         ``(matrix, cached)``: one float32 row per passage in corpus order, and whether it came from the cache.
     """
-    from xmrt.embeddings import embedding_model_id, get_embeddings
+    from xmrt.embeddings import embedding_cache_id, get_embeddings
 
-    path = embedding_cache_path(config, embedding_model_id(config), dataset.corpus_sha256)
+    path = embedding_cache_path(config, embedding_cache_id(config), dataset.corpus_sha256)
     if path.is_file():
         try:
             matrix = np.load(path, allow_pickle=False)
@@ -218,6 +218,8 @@ def evaluate_retrieval(
         status("corpus embeddings " + ("loaded from cache" if cached else "computed and cached"))
         ingest_dataset(index, dataset, embeddings)
         status(f"ingested into throw-away collection {name!r}")
+        if "hybrid" in modes and index.calibrate_fusion() is not None:
+            status(f"hybrid dense weight calibrated on the corpus itself: {index.fusion_params().weight}")
         results: dict[str, dict[str, float]] = {}
         for m in modes:
             run, latencies = run_queries(index, dataset, query_ids, m)
@@ -226,7 +228,7 @@ def evaluate_retrieval(
             results[m] = scores
     finally:
         index.drop()
-    fusion = index.fusion
+    fusion = index.fusion_params()
     return {
         "dataset": str(dataset.directory),
         "passages": len(dataset.corpus_ids),

@@ -17,8 +17,10 @@ The score fusions use each candidate's real score in the other retriever when th
 (``dense_extra``/``lexical_extra``): the index computes the BM25 score of every dense candidate and the cosine of
 every BM25 candidate, so no candidate is scored as if it were absent from one list.
 
-The default method and weight were chosen by measurement on a tuning half of the MS MARCO queries and checked on
-the held-out half and on two other datasets: see BENCHMARKS.md, section "Knowledge base: retrieval".
+The default method, ``max``, was chosen by measurement (BENCHMARKS.md, "Knowledge base: retrieval"). Its weight
+is not a constant: by default (``weight=None``) each collection calibrates it from its own chunks
+(:mod:`xmrt.kb.calibration`), since the weight that suits one kind of text (0.8 on MS MARCO) lost to dense
+retrieval alone on another.
 """
 
 from __future__ import annotations
@@ -31,23 +33,27 @@ FUSION_METHODS = ("max", "minmax", "rrf")
 
 @dataclass(frozen=True)
 class FusionParams:
-    """How to fuse: ``method`` in FUSION_METHODS, dense ``weight`` in [0, 1], and per-method constants."""
+    """How to fuse: ``method`` in FUSION_METHODS, dense ``weight`` in [0, 1], and per-method constants.
+
+    ``weight=None`` means "the collection's calibrated weight" (resolved by the index before fusing).
+    """
 
     method: str = "max"
-    weight: float = 0.8
+    weight: float | None = 0.8
     rrf_k: int = 60
     norm_depth: int = 100
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:
             raise ValueError(f"fusion method {self.method!r} must be one of {', '.join(FUSION_METHODS)}")
-        if not 0.0 <= self.weight <= 1.0:
+        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"fusion weight {self.weight} must be within [0, 1]")
         if self.rrf_k < 0 or self.norm_depth < 1:
             raise ValueError("rrf_k must be >= 0 and norm_depth >= 1")
 
 
-DEFAULT_FUSION = FusionParams()
+#: What the index uses unless told otherwise: ``max`` with the collection's calibrated weight.
+DEFAULT_FUSION = FusionParams(weight=None)
 
 
 def _scale(scores: Sequence[float], method: str, depth: int) -> tuple[float, float]:
@@ -67,6 +73,7 @@ def fuse(
     *,
     dense_extra: Mapping[str, float] | None = None,
     lexical_extra: Mapping[str, float] | None = None,
+    depth: int | None = None,
 ) -> list[tuple[str, float]]:
     """Fuse two rankings into one, best first.
 
@@ -76,6 +83,10 @@ def fuse(
         params: Method and weight.
         dense_extra: Cosine similarities of candidates absent from ``dense`` (score methods only).
         lexical_extra: BM25 scores of candidates absent from ``lexical`` (score methods only).
+        depth: How many candidates each list was asked for. A list shorter than that is complete (every document
+            with a positive score is in it), so with ``max`` an absent candidate scores the natural zero, not the
+            list's lowest score. Without it a query that matches one document lexically gets no lexical
+            evidence at all (every candidate would tie with that document's score).
 
     Returns:
         ``(id, fused score)`` for the union of both lists, best first; ties keep dense order, then BM25 order.
@@ -86,6 +97,8 @@ def fuse(
         order.setdefault(doc_id, len(order))
     for doc_id, _ in lexical:
         order.setdefault(doc_id, len(order))
+    if params.weight is None:
+        raise ValueError("fuse() needs a concrete weight; the index resolves weight=None per collection")
     w = params.weight
     fused: dict[str, float] = dict.fromkeys(order, 0.0)
     if params.method == "rrf":
@@ -99,7 +112,8 @@ def fuse(
                 continue
             scores = dict(items)
             zero, unit = _scale(list(scores.values()), params.method, params.norm_depth)
-            floor = min(scores.values())
+            complete = depth is not None and len(items) < depth
+            floor = 0.0 if complete and params.method == "max" else min(scores.values())
             for doc_id in fused:
                 raw = scores.get(doc_id)
                 if raw is None and extra is not None:

@@ -121,10 +121,10 @@ def build_code(root: Path, n_corpus: int = 2500, n_queries: int = 300, seed: int
 
 def _seed_cache(config: Config, subset: BeirDataset, full: BeirDataset) -> None:
     """Write the embedding cache entry of ``subset`` from the cached embeddings of ``full`` (same texts)."""
-    from xmrt.embeddings import embedding_model_id
+    from xmrt.embeddings import embedding_cache_id
     from xmrt.kb.evaluate import embedding_cache_path
 
-    path = embedding_cache_path(config, embedding_model_id(config), subset.corpus_sha256)
+    path = embedding_cache_path(config, embedding_cache_id(config), subset.corpus_sha256)
     if path.is_file():
         return
     matrix, _ = corpus_embeddings(config, full, progress=False)

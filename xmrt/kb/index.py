@@ -4,9 +4,20 @@
 
 * Chroma holds ids, texts, metadata and embeddings, with a cosine HNSW index. The collection metadata records
   the embedding model id; opening it with another model is refused, since its vectors would be meaningless.
-* A BM25 inverted index (:mod:`xmrt.kb.lexical`) lives under ``<data_dir>/kb/bm25/<collection>``. It is updated
-  with every upsert and delete, and rebuilt from Chroma's texts only when it is missing or out of step
-  (for instance after Chroma was written by another machine through ``CHROMA_HOST``).
+* A BM25 inverted index (:mod:`xmrt.kb.lexical`) lives under ``<data_dir>/kb/bm25/<collection>.<collection id>``:
+  one per vector store and collection (the id is Chroma's UUID of the collection, so two stores, or a dropped
+  and re-created collection, never share one). It is a per-machine cache of a lexical truth kept in Chroma.
+
+**One lexical truth across machines.** Every write takes the collection's write lease
+(:mod:`xmrt.kb.coordination`, kept in Chroma), stamps the chunks it upserts with the next *lexical generation*
+(metadata ``xmrt_lexgen``), records the ids it deletes as a tombstone (hidden collection ``xmrt--tombstones``),
+then raises the generation in the collection's metadata (``lexical_generation``). Before every BM25 or hybrid
+search the index reads that number (one small request) and, when it moved, applies what changed since the
+generation it has applied: tombstoned ids out, chunks stamped later in (their current text), in one SQLite
+transaction with the new marker. So every machine's lexical search sees every committed ingest at once. Chunk
+counts are compared at most every ``RECONCILE_SECONDS``: a difference while no writer holds the lease (a writer
+killed between its Chroma write and its commit) is repaired by comparing the id sets. A missing or unreadable
+BM25 file is rebuilt from Chroma's texts.
 
 ``search`` runs in three modes: ``semantic`` (cosine similarity), ``bm25`` and ``hybrid`` (the two fused, see
 :mod:`xmrt.kb.fusion`), with metadata filters and optional maximal-marginal-relevance diversification.
@@ -29,6 +40,7 @@ import numpy as np
 
 from xmrt.config import Config
 from xmrt.errors import UserError
+from xmrt.kb.coordination import RESERVED_PREFIX, ChromaLease
 from xmrt.kb.fusion import DEFAULT_FUSION, FusionParams, fuse
 from xmrt.kb.lexical import BM25Index
 
@@ -43,6 +55,16 @@ HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 100, "max
 HYBRID_CANDIDATES = 100
 #: Texts embedded per call when upsert has to embed.
 EMBED_BATCH = 256
+#: Collection metadata key: the lexical generation of the last committed write.
+GEN_KEY = "lexical_generation"
+#: Chunk metadata key: the lexical generation that wrote the chunk (hidden from callers).
+CHUNK_GEN_KEY = "xmrt_lexgen"
+#: Hidden collection of deleted ids per (collection, generation).
+TOMBSTONES = RESERVED_PREFIX + "tombstones"
+#: Seconds between two comparisons of the chunk counts of Chroma and the local BM25 index.
+RECONCILE_SECONDS = 5.0
+#: Seconds a writer waits for another writer of the same collection (the lease holder) to finish.
+WRITE_WAIT = 3600.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -60,7 +82,15 @@ def validate_collection_name(name: str) -> str:
         raise UserError(f"collection name {name!r} must start and end with a letter or digit")
     if ".." in name:
         raise UserError(f"collection name {name!r} must not contain '..'")
+    if name.startswith(RESERVED_PREFIX):
+        raise UserError(f"collection names starting with {RESERVED_PREFIX!r} are reserved for the knowledge base")
     return name
+
+
+def _strip(meta: dict | None) -> dict:
+    out = dict(meta or {})
+    out.pop(CHUNK_GEN_KEY, None)
+    return out
 
 
 @dataclass
@@ -128,6 +158,21 @@ def _one_torch_thread():
             torch.set_num_threads(previous)
 
 
+_QUERY_POOL = None
+_QUERY_POOL_LOCK = threading.Lock()
+
+
+def _query_pool():
+    """One process-wide worker thread pool that embeds hybrid queries (created on first use, not at import)."""
+    global _QUERY_POOL
+    with _QUERY_POOL_LOCK:
+        if _QUERY_POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _QUERY_POOL = ThreadPoolExecutor(2, thread_name_prefix="kb-query-embed")
+        return _QUERY_POOL
+
+
 def _chunks(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -139,7 +184,8 @@ class KnowledgeIndex:
     Args:
         config: Runtime configuration (Chroma location, data directory, embedding model).
         collection: Collection name (3..512 characters of letters, digits, '.', '_', '-', alphanumeric ends).
-        fusion: How hybrid search fuses its two rankings; defaults to the measured choice.
+        fusion: How hybrid search fuses its two rankings; by default ``max`` with the weight calibrated for this
+            collection (:meth:`calibrate_fusion`).
 
     Raises:
         UserError: The name is invalid, or the collection was built with another embedding model.
@@ -156,15 +202,19 @@ class KnowledgeIndex:
         self._client = chroma_client(config)
         self._collection = self._open_collection()
         self._lock = threading.RLock()
-        self._bm25 = BM25Index(self.bm25_dir(config, self.name))
-        self._sync_bm25()
+        self._lease = ChromaLease(self._client, f"write:{self._collection.id}")
+        self._bm25 = BM25Index(self.bm25_dir(config, self.name, str(self._collection.id)))
+        self._last_count_check = 0.0
+        self._meta_seen: dict = dict(self._collection.metadata or {})
+        self.refresh_lexical(check_counts=True)
 
     # -- opening ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def bm25_dir(config: Config, collection: str) -> Path:
-        """Directory of a collection's BM25 index."""
-        return Path(config.data_dir) / "kb" / "bm25" / collection
+    def bm25_dir(config: Config, collection: str, collection_id: str | None = None) -> Path:
+        """Directory of a collection's BM25 index on this machine (the pre-1.x layout without the id)."""
+        base = Path(config.data_dir) / "kb" / "bm25"
+        return base / (f"{collection}.{collection_id}" if collection_id else collection)
 
     def _open_collection(self):
         from chromadb.errors import NotFoundError
@@ -187,27 +237,149 @@ class KnowledgeIndex:
             meta[MODEL_KEY] = self.embedding_model_id
             col.modify(metadata=meta)
         elif built_with != self.embedding_model_id:
-            raise UserError(
-                f"collection {self.name!r} was built with embedding model {built_with!r}, but the configured "
-                f"model is {self.embedding_model_id!r}; use another collection or re-ingest into a new one"
-            )
+            self._follow_engine(str(built_with))
         return col
 
-    def _sync_bm25(self) -> None:
-        """Rebuild the BM25 index from Chroma's texts when it is missing or out of step with the collection."""
-        n_chroma = self._collection.count()
-        if not self._bm25.needs_rebuild and self._bm25.count() == n_chroma:
-            return
-        log.info("rebuilding the BM25 index of collection %r from %d chunks", self.name, n_chroma)
-        self._bm25.clear()
+    def _follow_engine(self, built_with: str) -> None:
+        """Query a collection with the engine that built it when no engine was configured; else refuse."""
+        from dataclasses import replace
+
+        from xmrt.config import EMBEDDING_ENGINES
+        from xmrt.embeddings import embedding_model_id, engine_of_model_id
+
+        engine = engine_of_model_id(built_with)
+        if self.config.embedding_engine is None and engine in EMBEDDING_ENGINES:
+            followed = replace(self.config, embedding_engine=engine)
+            if embedding_model_id(followed) == built_with:
+                log.info("collection %r was built with the %s engine: querying it with that engine", self.name, engine)
+                self.config = followed
+                self.embedding_model_id = built_with
+                return
+        raise UserError(
+            f"collection {self.name!r} was built with embedding model {built_with!r}, but the configured "
+            f"model is {self.embedding_model_id!r}: their vectors are not comparable. Query it with the same model "
+            f"and engine (XMRT_EMBEDDING_ENGINE={engine}, or unset it to follow the collection), or re-ingest "
+            "into a new collection"
+        )
+
+    # -- the lexical index: one truth in Chroma, a cache per machine --------------------------------------------
+
+    def _remote_meta(self) -> dict:
+        """The collection's metadata as stored now (not the copy cached in the collection object)."""
+        return dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
+
+    def _tombstones(self):
+        return self._client.get_or_create_collection(TOMBSTONES, embedding_function=None,
+                                                     metadata={"xmrt": "tombstones"})
+
+    def refresh_lexical(self, *, check_counts: bool = False) -> None:
+        """Bring the local BM25 index up to the collection's committed lexical generation.
+
+        Args:
+            check_counts: Compare chunk counts now (otherwise at most every RECONCILE_SECONDS).
+        """
+        import time
+
+        with self._lock:
+            self._meta_seen = self._remote_meta()
+            remote = int(self._meta_seen.get(GEN_KEY, 0))
+            local = self._bm25.sync_marker()
+            if self._bm25.needs_rebuild or local < 0 or local > remote:
+                self._rebuild(remote)
+                self._last_count_check = time.monotonic()
+                return
+            if remote > local:
+                self._apply_changes(local, remote)
+            now = time.monotonic()
+            if check_counts or now - self._last_count_check >= RECONCILE_SECONDS:
+                self._last_count_check = now
+                if self._collection.count() != self._bm25.count() and self._lease.held_by_other() is None:
+                    self._reconcile()
+
+    def _pages(self, where: dict | None, include: list[str]):
         page = self._page_size()
         offset = 0
         while True:
-            batch = self._collection.get(limit=page, offset=offset, include=["documents"])
+            batch = self._collection.get(where=where, limit=page, offset=offset, include=include)
             if not batch["ids"]:
-                break
-            self._bm25.add(batch["ids"], [d or "" for d in batch["documents"]])
+                return
+            yield batch
             offset += len(batch["ids"])
+            if len(batch["ids"]) < page:
+                return
+
+    def _rebuild(self, remote: int) -> None:
+        n_chroma = self._collection.count()
+        log.info("rebuilding the BM25 index of collection %r from %d chunks", self.name, n_chroma)
+        self._bm25.clear(marker=-1)
+        for batch in self._pages(None, ["documents"]):
+            self._bm25.add(batch["ids"], [d or "" for d in batch["documents"]])
+        self._bm25.set_sync_marker(remote)
+
+    def _apply_changes(self, local: int, remote: int) -> None:
+        """Apply the writes of generations after ``local``: tombstoned ids out, re-stamped chunks in."""
+        import json
+
+        got = self._tombstones().get(where={"$and": [{"collection": str(self._collection.id)},
+                                                     {"gen": {"$gt": local}}]}, include=["documents"])
+        dead = [i for doc in got["documents"] or [] for i in json.loads(doc or "[]")]
+        if dead:
+            self._bm25.delete(dead)
+        ids: list[str] = []
+        texts: list[str] = []
+        for batch in self._pages({CHUNK_GEN_KEY: {"$gt": local}}, ["documents"]):
+            ids.extend(batch["ids"])
+            texts.extend(d or "" for d in batch["documents"])
+        self._bm25.add(ids, texts, marker=remote)
+
+    def _reconcile(self) -> None:
+        """Make the local index hold exactly Chroma's ids (after a writer died between its two writes)."""
+        chroma_ids: set[str] = set()
+        for batch in self._pages(None, []):
+            chroma_ids.update(batch["ids"])
+        local = set(self._bm25.ids())
+        extra, missing = sorted(local - chroma_ids), sorted(chroma_ids - local)
+        log.warning("collection %r: the BM25 index differed from Chroma (%d missing, %d extra chunks); repaired",
+                    self.name, len(missing), len(extra))
+        if extra:
+            self._bm25.delete(extra)
+        for chunk in _chunks(missing, self._page_size()):
+            got = self._collection.get(ids=list(chunk), include=["documents"])
+            self._bm25.add(got["ids"], [d or "" for d in got["documents"]])
+
+    @contextlib.contextmanager
+    def writing(self, purpose: str = "write", wait: float = WRITE_WAIT):
+        """Hold the collection's write lease for the body (re-entrant; waits for another writer to finish).
+
+        Raises:
+            UserError: Another writer held the lease for the whole wait.
+        """
+        from xmrt.kb.coordination import LeaseBusy
+
+        def waiting(holder: dict) -> None:
+            log.warning("collection %r is being written by %s pid %s (%s); waiting for it to finish", self.name,
+                        holder.get("host"), holder.get("pid"), holder.get("purpose"))
+
+        try:
+            self._lease.acquire(wait=wait, purpose=purpose, on_wait=waiting)
+        except LeaseBusy as exc:
+            raise UserError(f"collection {self.name!r}: {exc}") from None
+        try:
+            yield self
+        finally:
+            self._lease.release()
+
+    def _next_generation(self) -> tuple[int, dict]:
+        meta = self._remote_meta()
+        return int(meta.get(GEN_KEY, 0)) + 1, meta
+
+    def _commit_generation(self, gen: int) -> None:
+        """Publish generation ``gen`` in the collection metadata (under the lease: no concurrent writer)."""
+        self._lease.check()
+        meta = self._remote_meta()
+        if int(meta.get(GEN_KEY, 0)) < gen:
+            meta[GEN_KEY] = gen
+            self._collection.modify(metadata=meta)
 
     def _page_size(self) -> int:
         try:
@@ -234,10 +406,10 @@ class KnowledgeIndex:
         nothing, and on a busy 2-core machine two threads waiting on each other made the p50 10x slower
         (measured 236 ms with 2 threads against 17 ms with 1; see BENCHMARKS.md).
         """
-        from xmrt.embeddings import get_embeddings
+        from xmrt.embeddings import embedding_engine, get_embeddings
 
         model = get_embeddings(self.config)
-        if self.config.embedding_provider != "huggingface":
+        if embedding_engine(self.config) != "torch":  # OpenAI, or ONNX (its query session has one thread)
             return model.embed_query(text)
         with _one_torch_thread():
             return model.embed_query(text)
@@ -272,7 +444,9 @@ class KnowledgeIndex:
             vectors = self.embed_documents(texts)
         else:
             vectors = [list(map(float, embeddings[i])) for i in keep]
-        with self._lock:
+        with self.writing("upsert"), self._lock:
+            gen, _ = self._next_generation()
+            metas = [{**(m or {}), CHUNK_GEN_KEY: gen} for m in metas]
             page = self._page_size()
             for start in range(0, len(ids), page):
                 end = start + page
@@ -280,17 +454,27 @@ class KnowledgeIndex:
                     ids=ids[start:end], documents=texts[start:end], metadatas=metas[start:end],
                     embeddings=vectors[start:end],
                 )
-            self._bm25.add(ids, texts)
+            in_step = self._bm25.sync_marker() == gen - 1
+            self._bm25.add(ids, texts, marker=gen if in_step else None)
+            self._commit_generation(gen)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Remove chunks from Chroma and from the BM25 index (unknown ids are ignored)."""
         ids = list(dict.fromkeys(str(i) for i in ids))
         if not ids:
             return
-        with self._lock:
+        import json
+
+        with self.writing("delete"), self._lock:
+            gen, _ = self._next_generation()
             for batch in _chunks(ids, self._page_size()):
                 self._collection.delete(ids=batch)
-            self._bm25.delete(ids)
+            self._tombstones().upsert(ids=[f"{self._collection.id}:{gen}"], documents=[json.dumps(ids)],
+                                      metadatas=[{"collection": str(self._collection.id), "gen": gen}],
+                                      embeddings=[[0.0]])
+            in_step = self._bm25.sync_marker() == gen - 1
+            self._bm25.delete(ids, marker=gen if in_step else None)
+            self._commit_generation(gen)
 
     def drop(self) -> None:
         """Delete the whole collection and its BM25 index."""
@@ -301,8 +485,10 @@ class KnowledgeIndex:
                 self._client.delete_collection(self.name)
             except (NotFoundError, ValueError):
                 pass
+            with contextlib.suppress(Exception):  # housekeeping: the tombstones of this collection id
+                self._tombstones().delete(where={"collection": str(self._collection.id)})
             self._bm25.close()
-            shutil.rmtree(self.bm25_dir(self.config, self.name), ignore_errors=True)
+            shutil.rmtree(self._bm25.path, ignore_errors=True)
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -331,7 +517,7 @@ class KnowledgeIndex:
         def take(batch: dict) -> None:
             out["ids"].extend(batch["ids"])
             out["documents"].extend(batch["documents"] or [None] * len(batch["ids"]))
-            out["metadatas"].extend(dict(m) if m else {} for m in (batch["metadatas"] or [None] * len(batch["ids"])))
+            out["metadatas"].extend(_strip(m) for m in (batch["metadatas"] or [None] * len(batch["ids"])))
             if include_embeddings:
                 out["embeddings"].extend([float(x) for x in e] for e in batch["embeddings"])
 
@@ -407,28 +593,42 @@ class KnowledgeIndex:
         where_all = _combine_where(where, file_type, kind, exact_source)
         n_cand = max(k, fetch_k or 0, (4 * k if mmr else 0), HYBRID_CANDIDATES if mode == "hybrid" else 0)
 
+        # A hybrid search embeds the query on a worker thread while BM25 ranks (onnxruntime and SQLite release
+        # the GIL), so the two costs overlap instead of adding up.
+        pending = None
         qvec = None
         if mode != "bm25":
-            qvec = np.asarray(query_embedding if query_embedding is not None else self.embed_query(query), np.float32)
-
+            if query_embedding is not None:
+                qvec = np.asarray(query_embedding, np.float32)
+            elif mode == "hybrid":
+                pending = _query_pool().submit(self.embed_query, query)
+            else:
+                qvec = np.asarray(self.embed_query(query), np.float32)
         dense: list[Hit] = []
         lexical: list[Hit] = []
         try:
+            if mode != "semantic":
+                self.refresh_lexical()  # see every committed write, from any machine, before ranking by BM25
+                lexical = self._lexical(query, n_cand, where_all, source_glob)
+            if pending is not None:
+                qvec = np.asarray(pending.result(), np.float32)
+                pending = None
             if mode in ("semantic", "hybrid"):
                 dense = self._dense(qvec, n_cand, where_all, source_glob)
-            if mode in ("bm25", "hybrid"):
-                lexical = self._lexical(query, n_cand, where_all, source_glob)
         except ValueError as exc:  # chromadb rejects a malformed where filter with ValueError subclasses
             if where_all is None:
                 raise
             raise UserError(f"invalid metadata filter {where_all!r}: {exc}".splitlines()[0]) from None
+        finally:
+            if pending is not None:  # an error before the embedding was awaited: let it finish unobserved
+                pending.cancel()
 
         if mode == "semantic":
             candidates = dense
         elif mode == "bm25":
             candidates = lexical
         else:
-            candidates = self._hybrid(query, qvec, dense, lexical)
+            candidates = self._hybrid(query, qvec, dense, lexical, n_cand)
         hits = self._mmr(candidates, k, mmr_lambda) if mmr and candidates else candidates[:k]
         return self._fill(hits)
 
@@ -441,7 +641,7 @@ class KnowledgeIndex:
         for hit in hits:
             if hit.id in found:
                 doc, meta = found[hit.id]
-                hit.text, hit.metadata = doc or "", dict(meta or {})
+                hit.text, hit.metadata = doc or "", _strip(meta)
         return [h for h in hits if h.id in found]  # a chunk deleted meanwhile is not returned
 
     # -- retrievers ------------------------------------------------------------------------------------------
@@ -507,7 +707,7 @@ class KnowledgeIndex:
                     return hits
         return hits
 
-    def _hybrid(self, query: str, qvec: np.ndarray, dense: list[Hit], lexical: list[Hit]) -> list[Hit]:
+    def _hybrid(self, query: str, qvec: np.ndarray, dense: list[Hit], lexical: list[Hit], depth: int) -> list[Hit]:
         by_id: dict[str, Hit] = {}
         for hit in dense:
             by_id[hit.id] = hit
@@ -536,9 +736,10 @@ class KnowledgeIndex:
         fused = fuse(
             [(h.id, h.dense_score) for h in dense],
             [(h.id, h.bm25_score) for h in lexical],
-            self.fusion,
+            self.fusion_params(),
             dense_extra=dense_extra,
             lexical_extra=lexical_extra,
+            depth=depth,
         )
         out = []
         for doc_id, score in fused:
@@ -571,6 +772,80 @@ class KnowledgeIndex:
             remaining.remove(best)
         return [cands[i] for i in chosen]
 
+    def record_shared(self, key: str, value: dict) -> None:
+        """Store a JSON record in the collection's metadata (under the write lease), for every machine to read."""
+        import json
+
+        with self.writing(f"record {key}"):
+            meta = self._remote_meta()
+            meta[key] = json.dumps(value, sort_keys=True)
+            self._lease.check()
+            self._collection.modify(metadata=meta)
+            self._meta_seen = meta
+
+    # -- fusion calibration ----------------------------------------------------------------------------------
+
+    def fusion_params(self) -> FusionParams:
+        """The fusion hybrid search uses now: the configured one, with the calibrated weight when it has none."""
+        from dataclasses import replace
+
+        from xmrt.kb.calibration import NEUTRAL_WEIGHT
+
+        if self.fusion.weight is not None:
+            return self.fusion
+        weight = self._meta_seen.get("fusion_weight")
+        return replace(self.fusion, weight=float(weight) if isinstance(weight, int | float) else NEUTRAL_WEIGHT)
+
+    def calibrate_fusion(self, *, force: bool = False, seed: int = 0) -> dict | None:
+        """Calibrate the hybrid weight from this collection's own chunks and store it in its metadata.
+
+        Skipped (returns None) for collections under ``MIN_CHUNKS`` chunks, and unless ``force``, when the last
+        calibration was made at a chunk count within ``DRIFT`` of today's. See :mod:`xmrt.kb.calibration`.
+
+        Returns:
+            The stored calibration fields, or None when skipped.
+        """
+        import random
+
+        from xmrt.kb.calibration import DRIFT, MIN_CHUNKS, calibrate, calibration_samples
+
+        total = self.count()
+        if total < MIN_CHUNKS:
+            return None
+        meta = self._remote_meta()
+        done_at = meta.get("fusion_calibrated_chunks")
+        if not force and isinstance(done_at, int) and done_at > 0 and abs(total - done_at) <= DRIFT * done_at:
+            return None
+        with self.writing("calibrate fusion"):
+            self.refresh_lexical()
+            ids = self._bm25.ids()
+            sample = random.Random(seed).sample(ids, min(len(ids), 1000))
+            got = self._collection.get(ids=sample, include=["documents"])
+
+            def embed(texts: list[str]) -> np.ndarray:
+                return np.asarray(self.embed_documents(texts), dtype=np.float32)
+
+            def dense_search(qvec: np.ndarray, n: int) -> list[tuple[str, float]]:
+                return [(h.id, h.dense_score) for h in self._dense(qvec, n, None, None)]
+
+            def lexical_search(query: str, n: int) -> list[tuple[str, float]]:
+                return [(h.id, h.bm25_score) for h in self._lexical(query, n, None, None)]
+
+            result = calibrate(list(zip(got["ids"], [d or "" for d in got["documents"]], strict=True)), embed=embed,
+                               dense_search=dense_search, lexical_search=lexical_search,
+                               lexical_score=self._bm25.score_text, total_chunks=total, seed=seed,
+                               samples=calibration_samples(total),
+                               method=self.fusion.method if self.fusion.method != "rrf" else "max")
+            fields = result.to_metadata()
+            meta = self._remote_meta()
+            meta.update(fields)
+            self._lease.check()
+            self._collection.modify(metadata=meta)
+            self._meta_seen = meta
+        log.info("collection %r: hybrid dense weight calibrated to %.2f on %d pseudo-queries", self.name,
+                 result.weight, result.queries)
+        return fields
+
     # -- collections -----------------------------------------------------------------------------------------
 
     @staticmethod
@@ -579,7 +854,8 @@ class KnowledgeIndex:
         from xmrt.kb.chroma import chroma_client
 
         cols = chroma_client(config).list_collections()
-        return sorted(c if isinstance(c, str) else c.name for c in cols)
+        names = (c if isinstance(c, str) else c.name for c in cols)
+        return sorted(n for n in names if not n.startswith(RESERVED_PREFIX))
 
     def close(self) -> None:
         """Release the BM25 index's SQLite connection (Chroma's client is shared and stays open)."""

@@ -7,10 +7,16 @@ The graph in ``graphs/ingest.py`` runs these steps as nodes; each step is usable
 2. :func:`plan_ingest` reads the metadata of every chunk under the source's ``source_root`` with **one**
    ``get`` and compares ``file_hash`` (and the chunker settings) per file: new files are *added*, changed ones
    *updated*, identical ones *unchanged* (no work at all), and files gone from the source *removed*.
-3. :func:`index_files` loads and splits the added and updated files, collects their chunks across files and
+3. :func:`index_files` takes the collection's write lease (:mod:`xmrt.kb.coordination`; a concurrent ingest of
+   the same collection, from this machine or another one sharing the Chroma server, waits for it), plans the
+   files again under the lease (so a file that a concurrent ingest has written meanwhile is not embedded a
+   second time), loads and splits the added and updated files, collects their chunks across files and
    embeds them in large batches (sorted by length inside a batch, so little padding is wasted), then writes
    each batch with one upsert. Old chunks of an updated file that are not among its new chunks are deleted.
    A file that fails to load is skipped with a warning naming it; the run goes on.
+
+   Every chunk records ``file_chunks``, the number of chunks of its file: a file counts as unchanged only when
+   the index holds all of them with the file's hash, so a file half-written by a killed ingest is indexed again.
 4. :func:`remove_files` deletes the chunks of removed files.
 5. :func:`finish_ingest` builds the summary and records the time of the last ingest (for ``/status``).
 
@@ -146,9 +152,13 @@ def plan_ingest(index: Any, source_root: str, files: Sequence[dict], chunker: st
     held = index.get(where={"source_root": source_root})
     by_source: dict[str, dict[str, Any]] = {}
     for chunk_id, meta in zip(held["ids"], held["metadatas"], strict=True):
-        entry = by_source.setdefault(str(meta.get("source", "")), {"ids": [], "hashes": set()})
+        entry = by_source.setdefault(str(meta.get("source", "")), {"ids": [], "hashes": set(), "complete": True})
         entry["ids"].append(chunk_id)
         entry["hashes"].add((meta.get("file_hash"), meta.get("chunker")))
+        entry["expected"] = meta.get("file_chunks")
+    for entry in by_source.values():  # chunks written before file_chunks existed count as complete
+        if isinstance(entry.get("expected"), int) and len(entry["ids"]) != entry["expected"]:
+            entry["complete"] = False
     add: list[dict] = []
     update: list[dict] = []
     unchanged: list[str] = []
@@ -157,7 +167,7 @@ def plan_ingest(index: Any, source_root: str, files: Sequence[dict], chunker: st
         entry = by_source.pop(f["source"], None)
         if entry is None:
             add.append(f)
-        elif entry["hashes"] == {(f["file_hash"], chunker)}:
+        elif entry["hashes"] == {(f["file_hash"], chunker)} and entry["complete"]:
             unchanged.append(f["source"])
         else:
             update.append(f)
@@ -227,6 +237,26 @@ def index_files(
         ``{"indexed": [source...], "skipped": [{source, reason}...], "chunks_embedded": n,
         "chunks_removed": n}``.
     """
+    writing = index.writing(f"ingest {resolved.source_root}") if hasattr(index, "writing") else None
+    if writing is None:
+        return _index_files(index, resolved, files, old_ids, settings, ingested_at)
+    with writing:
+        # plan again under the lease: a concurrent ingest may have written some of these files meanwhile
+        again = plan_ingest(index, resolved.source_root, files, settings.chunker)
+        todo = again["add"] + again["update"]
+        if len(todo) < len(files):
+            log.info("%d of %d files were indexed meanwhile by another ingest", len(files) - len(todo), len(files))
+        result = _index_files(index, resolved, todo, {**old_ids, **again["old_ids"]}, settings, ingested_at)
+        if result["chunks_embedded"] and hasattr(index, "calibrate_fusion"):
+            index.calibrate_fusion()  # only when the collection changed size by a quarter since the last time
+        if hasattr(index, "record_shared"):  # every machine's `kb stats` shows the last ingest, wherever it ran
+            index.record_shared("last_ingest", {"source_root": resolved.source_root,
+                                                "ingested_at": ingested_at or now_iso()})
+        return result
+
+
+def _index_files(index: Any, resolved: ResolvedSource, files: Sequence[dict], old_ids: dict[str, list[str]],
+                 settings: IngestSettings, ingested_at: str | None) -> dict[str, Any]:
     ingested_at = ingested_at or now_iso()
     extra = resolved.extra_metadata()
     indexed: list[str] = []
@@ -250,6 +280,8 @@ def index_files(
                 )
                 if not chunks:
                     raise SkipFile("no text")
+                for chunk in chunks:
+                    chunk.metadata["file_chunks"] = len(chunks)
             except SkipFile as exc:
                 skipped.append(_skip(source, str(exc)))
                 stale.extend(old_ids.get(source, ()))  # a file that went bad loses its old chunks

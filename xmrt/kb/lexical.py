@@ -262,11 +262,16 @@ class BM25Index:
 
     # -- writes ----------------------------------------------------------------------------------------------
 
-    def add(self, ids: Sequence[str], texts: Sequence[str]) -> None:
-        """Add or replace documents, in one transaction. Only these documents' postings are written."""
+    def add(self, ids: Sequence[str], texts: Sequence[str], *, marker: int | None = None) -> None:
+        """Add or replace documents, in one transaction. Only these documents' postings are written.
+
+        ``marker``, when given, is stored as the sync marker in the same transaction (see :meth:`sync_marker`).
+        """
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         if not ids:
+            if marker is not None:
+                self.set_sync_marker(marker)
             return
         latest = dict(zip(ids, texts, strict=True))  # a repeated id keeps its last text, like Chroma's upsert
         tokenized = {i: Counter(self.tokenizer(t)) for i, t in latest.items()}
@@ -299,23 +304,39 @@ class BM25Index:
             cur.executemany("UPDATE terms SET df = df + ?, gen = ? WHERE term_id = ?",
                             [(n, gen, t) for t, n in df_add.items()])
             self._bump(cur, len(tokenized) - removed, added_len - removed_len, gen)
+            if marker is not None:
+                self._set_meta(cur, synced=marker)
 
-    def delete(self, ids: Sequence[str]) -> int:
+    def delete(self, ids: Sequence[str], *, marker: int | None = None) -> int:
         """Remove documents (unknown ids are ignored), in one transaction. Returns how many were removed."""
-        if not ids:
-            return 0
         with self._lock, self._transaction() as cur:
-            gen = self._next_generation(cur)
-            removed, removed_len = self._remove_docs(cur, ids, gen)
-            if removed:
-                self._bump(cur, -removed, -removed_len, gen)
+            removed = 0
+            if ids:
+                gen = self._next_generation(cur)
+                removed, removed_len = self._remove_docs(cur, ids, gen)
+                if removed:
+                    self._bump(cur, -removed, -removed_len, gen)
+            if marker is not None:
+                self._set_meta(cur, synced=marker)
         return removed
 
-    def clear(self) -> None:
-        """Remove every document."""
+    def clear(self, *, marker: int | None = None) -> None:
+        """Remove every document (and set the sync marker, when given, in the same transaction)."""
         with self._lock, self._transaction() as cur:
             self._clear(cur)
+            self._set_meta(cur, synced=-1 if marker is None else marker)
         self.needs_rebuild = False
+
+    def sync_marker(self) -> int:
+        """The owner's sync marker: the collection generation this index has applied (-1: none yet)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'synced'").fetchone()
+        return -1 if row is None else int(row[0])
+
+    def set_sync_marker(self, value: int) -> None:
+        """Record the collection generation this index has applied."""
+        with self._lock, self._transaction() as cur:
+            self._set_meta(cur, synced=value)
 
     # -- reads -----------------------------------------------------------------------------------------------
 
@@ -436,6 +457,36 @@ class BM25Index:
         with self._lock:
             lookup = self._id_to_doc
             return {i: float(by_doc.get(lookup.get(i, -1), 0.0)) for i in ids}
+
+    def score_text(self, query: str, text: str) -> float:
+        """The BM25 score ``text`` would have as a document of this index (its statistics, not changed)."""
+        terms = Counter(self.tokenizer(query))
+        doc = Counter(self.tokenizer(text))
+        length = sum(doc.values())
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                self._refresh(cur)
+                n, avgdl = self._n_docs, self._avgdl
+                wanted = [t for t in terms if t in doc]
+                dfs = {}
+                if wanted:
+                    marks = ",".join("?" * len(wanted))
+                    dfs = dict(cur.execute(f"SELECT term, df FROM terms WHERE term IN ({marks})", wanted).fetchall())
+            finally:
+                cur.execute("COMMIT")
+                cur.close()
+        if not n:
+            return 0.0
+        norm = self.k1 * (1.0 - self.b + self.b * length / max(avgdl, 1e-9))
+        score = 0.0
+        for term, qtf in terms.items():
+            tf = doc.get(term, 0)
+            if tf:
+                df = dfs.get(term, 0)
+                score += qtf * math.log(1.0 + (n - df + 0.5) / (df + 0.5)) * tf * (self.k1 + 1.0) / (tf + norm)
+        return score
 
     def close(self) -> None:
         """Close the SQLite connection."""

@@ -96,6 +96,14 @@ def collection_stats(config: Config, name: str, client: Any = None) -> dict[str,
         ft = str(m.get("file_type") or "")
         kinds[ft] = kinds.get(ft, 0) + 1
     record = _read_log(config).get(name) or {}
+    shared = (col.metadata or {}).get("last_ingest")  # written by whichever machine ingested last
+    if isinstance(shared, str):
+        try:
+            other = json.loads(shared)
+        except ValueError:
+            other = {}
+        if isinstance(other, dict) and str(other.get("ingested_at", "")) > str(record.get("ingested_at") or ""):
+            record = other
     return {
         "name": name,
         "chunks": col.count(),
@@ -117,6 +125,7 @@ def kb_stats(config: Config) -> dict[str, Any]:
     """
     from xmrt.embeddings import embedding_model_id
     from xmrt.kb.chroma import ChromaReadOnly, snapshot_client
+    from xmrt.kb.coordination import RESERVED_PREFIX
     from xmrt.kb.index import KnowledgeIndex
 
     out: dict[str, Any] = {"embedding_model": embedding_model_id(config), "last_ingest": last_ingest(config)}
@@ -126,7 +135,8 @@ def kb_stats(config: Config) -> dict[str, Any]:
             per = [collection_stats(config, n) for n in names]
         except ChromaReadOnly as exc:  # the figures of a read-only store, from a copy of its SQLite file
             with snapshot_client(config) as client:
-                names = sorted(c if isinstance(c, str) else c.name for c in client.list_collections())
+                names = sorted(n for n in (c if isinstance(c, str) else c.name for c in client.list_collections())
+                               if not n.startswith(RESERVED_PREFIX))
                 per = [collection_stats(config, n, client) for n in names]
             out["read_only"] = str(exc)
     except Exception as exc:  # /status must answer even when the store is down
