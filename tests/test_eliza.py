@@ -55,13 +55,14 @@ def test_decide_combines_weights_and_llm_verdict_and_falls_back_on_garbage(app_c
     weak = proposal("b", community_support=0.1, alignment=0.2, technical_risk=0.9)
     llm = ScriptedChat(replies=['{"verdict": "approve", "reason": "the community backs it"}', "<<garbage>>", "??"])
     with scripted_model(llm):
-        out = cycle(graph, [strong, weak], "combo", max_attempts=2)
+        # The user asks for every proposal (llm_scope="all"); by default only close calls are asked (see below).
+        out = cycle(graph, [strong, weak], "combo", max_attempts=2, llm_scope="all")
     a, b = out["decisions"]
     assert a["decision"] == "approve" and b["decision"] == "reject"
     assert a["features"]["llm_verdict"] == 1.0 and "LLM verdict approve" in a["rationale"]
     # Garbage twice: bounded retries, then the criteria decide alone, and the rationale says so.
     assert "llm_verdict" not in b["features"] and b["llm"]["attempts"] == 2
-    assert "decided on criteria alone" in b["rationale"]
+    assert "decided without it" in b["rationale"]
     assert len(llm.calls) == 3
     assert 0 < b["score"] < 0.5 < a["score"] < 1
     stored = DecisionLedger(app_config, "combo").get("a")
@@ -173,7 +174,7 @@ def test_prompt_optimizer_versions_instructions_and_rejects_broken_rewrites(app_
     # The next cycle's LLM sees the revised instructions.
     llm = ScriptedChat(replies=['{"verdict": "defer"}'])
     with scripted_model(llm):
-        cycle(eliza, [proposal("m3", alignment=0.9)], "prompted")
+        cycle(eliza, [proposal("m3", alignment=0.9)], "prompted", llm_scope="all")
     assert llm.calls[0][0].content == new
 
 
