@@ -404,54 +404,97 @@ def decide(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ reflect
 def _distance(a: dict[str, float], b: dict[str, float]) -> float:
     names = set(a) | set(b)
-    return math.sqrt(sum((a.get(n, 0.5) - b.get(n, 0.5)) ** 2 for n in names))
+    return math.sqrt(sum((a.get(n, 0.0) - b.get(n, 0.0)) ** 2 for n in names))
+
+
+MAX_PAST = 2000
+REFLECTION_TRIAL = 30
+
+
+def _reflection_record(past: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether reflection has earned its say.
+
+    On the last judged decisions it reflected on, were its scores better (lower log-loss) than the model's own?
+    Until ``REFLECTION_TRIAL`` of them are judged, it applies.
+    """
+    tried = [d for d in past if "reflected_score" in d and "model_score" in d][-200:]
+    if len(tried) < REFLECTION_TRIAL:
+        return {"applies": True, "note": f"on trial ({len(tried)} judged reflections)"}
+
+    def loss(key: str) -> float:
+        return sum(-math.log(min(max(d[key] if d["outcome"]["success"] else 1 - d[key], 1e-6), 1.0))
+                   for d in tried) / len(tried)
+
+    mine, model = loss("reflected_score"), loss("model_score")
+    note = f"on its last {len(tried)} judged reflections, log-loss {mine:.3f} against the model's {model:.3f}"
+    return {"applies": mine <= model, "note": note}
 
 
 def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Critique low-margin decisions against the outcomes of the most similar past proposals.
 
-    The neighbours' success rate is blended with the model's probability, weighted by how many
-    neighbours there are; when that flips the decision, the flip and its evidence are recorded.
-    Bounded by ``max_reflections``; off when learning is off (it uses recorded outcomes).
+    Similar means close in the model's own main features (criteria, amount, category). The critique is the
+    neighbours' *residual*: how much more (or less) often they succeeded than the current model predicts for them.
+    Where the model fits its past well this is near 0 and changes nothing; where it misfits locally (an interaction
+    it cannot express, a rule that changed) it corrects the probability, weighted by how many neighbours there are
+    (``n / (n + neighbor_prior)``). A flipped decision records its evidence. Bounded by ``max_reflections``; off when
+    learning is off (it uses recorded outcomes).
     """
     ctx = _ctx(runtime)
     decisions = [dict(d) for d in state.get("decisions", [])]
     if not ctx.learn or not decisions:
         return {"reflections": []}
-    past = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None]
-    current_ids = {d["id"] for d in decisions}
-    past = [d for d in past if d["id"] not in current_ids]
-    reflections = []
     candidates = sorted(
         (d for d in decisions if abs(d["score"] - 0.5) < ctx.reflect_margin), key=lambda d: abs(d["score"] - 0.5)
     )[: max(0, ctx.max_reflections)]
+    if not candidates:
+        return {"decisions": decisions, "reflections": []}
+    model = DecisionModel.from_dict(state["model"])
+    current_ids = {d["id"] for d in decisions}
+    past = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None and d["id"] not in current_ids]
+    past = past[-MAX_PAST:]
+    if len(past) < ctx.min_neighbors:
+        return {"decisions": decisions, "reflections": []}
+    trial = _reflection_record(past)
+    points = []
+    for d in past:
+        ex = Example.from_record(d)
+        points.append((model.space.main(ex), bool(d["outcome"]["success"]), model.probability(ex)))
+    reflections = []
     for decision in candidates:
-        if len(past) < ctx.min_neighbors:
-            break
-        near = sorted(past, key=lambda d: _distance(decision["features"], d["features"]))[: ctx.neighbors_k]
-        successes = sum(1 for d in near if d["outcome"]["success"])
-        rate = successes / len(near)
+        here = model.space.main(Example.from_record(decision))
+        near = sorted(points, key=lambda pt: _distance(here, pt[0]))[: ctx.neighbors_k]
+        successes = sum(1 for _, ok, _ in near if ok)
+        expected = sum(p for _, _, p in near) / len(near)
         weight = len(near) / (len(near) + ctx.neighbor_prior)
-        blended = (1 - weight) * decision["score"] + weight * rate
-        new = decide_from_probability(blended, ctx.defer_margin)
+        adjusted = min(0.999, max(0.001, decision["score"] + weight * (successes / len(near) - expected)))
+        new = decide_from_probability(adjusted, ctx.defer_margin) if trial["applies"] else decision["decision"]
         entry = {
             "id": decision["id"],
             "before": decision["decision"],
             "after": new,
             "score_before": decision["score"],
-            "score_after": round(blended, 4),
+            "score_after": round(adjusted, 4),
             "neighbors": len(near),
-            "neighbor_success_rate": round(rate, 4),
+            "neighbor_success_rate": round(successes / len(near), 4),
+            "neighbor_expected_rate": round(expected, 4),
             "changed": new != decision["decision"],
+            "applied": trial["applies"],
         }
         if entry["changed"]:
             entry["why"] = (
-                f"{len(near)} most similar past proposals succeeded {successes}/{len(near)} times; "
-                f"probability {decision['score']:.2f} -> {blended:.2f}, so {decision['decision']} -> {new}"
+                f"{len(near)} most similar past proposals succeeded {successes}/{len(near)} times where the model "
+                f"expects {expected:.2f} of them; probability {decision['score']:.2f} -> {adjusted:.2f}, so "
+                f"{decision['decision']} -> {new}"
             )
             decision["decision"] = new
             decision["rationale"] += f". Reflection: {entry['why']}"
-        decision["score"] = round(blended, 4)
+        decision["model_score"] = decision["score"]
+        decision["reflected_score"] = round(adjusted, 4)
+        if trial["applies"]:
+            decision["score"] = round(adjusted, 4)
+        else:
+            entry["why_not"] = trial["note"]
         reflections.append(entry)
     return {"decisions": decisions, "reflections": reflections}
 

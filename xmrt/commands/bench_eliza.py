@@ -35,41 +35,50 @@ def _accuracy(decisions: list[dict], truth: dict[str, bool]) -> float:
     return sum(is_correct(d["decision"], truth[d["id"]]) for d in decisions) / max(1, len(decisions))
 
 
-def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bool, use_llm: bool) -> list[float]:
+def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bool, use_llm: bool,
+                learning_rate: float | None = None) -> list[float]:
     """Decide, feed back and self-improve, batch by batch; returns the accuracy of each batch's decisions."""
     from graphs.eliza import builder as eliza_builder
     from graphs.self_improve import builder as improve_builder
     from xmrt.persistence import redis_graph
 
     eliza, improve = redis_graph(eliza_builder), redis_graph(improve_builder)
+    improve_ctx: dict = {"agent_id": agent, "learn": learn, "prompt_optimizer": "off"}
+    if learning_rate is not None:
+        improve_ctx["learning_rate"] = learning_rate
     accuracies = []
     for i, batch in enumerate(batches):
         truth = {p["id"]: ok for p, ok in batch}
         out = eliza.invoke(
             {"proposals": [p for p, _ in batch]},
             {"configurable": {"thread_id": f"bench-{agent}-decide-{i}"}},
-            context={"agent_id": agent, "learn": learn, "use_llm": use_llm, "knowledge_k": 0, "lessons_k": 0},
+            context={"agent_id": agent, "learn": learn, "use_llm": use_llm, "knowledge_k": 0, "lessons_k": 0,
+                     **({"max_reflections": 0} if os.environ.get("XMRT_BENCH_NO_REFLECT") else {})},
         )
         accuracies.append(_accuracy(out["decisions"], truth))
         improve.invoke(
             {"outcomes": [{"id": pid, "success": ok} for pid, ok in truth.items()]},
             {"configurable": {"thread_id": f"bench-{agent}-improve-{i}"}},
-            context={"agent_id": agent, "learn": learn, "prompt_optimizer": "off"},
+            context=improve_ctx,
         )
     return accuracies
 
 
-def _batches(args: argparse.Namespace, rule: str) -> list[list[tuple[dict, bool]]]:
-    from xmrt.bench.proposals import generate
+def _stream(args: argparse.Namespace, rule: str) -> list[tuple[dict, bool, bool]]:
+    from xmrt.bench.proposals import generate_with_oracle
 
-    stream = generate(args.proposals, rule=rule, noise=args.noise, seed=args.seed)
+    return generate_with_oracle(args.proposals, rule=rule, noise=args.noise, seed=args.seed)
+
+
+def _batches(args: argparse.Namespace, rule: str) -> list[list[tuple[dict, bool]]]:
+    stream = [(p, ok) for p, ok, _ in _stream(args, rule)]
     return [stream[i : i + args.batch] for i in range(0, len(stream), args.batch)]
 
 
 def _continue(args: argparse.Namespace) -> int:
     """The restarted process: continue an agent from its weights in Redis (internal)."""
     batches = _batches(args, args.rule)[args.start_batch :]
-    accuracies = run_batches(args.agent, batches, learn=True, use_llm=args.llm)
+    accuracies = run_batches(args.agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate)
     print(json.dumps({"accuracies": accuracies}))
     return 0
 
@@ -79,51 +88,94 @@ def _mean(xs: list[float]) -> float:
 
 
 def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
+    from xmrt.config import get_config
+    from xmrt.eliza import DecisionLedger
+
+    stream = _stream(args, rule)
     batches = _batches(args, rule)
+    oracle = [sum(o == ok for _, ok, o in stream[i : i + args.batch]) / len(stream[i : i + args.batch])
+              for i in range(0, len(stream), args.batch)]
     restart_batch = max(1, min(len(batches) - 1, args.restart_at // args.batch))
     tail_batches = max(1, args.tail // args.batch)
     started = time.perf_counter()
-    learning = run_batches(f"{run_id}-{rule}-learning", batches, learn=True, use_llm=args.llm)
-    static = run_batches(f"{run_id}-{rule}-static", batches, learn=False, use_llm=args.llm)
-    restarted_agent = f"{run_id}-{rule}-restarted"
-    before = run_batches(restarted_agent, batches[:restart_batch], learn=True, use_llm=args.llm)
-    cmd = [sys.executable, "-m", "xmrt.cli", "bench", "eliza", "--continue-agent", restarted_agent,
-           "--start-batch", str(restart_batch), "--rule", rule, "--proposals", str(args.proposals),
-           "--batch", str(args.batch), "--noise", str(args.noise), "--seed", str(args.seed)]
-    if args.llm:
-        cmd.append("--llm")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        raise RuntimeError(f"the restarted process failed: {proc.stderr.strip()[-2000:]}")
-    after = json.loads(proc.stdout.strip().splitlines()[-1])["accuracies"]
-    restarted = before + after
-    return {
+    learning_agent = f"{run_id}-{rule}-learning"
+    learning = run_batches(learning_agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate)
+    seconds_learning = time.perf_counter() - started
+    metrics = DecisionLedger(get_config(), learning_agent).metrics(window=args.batch)
+    result = {
         "rule": rule,
         "batches": len(batches),
         "batch_size": args.batch,
-        "restart_at_batch": restart_batch,
         "learning": learning,
-        "static": static,
-        "restarted": restarted,
+        "oracle": oracle,
         "last_n": tail_batches * args.batch,
+        "learning_first": _mean(learning[:tail_batches]),
         "learning_last": _mean(learning[-tail_batches:]),
-        "static_last": _mean(static[-tail_batches:]),
-        "restarted_last": _mean(restarted[-tail_batches:]),
-        "restarted_first_after_restart": after[0] if after else None,
-        "seconds": round(time.perf_counter() - started, 1),
+        "oracle_last": _mean(oracle[-tail_batches:]),
+        "brier_score": metrics["brier_score"],
+        "recent_brier_score": metrics["recent_brier_score"],
+        "calibration_error": metrics["calibration_error"],
+        "reliability": metrics["reliability"],
+        "learning_curve": metrics["learning_curve"],
+        "defer_rate_last": metrics["learning_curve"][-1]["defer_rate"] if metrics["learning_curve"] else None,
+        "seconds_learning": round(seconds_learning, 1),
     }
+    result["gap_to_oracle"] = result["oracle_last"] - result["learning_last"]
+    result["rise"] = result["learning_last"] - result["learning_first"]
+    result["targets_met"] = round(result["gap_to_oracle"], 6) <= 0.05 and round(result["rise"], 6) >= 0.10
+    if args.agents == "all":
+        static = run_batches(f"{run_id}-{rule}-static", batches, learn=False, use_llm=args.llm)
+        restarted_agent = f"{run_id}-{rule}-restarted"
+        before = run_batches(restarted_agent, batches[:restart_batch], learn=True, use_llm=args.llm,
+                             learning_rate=args.learning_rate)
+        cmd = [sys.executable, "-m", "xmrt.cli", "bench", "eliza", "--continue-agent", restarted_agent,
+               "--start-batch", str(restart_batch), "--rule", rule, "--proposals", str(args.proposals),
+               "--batch", str(args.batch), "--noise", str(args.noise), "--seed", str(args.seed)]
+        if args.learning_rate is not None:
+            cmd += ["--learning-rate", str(args.learning_rate)]
+        if args.llm:
+            cmd.append("--llm")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"the restarted process failed: {proc.stderr.strip()[-2000:]}")
+        after = json.loads(proc.stdout.strip().splitlines()[-1])["accuracies"]
+        restarted = before + after
+        result.update(static=static, restarted=restarted, restart_at_batch=restart_batch,
+                      static_last=_mean(static[-tail_batches:]), restarted_last=_mean(restarted[-tail_batches:]),
+                      restarted_first_after_restart=after[0] if after else None)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
 
 
 def _print_rule(result: dict) -> None:
-    print(f"\nrule={result['rule']}  ({result['batches']} batches of {result['batch_size']}, "
-          f"restart after batch {result['restart_at_batch']}, {result['seconds']}s)")
-    print(f"{'batch':>5}  {'learning':>8}  {'static':>8}  {'restarted':>9}")
-    for i, (a, b, c) in enumerate(zip(result["learning"], result["static"], result["restarted"], strict=True)):
-        mark = "  <- new process" if i == result["restart_at_batch"] else ""
-        print(f"{i + 1:>5}  {a:>8.3f}  {b:>8.3f}  {c:>9.3f}{mark}")
-    gain = (result["learning_last"] - result["static_last"]) * 100
-    print(f"last {result['last_n']}: learning {result['learning_last']:.3f}  static {result['static_last']:.3f}  "
-          f"restarted {result['restarted_last']:.3f}  -> learning beats static by {gain:+.1f} points")
+    has_all = "static" in result
+    print(f"\nrule={result['rule']}  ({result['batches']} batches of {result['batch_size']}"
+          + (f", restart after batch {result['restart_at_batch']}" if has_all else "")
+          + f", {result['seconds']}s; learning agent {result['seconds_learning']}s)")
+    print(f"{'batch':>5}  {'oracle':>6}  {'learning':>8}  {'brier':>6}  {'defer':>5}"
+          + (f"  {'static':>8}  {'restarted':>9}" if has_all else ""))
+    curve = result["learning_curve"]
+    for i, (o, a) in enumerate(zip(result["oracle"], result["learning"], strict=True)):
+        point = curve[i] if i < len(curve) else {}
+        line = f"{i + 1:>5}  {o:>6.3f}  {a:>8.3f}  {point.get('brier') or float('nan'):>6.3f}  " \
+               f"{point.get('defer_rate') or 0.0:>5.2f}"
+        if has_all:
+            mark = "  <- new process" if i == result["restart_at_batch"] else ""
+            line += f"  {result['static'][i]:>8.3f}  {result['restarted'][i]:>9.3f}{mark}"
+        print(line)
+    n = result["last_n"]
+    print(f"last {n}: oracle {result['oracle_last']:.3f}  learning {result['learning_last']:.3f} "
+          f"(gap {result['gap_to_oracle']:+.3f}, target <= 0.05)  first {n}: {result['learning_first']:.3f} "
+          f"(rise {result['rise']:+.3f}, target >= 0.10)  -> {'met' if result['targets_met'] else 'NOT met'}")
+    if has_all:
+        gain = (result["learning_last"] - result["static_last"]) * 100
+        print(f"static {result['static_last']:.3f}  restarted {result['restarted_last']:.3f}  "
+              f"-> learning beats static by {gain:+.1f} points")
+    print(f"calibration: Brier {result['brier_score']:.3f} overall, {result['recent_brier_score']:.3f} on the last "
+          f"100; expected calibration error {result['calibration_error']:.3f}")
+    cells = [f"{row['bin']}: n={row['n']}" + (f" score {row['mean_score']:.2f} seen {row['observed']:.2f}"
+                                              if row["n"] else "") for row in result["reliability"]]
+    print("reliability: " + "  ".join(cells))
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -158,7 +210,16 @@ def _bench(args: argparse.Namespace) -> int:
             server.stop()
     if args.json:
         print(json.dumps({"results": results}))
+    elif len(results) > 1:
+        print("\nsummary (last 100 vs the oracle, and vs the first 100):")
+        for r in results:
+            print(f"  {r['rule']:<16} oracle {r['oracle_last']:.3f}  learning {r['learning_last']:.3f}  "
+                  f"gap {r['gap_to_oracle']:+.3f}  rise {r['rise']:+.3f}  Brier {r['recent_brier_score']:.3f}  "
+                  f"{'met' if r['targets_met'] else 'NOT met'}")
     return 0
+
+
+RULE_NAMES = ("linear", "contrarian", "interaction", "amount", "category", "category_amount", "drift")
 
 
 def _rules():
@@ -181,8 +242,12 @@ def register(cli: CommandTree) -> None:
                     handler=_bench, description=__doc__)
     p.add_argument("--proposals", type=int, default=500, help="length of the proposal stream (default 500)")
     p.add_argument("--batch", type=int, default=50, help="proposals per decide/feedback/learn batch (default 50)")
-    p.add_argument("--rule", default="linear", choices=["linear", "contrarian", "interaction", "all"],
+    p.add_argument("--rule", default="linear", choices=[*RULE_NAMES, "all"],
                    help="the hidden rule behind the true outcomes (default linear)")
+    p.add_argument("--agents", default="all", choices=["all", "learning"],
+                   help="all: the learning, static and restarted agents; learning: only the first (faster)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="the self-improvement learning rate (default: the context's, 0.01)")
     p.add_argument("--noise", type=float, default=0.1, help="share of outcomes flipped at random (default 0.1)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the stream")
     p.add_argument("--restart-at", type=int, default=400, help="proposals before the restarted agent's new process")
