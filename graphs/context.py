@@ -99,7 +99,7 @@ class ElizaContext:
     llm_scope: str = knob("close_calls", "Which proposals the model is asked about: 'close_calls' (only where its "
                           "verdict, at its learned weight, could change the decision, or in the reflection band) or "
                           "'all'.", choices=("close_calls", "all"))
-    max_llm_calls: int = knob(10, "Most close calls the model is asked about per cycle (the closest first).",
+    max_llm_calls: int = knob(8, "Most close calls the model is asked about per cycle (the closest first).",
                               ge=0, le=1000)
     llm_batch: int = knob(4, "Prompts scored together in one forward pass of a local model.", ge=1, le=64)
     llm_concurrency: int = knob(1, "Concurrent verdict requests to a remote (OpenAI-compatible) model.", ge=1, le=32)
