@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from typing import Any
@@ -402,44 +401,32 @@ def decide(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ reflect
-def _distance(a: dict[str, float], b: dict[str, float]) -> float:
-    names = set(a) | set(b)
-    return math.sqrt(sum((a.get(n, 0.0) - b.get(n, 0.0)) ** 2 for n in names))
-
-
 MAX_PAST = 2000
-REFLECTION_TRIAL = 30
+VALIDATION = 200
+MIN_VALIDATION = 20
 
 
-def _reflection_record(past: list[dict[str, Any]]) -> dict[str, Any]:
-    """Whether reflection has earned its say.
+def _log_loss(p: Any, y: Any) -> float:
+    import numpy as np
 
-    On the last judged decisions it reflected on, were its scores better (lower log-loss) than the model's own?
-    Until ``REFLECTION_TRIAL`` of them are judged, it applies.
-    """
-    tried = [d for d in past if "reflected_score" in d and "model_score" in d][-200:]
-    if len(tried) < REFLECTION_TRIAL:
-        return {"applies": True, "note": f"on trial ({len(tried)} judged reflections)"}
-
-    def loss(key: str) -> float:
-        return sum(-math.log(min(max(d[key] if d["outcome"]["success"] else 1 - d[key], 1e-6), 1.0))
-                   for d in tried) / len(tried)
-
-    mine, model = loss("reflected_score"), loss("model_score")
-    note = f"on its last {len(tried)} judged reflections, log-loss {mine:.3f} against the model's {model:.3f}"
-    return {"applies": mine <= model, "note": note}
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
 def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Critique low-margin decisions against the outcomes of the most similar past proposals.
 
     Similar means close in the model's own main features (criteria, amount, category). The critique is the
-    neighbours' *residual*: how much more (or less) often they succeeded than the current model predicts for them.
-    Where the model fits its past well this is near 0 and changes nothing; where it misfits locally (an interaction
-    it cannot express, a rule that changed) it corrects the probability, weighted by how many neighbours there are
-    (``n / (n + neighbor_prior)``). A flipped decision records its evidence. Bounded by ``max_reflections``; off when
-    learning is off (it uses recorded outcomes).
+    neighbours' *residual*: how much more (or less) often they succeeded than the current model predicts for them,
+    weighted by ``n / (n + neighbor_prior)``. Where the model fits its past this is noise; where it misfits locally
+    (an interaction it cannot express, a rule that changed) it is signal. So reflection must earn its say: it is
+    first tried on the last past decisions in the band, each critiqued by its own neighbours (leave-one-out), and it
+    changes today's decisions only if that lowered their log-loss (with fewer than 20 such past decisions it
+    applies, as the seed's reflection did). A flipped decision records its evidence. Bounded by
+    ``max_reflections``; off when learning is off (it uses recorded outcomes).
     """
+    import numpy as np
+
     ctx = _ctx(runtime)
     decisions = [dict(d) for d in state.get("decisions", [])]
     if not ctx.learn or not decisions:
@@ -453,48 +440,62 @@ def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     current_ids = {d["id"] for d in decisions}
     past = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None and d["id"] not in current_ids]
     past = past[-MAX_PAST:]
-    if len(past) < ctx.min_neighbors:
+    if len(past) < max(1, ctx.min_neighbors):
         return {"decisions": decisions, "reflections": []}
-    trial = _reflection_record(past)
-    points = []
-    for d in past:
-        ex = Example.from_record(d)
-        points.append((model.space.main(ex), bool(d["outcome"]["success"]), model.probability(ex)))
+    rows = [model.space.main(Example.from_record(d)) for d in past]
+    here_rows = [model.space.main(Example.from_record(d)) for d in candidates]
+    names = sorted({n for r in (*rows, *here_rows) for n in r})
+    matrix = np.array([[r.get(n, 0.0) for n in names] for r in rows])
+    outcomes = np.array([1.0 if d["outcome"]["success"] else 0.0 for d in past])
+    predicted = np.array([model.probability(Example.from_record(d)) for d in past])
+    k = min(ctx.neighbors_k, len(past))
+
+    def critique(vector: Any, exclude: int | None = None) -> tuple[float, int, float, int]:
+        dist = ((matrix - vector) ** 2).sum(1)
+        if exclude is not None:
+            dist[exclude] = np.inf
+        n = min(k, len(past) - (exclude is not None))
+        near = np.argpartition(dist, n - 1)[:n] if n < len(past) else np.arange(len(past))
+        rate, expected = float(outcomes[near].mean()), float(predicted[near].mean())
+        return (n / (n + ctx.neighbor_prior)) * (rate - expected), int(outcomes[near].sum()), expected, n
+
+    band = [i for i in range(len(past)) if abs(predicted[i] - 0.5) < ctx.reflect_margin][-VALIDATION:]
+    applies, note = True, f"only {len(band)} past decisions in the band to test it on"
+    if len(band) >= MIN_VALIDATION and len(past) > k:
+        idx = np.array(band)
+        tried = np.clip(predicted[idx] + np.array([critique(matrix[i], exclude=i)[0] for i in band]), 0.001, 0.999)
+        mine, plain = _log_loss(tried, outcomes[idx]), _log_loss(predicted[idx], outcomes[idx])
+        applies = mine < plain
+        note = f"tried on {len(band)} past close calls: log-loss {mine:.3f} with it, {plain:.3f} without"
     reflections = []
-    for decision in candidates:
-        here = model.space.main(Example.from_record(decision))
-        near = sorted(points, key=lambda pt: _distance(here, pt[0]))[: ctx.neighbors_k]
-        successes = sum(1 for _, ok, _ in near if ok)
-        expected = sum(p for _, _, p in near) / len(near)
-        weight = len(near) / (len(near) + ctx.neighbor_prior)
-        adjusted = min(0.999, max(0.001, decision["score"] + weight * (successes / len(near) - expected)))
-        new = decide_from_probability(adjusted, ctx.defer_margin) if trial["applies"] else decision["decision"]
+    for decision, row in zip(candidates, here_rows, strict=True):
+        shift, successes, expected, n = critique(np.array([row.get(nm, 0.0) for nm in names]))
+        adjusted = min(0.999, max(0.001, decision["score"] + shift))
+        new = decide_from_probability(adjusted, ctx.defer_margin) if applies else decision["decision"]
         entry = {
             "id": decision["id"],
             "before": decision["decision"],
             "after": new,
             "score_before": decision["score"],
             "score_after": round(adjusted, 4),
-            "neighbors": len(near),
-            "neighbor_success_rate": round(successes / len(near), 4),
+            "neighbors": n,
+            "neighbor_success_rate": round(successes / n, 4),
             "neighbor_expected_rate": round(expected, 4),
             "changed": new != decision["decision"],
-            "applied": trial["applies"],
+            "applied": applies,
+            "evidence": note,
         }
         if entry["changed"]:
             entry["why"] = (
-                f"{len(near)} most similar past proposals succeeded {successes}/{len(near)} times where the model "
-                f"expects {expected:.2f} of them; probability {decision['score']:.2f} -> {adjusted:.2f}, so "
+                f"{n} most similar past proposals succeeded {successes}/{n} times where the model expects "
+                f"{expected:.2f} of them; probability {decision['score']:.2f} -> {adjusted:.2f}, so "
                 f"{decision['decision']} -> {new}"
             )
             decision["decision"] = new
             decision["rationale"] += f". Reflection: {entry['why']}"
-        decision["model_score"] = decision["score"]
-        decision["reflected_score"] = round(adjusted, 4)
-        if trial["applies"]:
+        if applies:
+            decision["model_score"] = decision["score"]
             decision["score"] = round(adjusted, 4)
-        else:
-            entry["why_not"] = trial["note"]
         reflections.append(entry)
     return {"decisions": decisions, "reflections": reflections}
 
