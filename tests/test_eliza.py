@@ -410,9 +410,9 @@ def test_learns_an_amount_by_category_rule_through_the_graphs(app_config):
     from xmrt.eliza import is_correct
 
     eliza, improve = redis_graph(eliza_builder), redis_graph(improve_builder)
-    stream = generate_with_oracle(300, rule="category_amount", seed=21)
+    stream = generate_with_oracle(400, rule="category_amount", seed=21)
     right = []
-    for b in range(0, 300, 50):
+    for b in range(0, 400, 50):
         batch = stream[b : b + 50]
         out = cycle(eliza, [p for p, _, _ in batch], "learner-ca", use_llm=False)
         truth = {p["id"]: ok for p, ok, _ in batch}
@@ -424,7 +424,12 @@ def test_learns_an_amount_by_category_rule_through_the_graphs(app_config):
     oracle = sum(o == ok for _, ok, o in stream[-100:]) / 100
     assert last >= first + 0.1 and last >= oracle - 0.12, (first, last, oracle)
     metrics = DecisionLedger(app_config, "learner-ca").metrics()
-    assert len(metrics["learning_curve"]) == 6 and metrics["brier_score"] < 0.25
+    assert len(metrics["learning_curve"]) == 8 and metrics["brier_score"] < 0.25
+    from xmrt.http import eliza_part
+
+    part = eliza_part(app_config, "learner-ca", history=20)  # what the dashboard draws
+    assert [p["to"] for p in part["metrics"]["learning_curve"]] == [50 * i for i in range(1, 9)]
+    assert part["model"]["examples_seen"] == 400 and abs(sum(part["model"]["mixture"].values()) - 1) < 1e-3
     status = subprocess.run([*XMRT, "eliza", "status", "--agent", "learner-ca"], capture_output=True, text=True,
                             env=subprocess_env(app_config), cwd=ROOT, timeout=120)
     assert status.returncode == 0, status.stderr
@@ -453,3 +458,12 @@ def test_local_model_scores_verdicts_in_one_forward_pass(app_config):
     assert alone["probabilities"] == pytest.approx(results[1]["probabilities"], abs=2e-3)
     out = cycle(redis_graph(eliza_builder), [proposal("llm-1", community_support=0.52)], "local-llm")
     assert out["decisions"][0]["llm"]["method"] == "scored"
+
+
+def test_bench_model_only_learns_a_category_rule_in_process():
+    from xmrt.bench.proposals import generate_with_oracle
+    from xmrt.commands.bench_eliza import model_only
+
+    run = model_only(generate_with_oracle(300, rule="category", seed=5), batch=50)
+    assert run["last"] >= run["first"] + 0.1 and run["last"] >= run["oracle"] - 0.1, run
+    assert abs(sum(run["mixture"].values()) - 1) < 0.05

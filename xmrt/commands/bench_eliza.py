@@ -178,7 +178,57 @@ def _print_rule(result: dict) -> None:
     print("reliability: " + "  ".join(cells))
 
 
+def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: float = 0.02,
+               learning_rate: float = 0.01) -> dict:
+    """The decision model alone, in process (no graphs, Redis, reflection or LLM): decide a batch, learn, repeat.
+
+    Fast enough to average over many streams; the figures of the full runs come from the real graphs.
+    """
+    from xmrt.eliza import DecisionModel, Example, decide_from_probability, is_correct
+
+    model, seen, right, oracle = DecisionModel(), [], [], []
+    for start in range(0, len(stream), batch):
+        for proposal, ok, knows in stream[start : start + batch]:
+            example = Example.of(proposal)
+            experts = model.expert_probabilities(example)
+            decision = decide_from_probability(model.probability(example), defer_margin)
+            right.append(is_correct(decision, ok))
+            oracle.append(knows == ok)
+            seen.append((example, ok, experts))
+        model.train([(x, ok) for x, ok, _ in seen], learning_rate=learning_rate, epochs=200,
+                    expert_scores=[e for _, _, e in seen])
+    return {"first": sum(right[:100]) / 100, "last": sum(right[-100:]) / 100, "oracle": sum(oracle[-100:]) / 100,
+            "mixture": {k: round(v, 2) for k, v in model.mixture.items() if v >= 0.01}}
+
+
+def _bench_model_only(args: argparse.Namespace) -> int:
+    from xmrt.bench.proposals import generate_with_oracle
+
+    low, _, high = args.seeds.partition("-")
+    seeds = range(int(low), int(high or low) + 1)
+    rules = list(_rules()) if args.rule == "all" else [args.rule]
+    summary = []
+    print(f"model only, in process: {args.proposals} proposals in batches of {args.batch}, seeds {args.seeds}")
+    for rule in rules:
+        runs = [model_only(generate_with_oracle(args.proposals, rule, args.noise, seed), args.batch,
+                           learning_rate=args.learning_rate or 0.01) for seed in seeds]
+        gaps = [r["oracle"] - r["last"] for r in runs]
+        rises = [r["last"] - r["first"] for r in runs]
+        met = sum(round(g, 6) <= 0.05 and round(r, 6) >= 0.10 for g, r in zip(gaps, rises, strict=True))
+        row = {"rule": rule, "mean_gap": _mean(gaps), "max_gap": max(gaps), "mean_rise": _mean(rises),
+               "met": met, "streams": len(runs), "runs": runs}
+        summary.append(row)
+        if not args.json:
+            print(f"  {rule:<16} gap to oracle mean {row['mean_gap']:+.3f} (max {row['max_gap']:+.3f})  rise mean "
+                  f"{row['mean_rise']:+.3f}  both targets met on {met}/{len(runs)} streams")
+    if args.json:
+        print(json.dumps({"model_only": summary}))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.model_only:
+        return _bench_model_only(args)
     if args.continue_agent:
         args.agent = args.continue_agent
         return _continue(args)
@@ -254,5 +304,8 @@ def register(cli: CommandTree) -> None:
     p.add_argument("--tail", type=int, default=100, help="accuracy is compared over the last N proposals")
     p.add_argument("--llm", action="store_true", help="let the LLM's verdict take part (slow offline)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--model-only", action="store_true", help="the decision model alone, in process, averaged over "
+                   "--seeds (fast; no graphs, Redis, reflection or LLM)")
+    p.add_argument("--seeds", default="11-16", help="streams for --model-only, e.g. 11-16 (default)")
     p.add_argument("--continue-agent", help=argparse.SUPPRESS)
     p.add_argument("--start-batch", type=int, default=0, help=argparse.SUPPRESS)
