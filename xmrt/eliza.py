@@ -1,24 +1,30 @@
 """The Eliza agent's service layer: proposals, the learned decision model, and the decision ledger in Redis.
 
-**Decision model.** Logistic regression over the proposal's criteria. Each criterion is a signal in
-[0, 1]; it enters centred (``x - 0.5``) so that the bias carries the base rate. Unknown criterion names
-get a weight of 0 and are learned like the others. The starting weights (:data:`PRIOR_WEIGHTS`) are the
-seed's basic decision rule: support and alignment count for, risk and treasury impact against.
-``p = sigmoid(bias + sum(w_i * (x_i - 0.5)))`` is the predicted probability that the proposal succeeds.
-The decision is approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, and
-defer in between.
+**Features.** Every field of a proposal becomes named features (:class:`FeatureSpace`): each criterion enters
+centred (``x - 0.5``, so a missing one is neutral); ``amount_xmr`` as a robustly scaled log and three quartile
+hinges; ``category`` one-hot over the categories seen in outcomes (an unseen one is neutral); the words of the
+title and description that recur in past proposals; and the LLM's verdict (``llm_verdict``) when it was asked.
+New features start at weight 0 and move only by learning from outcomes. The seed's basic rule
+(:data:`PRIOR_WEIGHTS`) is the starting point: support and alignment count for, risk and treasury impact against.
 
-**Learning.** Every recorded outcome is a labelled example (did the proposal succeed?). Self-improvement
-runs stochastic gradient descent on the log-loss over all outcomes, with the configured learning rate
-(0.01 by default, as in the seed), a bounded number of epochs and a small L2 penalty. Nothing is
+**Model.** A mixture of logistic experts (:data:`EXPERTS`): main effects, words, category interactions, products
+of criteria, and two that forget old outcomes (half-life, default 60) so that a rule that changes is followed. The
+mixture weights are the experts' Bayesian posterior given their prequential log-loss (the score each gave a
+proposal when it was decided, before its outcome was known). ``p`` is the predicted probability of success;
+approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between.
+
+**Learning.** Every recorded outcome is a labelled example. Self-improvement fits each expert with scikit-learn's
+``SGDClassifier`` (log-loss, L2), warm-started from its stored weights, on features scaled to unit variance, with
+the ``adaptive`` schedule starting at the configured learning rate (0.01 by default, as in the seed). Nothing is
 incremented by hand: the weights move only by the gradient of recorded outcomes.
 
-**Accuracy.** A decision with an outcome is correct when it approved a success or rejected a failure.
-A deferral is never correct (otherwise deferring everything would look perfect); the share of
-deferrals is reported next to it.
+**Accuracy and calibration** (:func:`metrics_of`). A decision with an outcome is correct when it approved a
+success or rejected a failure; a deferral is never correct (otherwise deferring everything would look perfect).
+Brier score, log-loss, a reliability table and the learning curve are computed from the same records.
 
-**Ledger.** One Redis hash per agent holds every decision (features, score, rationale, sources and,
-once fed back, the outcome). The model and its versions are JSON under the agent's keys.
+**Ledger.** One Redis hash per agent holds every decision (features, signals, expert scores, score, rationale,
+sources and, once fed back, the outcome). The model (format 2; format 1 migrates on load), its versions and the
+LLM verdict cache are under the agent's keys.
 """
 
 from __future__ import annotations

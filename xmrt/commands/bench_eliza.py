@@ -9,9 +9,12 @@ self-improves (the real self-improvement graph), all on Redis. Three agents see 
 * ``restarted``: learns in this process up to ``--restart-at``, then a NEW process continues from the
   weights stored in Redis.
 
-Accuracy is measured per batch against the true outcomes (a deferral counts as wrong). The agents never
-see the rule; ``--rule`` picks one of several so that no single rule can be tuned for. The LLM is off by
-default (``--llm`` turns it on): the benchmark measures learning, and the offline model is slow.
+Accuracy is measured per batch against the true outcomes (a deferral counts as wrong) and against the oracle,
+which knows the rule. The agents never see the rule; ``--rule`` picks one of several (on criteria, amount,
+category, their interactions, and one that drifts halfway) so that no single rule can be tuned for. The learning
+agent's calibration (Brier score, reliability table) and learning curve are printed from its ledger. The LLM is
+off by default (``--llm`` turns it on). ``--model-only`` runs the decision model alone, in process, over several
+streams (``--seeds``), to average out the noise of one stream.
 """
 
 from __future__ import annotations
