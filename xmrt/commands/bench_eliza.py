@@ -39,7 +39,7 @@ def _accuracy(decisions: list[dict], truth: dict[str, bool]) -> float:
 
 
 def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bool, use_llm: bool,
-                learning_rate: float | None = None) -> list[float]:
+                learning_rate: float | None = None, reflect: bool = True) -> list[float]:
     """Decide, feed back and self-improve, batch by batch; returns the accuracy of each batch's decisions."""
     from graphs.eliza import builder as eliza_builder
     from graphs.self_improve import builder as improve_builder
@@ -56,7 +56,7 @@ def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bo
             {"proposals": [p for p, _ in batch]},
             {"configurable": {"thread_id": f"bench-{agent}-decide-{i}"}},
             context={"agent_id": agent, "learn": learn, "use_llm": use_llm, "knowledge_k": 0, "lessons_k": 0,
-                     **({"max_reflections": 0} if os.environ.get("XMRT_BENCH_NO_REFLECT") else {})},
+                     **({} if reflect else {"max_reflections": 0})},
         )
         accuracies.append(_accuracy(out["decisions"], truth))
         improve.invoke(
@@ -81,7 +81,8 @@ def _batches(args: argparse.Namespace, rule: str) -> list[list[tuple[dict, bool]
 def _continue(args: argparse.Namespace) -> int:
     """The restarted process: continue an agent from its weights in Redis (internal)."""
     batches = _batches(args, args.rule)[args.start_batch :]
-    accuracies = run_batches(args.agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate)
+    accuracies = run_batches(args.agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate,
+                             reflect=not args.no_reflect)
     print(json.dumps({"accuracies": accuracies}))
     return 0
 
@@ -102,7 +103,8 @@ def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
     tail_batches = max(1, args.tail // args.batch)
     started = time.perf_counter()
     learning_agent = f"{run_id}-{rule}-learning"
-    learning = run_batches(learning_agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate)
+    learning = run_batches(learning_agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate,
+                           reflect=not args.no_reflect)
     seconds_learning = time.perf_counter() - started
     metrics = DecisionLedger(get_config(), learning_agent).metrics(window=args.batch)
     result = {
@@ -130,7 +132,7 @@ def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
         static = run_batches(f"{run_id}-{rule}-static", batches, learn=False, use_llm=args.llm)
         restarted_agent = f"{run_id}-{rule}-restarted"
         before = run_batches(restarted_agent, batches[:restart_batch], learn=True, use_llm=args.llm,
-                             learning_rate=args.learning_rate)
+                             learning_rate=args.learning_rate, reflect=not args.no_reflect)
         cmd = [sys.executable, "-m", "xmrt.cli", "bench", "eliza", "--continue-agent", restarted_agent,
                "--start-batch", str(restart_batch), "--rule", rule, "--proposals", str(args.proposals),
                "--batch", str(args.batch), "--noise", str(args.noise), "--seed", str(args.seed)]
@@ -138,6 +140,8 @@ def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
             cmd += ["--learning-rate", str(args.learning_rate)]
         if args.llm:
             cmd.append("--llm")
+        if args.no_reflect:
+            cmd.append("--no-reflect")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         if proc.returncode != 0:
             raise RuntimeError(f"the restarted process failed: {proc.stderr.strip()[-2000:]}")
@@ -307,6 +311,7 @@ def register(cli: CommandTree) -> None:
     p.add_argument("--tail", type=int, default=100, help="accuracy is compared over the last N proposals")
     p.add_argument("--llm", action="store_true", help="let the LLM's verdict take part (slow offline)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--no-reflect", action="store_true", help="switch reflection off (to measure what it adds)")
     p.add_argument("--model-only", action="store_true", help="the decision model alone, in process, averaged over "
                    "--seeds (fast; no graphs, Redis, reflection or LLM)")
     p.add_argument("--seeds", default="11-16", help="streams for --model-only, e.g. 11-16 (default)")
