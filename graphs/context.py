@@ -86,7 +86,8 @@ class ElizaContext:
     collection: str = knob("default", "Knowledge-base collection consulted for each proposal.", ge=1, le=512)
     knowledge_k: int = knob(3, "Knowledge-base passages per proposal.", ge=0, le=50)
     lessons_k: int = knob(3, "Lessons from past outcomes recalled per cycle.", ge=0, le=50)
-    defer_margin: float = knob(0.05, "Probabilities within this margin of 0.5 are deferred.", ge=0, le=0.5)
+    defer_margin: float = knob(0.02, "Probabilities within this margin of 0.5 are deferred (a deferral counts as a "
+                               "wrong decision; widen it to send more close calls to people).", ge=0, le=0.5)
     reflect_margin: float = knob(0.15, "Decisions within this margin of 0.5 are reflected on.", ge=0, le=0.5)
     max_reflections: int = knob(50, "Most decisions reflected on per cycle.", ge=0, le=1000)
     neighbors_k: int = knob(15, "Similar past proposals consulted by a reflection.", ge=1, le=1000)
@@ -95,6 +96,13 @@ class ElizaContext:
                                  "neighbours' success rate.", ge=0, le=1e6)
     max_attempts: int = knob(2, "Model calls per verdict before deciding on the criteria alone.", ge=1, le=10)
     max_new_tokens: int = knob(96, "Token limit of a verdict reply.", ge=1, le=4096)
+    llm_scope: str = knob("close_calls", "Which proposals the model is asked about: 'close_calls' (only where its "
+                          "verdict, at its learned weight, could change the decision, or in the reflection band) or "
+                          "'all'.", choices=("close_calls", "all"))
+    max_llm_calls: int = knob(8, "Most close calls the model is asked about per cycle (the closest first).",
+                              ge=0, le=1000)
+    llm_batch: int = knob(4, "Prompts scored together in one forward pass of a local model.", ge=1, le=64)
+    llm_concurrency: int = knob(1, "Concurrent verdict requests to a remote (OpenAI-compatible) model.", ge=1, le=32)
     instructions: str = knob(ELIZA_INSTRUCTIONS, "The decision instructions given to the model.", le=PROMPT_MAX)
 
 
@@ -105,9 +113,17 @@ class SelfImproveContext:
     agent_id: str = agent_knob("The decision agent")
     model: str = model_knob()
     learn: bool = knob(True, "Train the decision model on the recorded outcomes.")
-    learning_rate: float = knob(0.01, "Learning rate of the decision model's training.", ge=1e-6, le=10)
-    epochs: int = knob(30, "Passes over the recorded outcomes per training.", ge=1, le=1000)
-    l2: float = knob(1e-4, "L2 penalty on the weights.", ge=0, le=10)
+    learning_rate: float = knob(0.01, "Initial SGD step of the decision model's training (features scaled to unit "
+                                "variance; the adaptive schedule divides it by 5 when 5 passes bring no gain).",
+                                ge=1e-6, le=10)
+    epochs: int = knob(200, "Most SGD passes over the recorded outcomes per training (it stops earlier once the "
+                       "step has decayed).", ge=1, le=1000)
+    l2: float = knob(1.0, "L2 penalty on the weights, in outcomes' worth (sklearn alpha = l2 / outcomes).", ge=0,
+                     le=1000)
+    half_life: float = knob(60.0, "Outcomes after which the forgetting experts weigh an outcome half.", ge=5,
+                            le=100_000)
+    mixture_half_life: float = knob(100.0, "Outcomes after which an expert's past prediction error counts half "
+                                    "when the experts are re-weighed.", ge=5, le=100_000)
     lesson_min_cases: int = knob(5, "Outcomes a lesson must rest on.", ge=1, le=100_000)
     lesson_min_gap: float = knob(0.25, "Success-rate gap a lesson must show.", ge=0, le=1)
     max_lessons: int = knob(5, "Lessons written per run.", ge=0, le=100)

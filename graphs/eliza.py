@@ -39,6 +39,7 @@ class State(Input, Output):
     instructions: str
     prompt_version: int
     lessons: list[dict[str, Any]]
+    recent_metrics: dict[str, Any]
     assessed: list[dict[str, Any]]
     knowledge: dict[str, list[dict[str, Any]]]
     kb_note: str

@@ -6,9 +6,10 @@ retries, then a deterministic fallback) and written into state, so it is checkpo
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
-import math
 import re
 import time
 from typing import Any
@@ -20,12 +21,21 @@ from graphs.context import ElizaContext, context_of
 from graphs.state import message_text
 from nodes.models import chat_model
 from xmrt.config import get_config
-from xmrt.eliza import DecisionLedger, DecisionModel, decide_from_probability, proposal_from_dict
+from xmrt.eliza import (
+    DecisionLedger,
+    DecisionModel,
+    Example,
+    decide_from_probability,
+    history_point,
+    proposal_from_dict,
+    proposal_signals,
+)
 from xmrt.policy import current_principal
 
 log = logging.getLogger(__name__)
 
 VERDICT_VALUE = {"approve": 1.0, "defer": 0.5, "reject": 0.0}
+VERDICT_PREFILL = '{"verdict": "'
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.S)
 _VERDICT_WORD = re.compile(r"\b(approve|reject|defer)\b", re.I)
 
@@ -57,7 +67,10 @@ def load_context(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     if runtime.store is not None and ctx.lessons_k > 0 and titles.strip():
         found = _memory(runtime).search(ctx.agent_id, titles, limit=ctx.lessons_k * 2)
         lessons = [m.to_dict() for m in found if m.data.get("kind") == "lesson"][: ctx.lessons_k]
-    return {"model": model.to_dict(), "instructions": instructions, "prompt_version": version, "lessons": lessons}
+    metrics = ledger.metrics()
+    recent = {k: metrics.get(k) for k in ("with_outcome", "recent_accuracy", "recent_brier_score", "brier_score")}
+    return {"model": model.to_dict(), "instructions": instructions, "prompt_version": version, "lessons": lessons,
+            "recent_metrics": recent}
 
 
 # ------------------------------------------------------------------------------------ assess
@@ -136,42 +149,190 @@ def parse_verdict(text: str) -> tuple[str | None, str]:
     return None, ""
 
 
-def _llm_verdict(ctx: ElizaContext, instructions: str, proposal: dict, passages: list, lessons: list) -> dict:
-    """Ask the model for a verdict, with bounded retries; {"verdict": None, ...} when it gives none."""
+def _verdict_prompt(instructions: str, proposal: dict, passages: list, lessons: list) -> list:
     criteria = ", ".join(f"{k}={v:.2f}" for k, v in proposal["criteria"].items()) or "(none)"
     knowledge = "\n".join(f"[{i + 1}] {p['path']}: {p['text'][:300]}" for i, p in enumerate(passages)) or "(none)"
     memory = "\n".join(f"- {m['text']}" for m in lessons) or "(none)"
+    amount = "not given" if proposal.get("amount_xmr") is None else f"{proposal['amount_xmr']} XMR"
     prompt = (
         f"Proposal {proposal['id']}: {proposal['title']}\n{proposal['description'][:1500]}\n"
-        f"Category: {proposal['category']}. Amount: {proposal['amount_xmr']} XMR. Criteria: {criteria}\n\n"
+        f"Category: {proposal['category']}. Amount: {amount}. Criteria: {criteria}\n\n"
         f"Knowledge:\n{knowledge}\n\nLessons from past outcomes:\n{memory}\n\nJSON:"
     )
-    messages = [SystemMessage(instructions), HumanMessage(prompt)]
+    return [SystemMessage(instructions), HumanMessage(prompt)]
+
+
+def _model_id(model: Any, ctx: ElizaContext) -> str:
+    name = getattr(model, "model_id", None) or getattr(model, "model_name", None) or ctx.model
+    return f"{type(model).__name__}:{name}"
+
+
+def _cache_key(model_id: str, messages: list) -> str:
+    text = model_id + "\x00" + "\x00".join(str(m.content) for m in messages)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _local_scorer(model: Any):
+    """The local model's network and tokenizer when verdicts can be scored in one forward pass, else None."""
+    pipeline = getattr(getattr(model, "llm", None), "pipeline", None)
+    net, tokenizer = getattr(pipeline, "model", None), getattr(model, "tokenizer", None)
+    if net is None or tokenizer is None or not hasattr(model, "build_prompt"):
+        return None
+    return net, tokenizer
+
+
+def score_verdicts(model: Any, conversations: list[list], batch_size: int = 4) -> list[dict[str, Any]]:
+    """Score the three verdicts with a local model: one forward pass per prompt, batched, no generation.
+
+    The prompt ends with the assistant's reply opened as ``{"verdict": "``; the model's next-token probabilities
+    of approve, reject and defer (renormalised over the three) are its verdict distribution. Its output cannot be
+    malformed, so no retry is needed, and it says how confident the model is.
+    """
+    import torch
+
+    net, tokenizer = _local_scorer(model)
+    first = {v: tokenizer(v, add_special_tokens=False)["input_ids"][0] for v in VERDICT_VALUE}
+    prompts = [model.build_prompt(c) + VERDICT_PREFILL for c in conversations]
+    out: list[dict[str, Any]] = []
+    side = getattr(tokenizer, "padding_side", "right")
+    with getattr(model, "generation_lock", None) or contextlib.nullcontext():
+        try:
+            tokenizer.padding_side = "left"
+            for i in range(0, len(prompts), max(1, batch_size)):
+                enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True,
+                                add_special_tokens=False)
+                with torch.no_grad():
+                    logits = net(**enc).logits[:, -1, :]
+                for row in logits:
+                    chosen = torch.stack([row[first[v]] for v in VERDICT_VALUE])
+                    probs = dict(zip(VERDICT_VALUE, torch.softmax(chosen.float(), 0).tolist(), strict=True))
+                    out.append({"probabilities": {k: round(v, 4) for k, v in probs.items()}})
+        finally:
+            tokenizer.padding_side = side
+    for result in out:
+        probs = result["probabilities"]
+        verdict = max(probs, key=probs.get)
+        result.update(verdict=verdict, confidence=probs[verdict], method="scored",
+                      value=round(0.5 + 0.5 * (probs["approve"] - probs["reject"]), 4))
+    return out
+
+
+def _generate_verdicts(model: Any, conversations: list[list], ctx: ElizaContext) -> list[dict[str, Any]]:
+    """Ask for JSON verdicts (batched, bounded retries of the unparseable ones); None verdicts when none comes."""
+    results: list[dict[str, Any]] = [{"verdict": None, "reason": "", "attempts": 0} for _ in conversations]
+    todo = list(range(len(conversations)))
+    for attempt in range(1, max(1, ctx.max_attempts) + 1):
+        if not todo:
+            break
+        replies = model.batch([conversations[i] for i in todo], config={"max_concurrency": ctx.llm_concurrency},
+                              return_exceptions=True)
+        left = []
+        for i, reply in zip(todo, replies, strict=True):
+            results[i]["attempts"] = attempt
+            if isinstance(reply, Exception):  # provider errors are retried, then the fallback decides
+                log.warning("verdict call %d failed: %s", attempt, reply)
+                left.append(i)
+                continue
+            verdict, reason = parse_verdict(message_text(reply))
+            if verdict:
+                results[i].update(verdict=verdict, reason=reason, method="generated", value=VERDICT_VALUE[verdict])
+            else:
+                left.append(i)
+        todo = left
+    for i in todo:
+        results[i]["error"] = "no parseable verdict"
+    return results
+
+
+def llm_verdicts(ctx: ElizaContext, ledger: DecisionLedger, instructions: str, proposals: list[dict],
+                 knowledge: dict, lessons: list) -> dict[str, dict[str, Any]]:
+    """The model's verdicts on ``proposals``, by id: cached ones from Redis, the rest in one batch.
+
+    A local model is scored (:func:`score_verdicts`); any other is asked to generate JSON (bounded retries). Every
+    result has ``verdict`` (None when the model gave none, with ``error``), ``value`` (the ``llm_verdict`` feature)
+    and, when scored, ``probabilities`` and ``confidence``.
+    """
+    if not proposals:
+        return {}
     try:
         model = chat_model(ctx.model)
-    except Exception as exc:  # noqa: BLE001 - no model: the weighted criteria decide alone
-        return {"verdict": None, "reason": "", "error": f"LLM unavailable: {exc}", "attempts": 0}
-    for attempt in range(1, max(1, ctx.max_attempts) + 1):
-        try:
-            reply = message_text(model.invoke(messages))
-        except Exception as exc:  # noqa: BLE001 - provider errors are retried, then the fallback decides
-            log.warning("verdict call %d failed: %s", attempt, exc)
-            continue
-        verdict, reason = parse_verdict(reply)
-        if verdict:
-            return {"verdict": verdict, "reason": reason, "attempts": attempt}
-    return {"verdict": None, "reason": "", "error": "no parseable verdict", "attempts": ctx.max_attempts}
+    except Exception as exc:  # noqa: BLE001 - no model: the weighted signals decide alone
+        return {p["id"]: {"verdict": None, "error": f"LLM unavailable: {exc}", "attempts": 0} for p in proposals}
+    conversations = {p["id"]: _verdict_prompt(instructions, p, knowledge.get(p["id"], []), lessons) for p in proposals}
+    model_id = _model_id(model, ctx)
+    keys = {pid: _cache_key(model_id, c) for pid, c in conversations.items()}
+    found = ledger.cached_verdicts(list(keys.values()))
+    out = {pid: {**found[key], "cached": True} for pid, key in keys.items() if key in found}
+    todo = [pid for pid in conversations if pid not in out]
+    if todo:
+        started = time.perf_counter()
+        results = None
+        if _local_scorer(model) is not None:
+            try:
+                results = score_verdicts(model, [conversations[pid] for pid in todo], ctx.llm_batch)
+            except Exception as exc:  # noqa: BLE001 - fall back to asking for JSON
+                log.warning("scoring verdicts failed (%s); asking the model instead", exc)
+        if results is None:
+            results = _generate_verdicts(model, [conversations[pid] for pid in todo], ctx)
+        seconds = round((time.perf_counter() - started) / len(todo), 3)
+        fresh = {pid: {**r, "seconds": seconds} for pid, r in zip(todo, results, strict=True)}
+        ledger.cache_verdicts({keys[pid]: r for pid, r in fresh.items() if r.get("verdict")})
+        out.update(fresh)
+    return out
 
 
-def _rationale(p: float, contributions: dict[str, float], llm: dict | None, passages: list, lessons: list) -> str:
-    parts = [f"success probability {p:.2f} from weighted criteria"]
+def _close_calls(ctx: ElizaContext, model: DecisionModel, examples: dict[str, Example],
+                 base: dict[str, float]) -> list[str]:
+    """The proposals whose decision the model's verdict could change, closest first, at most ``max_llm_calls``.
+
+    A verdict can change a decision when the learned weight of ``llm_verdict`` moves the probability across a
+    decision boundary (approve/defer/reject) between a reject verdict and an approve verdict; proposals in the
+    reflection band (``reflect_margin`` around 0.5) are asked as well, so that the weight keeps being learned.
+    """
+    if ctx.llm_scope == "all":
+        return list(examples)
+    chosen = []
+    for pid, ex in examples.items():
+        low, high = model.verdict_swing(ex)
+        outcomes = {decide_from_probability(p, ctx.defer_margin) for p in (base[pid], low, high)}
+        if len(outcomes) > 1 or abs(base[pid] - 0.5) < ctx.reflect_margin:
+            chosen.append(pid)
+    chosen.sort(key=lambda pid: abs(base[pid] - 0.5))
+    return chosen[: ctx.max_llm_calls]
+
+
+def _confidence(model: DecisionModel, p: float, stats: dict[str, Any]) -> dict[str, Any]:
+    """How far to trust a probability: the outcomes behind it and the model's measured recent accuracy."""
+    seen = model.examples_seen
+    note = ("the seed's prior rule: nothing learned yet" if seen == 0 else
+            f"learned from {seen} outcomes" + (" (too few to trust much)" if seen < 50 else ""))
+    acc, brier = stats.get("recent_accuracy"), stats.get("recent_brier_score")
+    if acc is not None:
+        note += f"; recent accuracy {acc:.2f}"
+    if brier is not None:
+        note += f", Brier {brier:.3f}"
+    return {"probability": round(max(p, 1 - p), 4), "outcomes_learned": seen, "recent_accuracy": acc,
+            "recent_brier": brier, "note": note}
+
+
+def _rationale(p: float, decision: str, contributions: dict[str, float], example: Example, space: Any,
+               confidence: dict, llm: dict | None, passages: list, lessons: list) -> str:
+    parts = [f"{decision}: success probability {p:.2f} ({confidence['note']})"]
     if contributions:
-        top = ", ".join(f"{k} {v:+.2f}" for k, v in list(contributions.items())[:4])
-        parts.append(f"strongest signals: {top}")
+        top = []
+        for name, v in list(contributions.items())[:4]:
+            value = _feature_value(name, example)
+            top.append(f"{space.describe(name)}{value} {v:+.2f}")
+        parts.append("moved most by: " + ", ".join(top))
     if llm and llm.get("verdict"):
-        parts.append(f"LLM verdict {llm['verdict']}: {llm.get('reason') or 'no reason given'}")
+        sure = f", model confidence {llm['confidence']:.2f}" if llm.get("confidence") is not None else ""
+        weight = contributions.get("llm_verdict", 0.0)
+        parts.append(f"LLM verdict {llm['verdict']}{sure}, counted {weight:+.2f} by its learned weight"
+                     + (f": {llm['reason']}" if llm.get("reason") else ""))
     elif llm and llm.get("error"):
-        parts.append(f"LLM: {llm['error']}; decided on criteria alone")
+        parts.append(f"LLM: {llm['error']}; decided without it")
+    elif llm and llm.get("skipped"):
+        parts.append(f"LLM not asked: {llm['skipped']}")
     if passages:
         parts.append("knowledge: " + "; ".join(f"[{i + 1}] {s['path']}" for i, s in enumerate(passages)))
     if lessons:
@@ -179,31 +340,58 @@ def _rationale(p: float, contributions: dict[str, float], llm: dict | None, pass
     return ". ".join(parts)
 
 
+def _feature_value(name: str, example: Example) -> str:
+    if name in example.criteria:
+        return f" {example.criteria[name]:.2f}"
+    if name.startswith("amount:") and example.amount is not None:
+        return f" ({example.amount:g} XMR)"
+    return ""
+
+
 def decide(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Decide each proposal: the learned weighted criteria, plus the LLM's verdict as a learned criterion."""
+    """Decide each proposal with the learned model; ask the LLM only where its verdict could change the decision."""
     ctx = _ctx(runtime)
     model = DecisionModel.from_dict(state["model"])
+    assessed = state.get("assessed", [])
+    examples = {p["id"]: Example.of(p) for p in assessed}
+    base = {pid: model.probability(ex) for pid, ex in examples.items()}
+    verdicts: dict[str, dict[str, Any]] = {}
+    ledger = _ledger(ctx)
+    if ctx.use_llm and assessed:
+        asked = set(_close_calls(ctx, model, examples, base))
+        verdicts = llm_verdicts(ctx, ledger, state.get("instructions") or ctx.instructions,
+                                [p for p in assessed if p["id"] in asked], state.get("knowledge", {}),
+                                state.get("lessons", []))
+    stats = state.get("recent_metrics") or {}
     decisions = []
-    for proposal in state.get("assessed", []):
+    for proposal in assessed:
         features = dict(proposal["criteria"])
         passages = state.get("knowledge", {}).get(proposal["id"], [])
         llm = None
         if ctx.use_llm:
-            llm = _llm_verdict(ctx, state.get("instructions") or ctx.instructions, proposal, passages,
-                               state.get("lessons", []))
-            if llm.get("verdict"):
-                features["llm_verdict"] = VERDICT_VALUE[llm["verdict"]]
-        p = model.probability(features)
-        contributions = model.contributions(features)
+            llm = verdicts.get(proposal["id"]) or {
+                "verdict": None, "skipped": f"its verdict could not change the decision (p={base[proposal['id']]:.2f})"}
+            if llm.get("verdict") and llm.get("value") is not None:
+                features["llm_verdict"] = float(llm["value"])
+        example = Example.of(proposal, features)
+        experts = model.expert_probabilities(example)
+        p = model.probability(example)
+        decision = decide_from_probability(p, ctx.defer_margin)
+        contributions = model.contributions(example)
+        confidence = _confidence(model, p, stats)
         decisions.append({
             "id": proposal["id"],
             "title": proposal["title"],
-            "decision": decide_from_probability(p, ctx.defer_margin),
+            "decision": decision,
             "score": round(p, 4),
             "features": features,
-            "contributions": {k: round(v, 4) for k, v in contributions.items()},
+            "signals": proposal_signals(proposal),
+            "experts": {k: round(v, 4) for k, v in experts.items()},
+            "contributions": {k: round(v, 4) for k, v in list(contributions.items())[:12]},
+            "confidence": confidence,
             "llm": llm,
-            "rationale": _rationale(p, contributions, llm, passages, state.get("lessons", [])),
+            "rationale": _rationale(p, decision, contributions, example, model.space, confidence, llm, passages,
+                                    state.get("lessons", [])),
             "sources": [{"path": s["path"], "score": s["score"]} for s in passages],
             "model_version": model.version,
             "prompt_version": state.get("prompt_version", 0),
@@ -213,56 +401,101 @@ def decide(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ reflect
-def _distance(a: dict[str, float], b: dict[str, float]) -> float:
-    names = set(a) | set(b)
-    return math.sqrt(sum((a.get(n, 0.5) - b.get(n, 0.5)) ** 2 for n in names))
+MAX_PAST = 2000
+VALIDATION = 200
+MIN_VALIDATION = 20
+
+
+def _log_loss(p: Any, y: Any) -> float:
+    import numpy as np
+
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
 def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Critique low-margin decisions against the outcomes of the most similar past proposals.
 
-    The neighbours' success rate is blended with the model's probability, weighted by how many
-    neighbours there are; when that flips the decision, the flip and its evidence are recorded.
-    Bounded by ``max_reflections``; off when learning is off (it uses recorded outcomes).
+    Similar means close in the model's own main features (criteria, amount, category). The critique is the
+    neighbours' *residual*: how much more (or less) often they succeeded than the current model predicts for them,
+    weighted by ``n / (n + neighbor_prior)``. Where the model fits its past this is noise; where it misfits locally
+    (an interaction it cannot express, a rule that changed) it is signal. So reflection must earn its say: it is
+    first tried on the last past decisions in the band, each critiqued by its own neighbours (leave-one-out), and it
+    changes today's decisions only if that lowered their log-loss (with fewer than 20 such past decisions it
+    applies, as the seed's reflection did). A flipped decision records its evidence. Bounded by
+    ``max_reflections``; off when learning is off (it uses recorded outcomes).
     """
+    import numpy as np
+
     ctx = _ctx(runtime)
     decisions = [dict(d) for d in state.get("decisions", [])]
     if not ctx.learn or not decisions:
         return {"reflections": []}
-    past = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None]
-    current_ids = {d["id"] for d in decisions}
-    past = [d for d in past if d["id"] not in current_ids]
-    reflections = []
     candidates = sorted(
         (d for d in decisions if abs(d["score"] - 0.5) < ctx.reflect_margin), key=lambda d: abs(d["score"] - 0.5)
     )[: max(0, ctx.max_reflections)]
-    for decision in candidates:
-        if len(past) < ctx.min_neighbors:
-            break
-        near = sorted(past, key=lambda d: _distance(decision["features"], d["features"]))[: ctx.neighbors_k]
-        successes = sum(1 for d in near if d["outcome"]["success"])
-        rate = successes / len(near)
-        weight = len(near) / (len(near) + ctx.neighbor_prior)
-        blended = (1 - weight) * decision["score"] + weight * rate
-        new = decide_from_probability(blended, ctx.defer_margin)
+    if not candidates:
+        return {"decisions": decisions, "reflections": []}
+    model = DecisionModel.from_dict(state["model"])
+    current_ids = {d["id"] for d in decisions}
+    past = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None and d["id"] not in current_ids]
+    past = past[-MAX_PAST:]
+    if len(past) < max(1, ctx.min_neighbors):
+        return {"decisions": decisions, "reflections": []}
+    rows = [model.space.main(Example.from_record(d)) for d in past]
+    here_rows = [model.space.main(Example.from_record(d)) for d in candidates]
+    names = sorted({n for r in (*rows, *here_rows) for n in r})
+    matrix = np.array([[r.get(n, 0.0) for n in names] for r in rows])
+    outcomes = np.array([1.0 if d["outcome"]["success"] else 0.0 for d in past])
+    predicted = np.array([model.probability(Example.from_record(d)) for d in past])
+    k = min(ctx.neighbors_k, len(past))
+
+    def critique(vector: Any, exclude: int | None = None) -> tuple[float, int, float, int]:
+        dist = ((matrix - vector) ** 2).sum(1)
+        if exclude is not None:
+            dist[exclude] = np.inf
+        n = min(k, len(past) - (exclude is not None))
+        near = np.argpartition(dist, n - 1)[:n] if n < len(past) else np.arange(len(past))
+        rate, expected = float(outcomes[near].mean()), float(predicted[near].mean())
+        return (n / (n + ctx.neighbor_prior)) * (rate - expected), int(outcomes[near].sum()), expected, n
+
+    band = [i for i in range(len(past)) if abs(predicted[i] - 0.5) < ctx.reflect_margin][-VALIDATION:]
+    applies, note = True, f"only {len(band)} past decisions in the band to test it on"
+    if len(band) >= MIN_VALIDATION and len(past) > k:
+        idx = np.array(band)
+        tried = np.clip(predicted[idx] + np.array([critique(matrix[i], exclude=i)[0] for i in band]), 0.001, 0.999)
+        mine, plain = _log_loss(tried, outcomes[idx]), _log_loss(predicted[idx], outcomes[idx])
+        applies = mine < plain
+        note = f"tried on {len(band)} past close calls: log-loss {mine:.3f} with it, {plain:.3f} without"
+    reflections = []
+    for decision, row in zip(candidates, here_rows, strict=True):
+        shift, successes, expected, n = critique(np.array([row.get(nm, 0.0) for nm in names]))
+        adjusted = min(0.999, max(0.001, decision["score"] + shift))
+        new = decide_from_probability(adjusted, ctx.defer_margin) if applies else decision["decision"]
         entry = {
             "id": decision["id"],
             "before": decision["decision"],
             "after": new,
             "score_before": decision["score"],
-            "score_after": round(blended, 4),
-            "neighbors": len(near),
-            "neighbor_success_rate": round(rate, 4),
+            "score_after": round(adjusted, 4),
+            "neighbors": n,
+            "neighbor_success_rate": round(successes / n, 4),
+            "neighbor_expected_rate": round(expected, 4),
             "changed": new != decision["decision"],
+            "applied": applies,
+            "evidence": note,
         }
         if entry["changed"]:
             entry["why"] = (
-                f"{len(near)} most similar past proposals succeeded {successes}/{len(near)} times; "
-                f"probability {decision['score']:.2f} -> {blended:.2f}, so {decision['decision']} -> {new}"
+                f"{n} most similar past proposals succeeded {successes}/{n} times where the model expects "
+                f"{expected:.2f} of them; probability {decision['score']:.2f} -> {adjusted:.2f}, so "
+                f"{decision['decision']} -> {new}"
             )
             decision["decision"] = new
             decision["rationale"] += f". Reflection: {entry['why']}"
-        decision["score"] = round(blended, 4)
+        if applies:
+            decision["model_score"] = decision["score"]
+            decision["score"] = round(adjusted, 4)
         reflections.append(entry)
     return {"decisions": decisions, "reflections": reflections}
 
@@ -302,9 +535,10 @@ def learn(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     ledger = _ledger(ctx)
     metrics = ledger.metrics()
     decided = [d["decision"] for d in state.get("decisions", [])]
+    asked = [d for d in state.get("decisions", []) if (d.get("llm") or {}).get("verdict")]
     counts = {k: decided.count(k) for k in ("approve", "reject", "defer")}
-    point = {"kind": "cycle", "decided": len(state.get("decisions", [])), **counts, **metrics,
-             "model_version": state.get("model", {}).get("version", 0)}
+    point = {"kind": "cycle", "decided": len(state.get("decisions", [])), **counts, **history_point(metrics),
+             "llm_asked": len(asked), "model_version": state.get("model", {}).get("version", 0)}
     ledger.append_metrics(point)
     if runtime.store is not None:
         _memory(runtime).save_state(

@@ -16,7 +16,7 @@ from graphs.context import ELIZA_INSTRUCTIONS, SelfImproveContext, context_of
 from nodes.generation import invoke_with_retries
 from nodes.models import chat_model
 from xmrt.config import get_config
-from xmrt.eliza import DecisionLedger, is_correct, outcome_from_dict
+from xmrt.eliza import DecisionLedger, Example, history_point, is_correct, outcome_from_dict
 from xmrt.errors import UserError
 from xmrt.policy import current_principal
 
@@ -53,7 +53,7 @@ def review(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 
 def update_weights(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Online logistic learning of the criteria weights over all decisions with outcomes."""
+    """Train the decision model on every decision with an outcome (oldest first), and re-weigh its experts."""
     ctx = _ctx(runtime)
     if not ctx.learn:
         return {"training": {"skipped": "learning is off for this agent"}}
@@ -64,8 +64,9 @@ def update_weights(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     model = ledger.load_model()
     before = dict(model.weights)
     stats = model.train(
-        [(d["features"], d["outcome"]["success"]) for d in judged],
-        learning_rate=ctx.learning_rate, epochs=ctx.epochs, l2=ctx.l2,
+        [(Example.from_record(d), d["outcome"]["success"]) for d in judged],
+        learning_rate=ctx.learning_rate, epochs=ctx.epochs, l2=ctx.l2, half_life=ctx.half_life,
+        expert_scores=[d.get("experts") for d in judged], mixture_half_life=ctx.mixture_half_life,
     )
     ledger.save_model(model, note=f"trained on {len(judged)} outcomes")
     ledger.mark_learned(d["id"] for d in judged if not d["outcome"].get("learned"))
@@ -158,6 +159,6 @@ def report(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Metrics after learning, logged as a self-improvement point."""
     ledger = _ledger(_ctx(runtime))
     metrics = ledger.metrics()
-    ledger.append_metrics({"kind": "self_improve", **metrics,
+    ledger.append_metrics({"kind": "self_improve", **history_point(metrics),
                            "model_version": state.get("training", {}).get("version")})
     return {"metrics_after": metrics}

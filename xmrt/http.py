@@ -122,8 +122,10 @@ def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, rec
 
     ledger = DecisionLedger(config, agent, client=redis_client(config), principal=principal)
     out: dict[str, Any] = {"agent": agent, "metrics": ledger.metrics()}
-    model = ledger.load_model().to_dict()
-    out["model_version"] = model.get("version")
+    model = ledger.load_model()
+    out["model_version"] = model.version
+    out["model"] = {"version": model.version, "examples_seen": model.examples_seen,
+                    "mixture": {k: round(v, 4) for k, v in model.mixture.items()}}
     if history:
         out["history"] = ledger.metrics_history(history)
     if recent:
@@ -340,6 +342,7 @@ async def dashboard_data(request: Request) -> JSONResponse:
         "agent": agent,
         "agents": known,
         "metrics": eliza.get("metrics"),
+        "model": eliza.get("model"),
         "history": eliza.get("history", []),
         "decisions": eliza.get("decisions", []),
         "agent_error": eliza.get("error"),

@@ -5,7 +5,8 @@ decide    one JSON line per proposal in: id, title, description, category, amoun
           One JSON line per decision out: id, decision (approve|reject|defer), score, rationale, sources.
 feedback  one JSON line per outcome in: id, success (true|false). Records each outcome against the
           stored decision, then runs the self-improvement graph.
-status    the agent's metrics (computed from outcomes), learned weights, lessons and prompt versions.
+status    the agent's accuracy, calibration (Brier, reliability) and learning curve, computed from outcomes;
+          the experts of its model and their weights; prompt versions (--json: everything).
 
 Bad lines get an error naming the line on stderr; the good lines are still processed. The exit code is
 0 when every line was accepted, 2 when some were rejected.
@@ -59,7 +60,8 @@ def _decide(args: argparse.Namespace) -> int:
     if not proposals:
         raise UserError("no valid proposals in the input" + (f" ({len(errors)} rejected)" if errors else ""))
     graph = redis_graph(builder)
-    context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection}
+    context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection,
+               "llm_scope": "all" if args.llm_all else "close_calls"}
     with _agent_lock(args.agent, "xmrt eliza decide", args.lock_wait):
         out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
                            {"configurable": {"thread_id": f"eliza:{args.agent}"}}, context=context)
@@ -127,15 +129,49 @@ def _status(args: argparse.Namespace) -> int:
 
     ledger = DecisionLedger(get_config(), args.agent)
     model = ledger.load_model()
+    metrics = ledger.metrics()
     status = {
         "agent": args.agent,
-        "metrics": ledger.metrics(),
+        "metrics": metrics,
         "model": model.to_dict(),
         "prompt_versions": [{k: v for k, v in p.items() if k != "text"} for p in ledger.prompt_versions()],
         "recent_cycles": ledger.metrics_history(10),
     }
-    print(json.dumps(status, indent=None if args.json else 2, ensure_ascii=False))
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False))
+        return 0
+    print(_status_text(args.agent, model, metrics))
     return 0
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _status_text(agent: str, model, metrics: dict) -> str:
+    """The human reading of ``xmrt eliza status``: accuracy, calibration, the learning curve and what moved."""
+    lines = [f"agent {agent}: {metrics['decisions']} decisions, {metrics['with_outcome']} with an outcome, "
+             f"model v{model.version} (learned from {model.examples_seen} outcomes)",
+             f"accuracy {_fmt(metrics['decision_accuracy'])} overall, {_fmt(metrics['recent_accuracy'])} on the last "
+             f"{metrics['recent_window']}; defer rate {_fmt(metrics['defer_rate'])}",
+             f"calibration: Brier {_fmt(metrics['brier_score'])} (last 100: {_fmt(metrics['recent_brier_score'])}), "
+             f"log-loss {_fmt(metrics['log_loss'])}, expected calibration error {_fmt(metrics['calibration_error'])}"]
+    if metrics["with_outcome"]:
+        lines.append("reliability (predicted probability -> observed success rate):")
+        for row in metrics["reliability"]:
+            if row["n"]:
+                lines.append(f"  {row['bin']}: {row['n']:>5} decisions, mean score {row['mean_score']:.2f}, "
+                             f"succeeded {row['observed']:.2f}")
+        lines.append("learning curve (each window of decisions, in the order they were made):")
+        for point in metrics["learning_curve"][-20:]:
+            bar = "#" * round(20 * point["accuracy"])
+            lines.append(f"  {point['from']:>6}-{point['to']:<6} accuracy {point['accuracy']:.3f} {bar:<20} "
+                         f"Brier {_fmt(point['brier'])}  defer {point['defer_rate']:.2f}")
+    mixture = ", ".join(f"{k} {v:.2f}" for k, v in sorted(model.mixture.items(), key=lambda kv: -kv[1]) if v >= 0.01)
+    lines.append(f"experts (weight in the mixture): {mixture}")
+    top = sorted(model.weights.items(), key=lambda kv: -abs(kv[1]))[:10]
+    lines.append("main expert's largest weights: " + ", ".join(f"{model.space.describe(k)} {v:+.2f}" for k, v in top))
+    return "\n".join(lines)
 
 
 def register(cli: CommandTree) -> None:
@@ -145,7 +181,9 @@ def register(cli: CommandTree) -> None:
     d.add_argument("--input", required=True, help="proposals JSONL file, or - for standard input")
     d.add_argument("--agent", default="eliza", help="agent id (its learning is kept per id; default eliza)")
     d.add_argument("--collection", default="default", help="knowledge-base collection to consult")
-    d.add_argument("--no-llm", action="store_true", help="decide on the learned criteria weights alone")
+    d.add_argument("--no-llm", action="store_true", help="decide on the learned model alone, without the LLM")
+    d.add_argument("--llm-all", action="store_true", help="ask the LLM about every proposal (default: only the "
+                   "close calls, where its verdict at its learned weight could change the decision)")
     d.add_argument("--json", action="store_true", help="one JSON line per decision")
     d.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait while another process "
                    "runs this agent's cycle (default 30)")
@@ -158,4 +196,4 @@ def register(cli: CommandTree) -> None:
     f.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait for the agent's lock (default 30)")
     s = cli.command("eliza", "status", help="metrics, weights and prompt versions of an agent", handler=_status)
     s.add_argument("--agent", default="eliza", help="agent id (default eliza)")
-    s.add_argument("--json", action="store_true", help="compact JSON")
+    s.add_argument("--json", action="store_true", help="everything as one JSON object")

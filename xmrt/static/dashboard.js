@@ -37,6 +37,30 @@
     points.forEach((p, i) => el("circle", { cx: x(i), cy: y(p.decision_accuracy), r: 3, fill: p.kind === "self_improve" ? "#9a6700" : "#2f6feb", class: "point" }));
   }
 
+  // Accuracy (blue) and Brier score (orange) of each window of judged decisions, in the order they were made.
+  function drawCurve(curve) {
+    const svg = $("curve"), NS = "http://www.w3.org/2000/svg", W = 800, H = 220, P = 30;
+    svg.textContent = "";
+    const el = (name, attrs, text) => { const e = document.createElementNS(NS, name); for (const k in attrs) e.setAttribute(k, attrs[k]); if (text) e.textContent = text; svg.appendChild(e); return e; };
+    [0, 0.5, 1].forEach((y) => {
+      const yy = H - P - y * (H - 2 * P);
+      el("line", { x1: P, x2: W - 10, y1: yy, y2: yy, stroke: "#d0d5dd", "stroke-dasharray": "3 3" });
+      el("text", { x: 2, y: yy + 4, "font-size": 11, fill: "#7a8499" }, String(y));
+    });
+    $("curve-note").textContent = curve.length ? curve.length + " window(s) of decisions; last: decisions " + curve[curve.length - 1].from + "–" + curve[curve.length - 1].to + ", accuracy " + pct(curve[curve.length - 1].accuracy) + ", Brier " + fmt(curve[curve.length - 1].brier, 3) : "no decisions with outcomes yet";
+    if (!curve.length) return;
+    const x = (i) => P + (curve.length === 1 ? (W - P - 10) / 2 : (i * (W - P - 10)) / (curve.length - 1));
+    const y = (v) => H - P - v * (H - 2 * P);
+    const line = (key, colour, id) => {
+      const pts = curve.map((p, i) => [i, p[key]]).filter((q) => typeof q[1] === "number");
+      if (!pts.length) return;
+      el("path", { d: pts.map((q, j) => (j ? "L" : "M") + x(q[0]).toFixed(1) + " " + y(q[1]).toFixed(1)).join(" "), fill: "none", stroke: colour, "stroke-width": 2, id: id });
+      pts.forEach((q) => el("circle", { cx: x(q[0]), cy: y(q[1]), r: 3, fill: colour, class: id + "-point" }));
+    };
+    line("accuracy", "#2f6feb", "curve-accuracy");
+    line("brier", "#d4730b", "curve-brier");
+  }
+
   function render(data) {
     $("updated").textContent = "updated " + data.timestamp;
     const r = data.redis || {};
@@ -63,6 +87,12 @@
     }
     sel.value = data.agent;
     drawChart(data.history || []);
+    drawCurve(m.learning_curve || []);
+    fillTable("reliability", (m.reliability || []).filter((r) => r.n), (tr, r) => {
+      cell(tr, r.bin); cell(tr, fmt(r.n)); cell(tr, fmt(r.mean_score, 2)); cell(tr, fmt(r.observed, 2));
+    });
+    const mix = Object.entries(((data.model || {}).mixture) || {}).filter((e) => e[1] >= 0.01).sort((a, b) => b[1] - a[1]);
+    $("calibration-note").textContent = "Brier " + fmt(m.brier_score, 3) + " (last 100: " + fmt(m.recent_brier_score, 3) + ") · calibration error " + fmt(m.calibration_error, 3) + (mix.length ? " · experts: " + mix.map((e) => e[0] + " " + e[1].toFixed(2)).join(", ") : "");
     fillTable("decisions", data.decisions || [], (tr, d) => {
       cell(tr, d.id); cell(tr, d.decision, d.decision); cell(tr, fmt(d.score, 2));
       cell(tr, d.outcome ? (d.outcome.success ? "success" : "failure") : "pending");
