@@ -117,8 +117,9 @@ def test_the_cli_starts_reports_and_stops_the_embedded_server(config):
 def test_as_root_the_server_runs_as_a_non_root_user_in_a_user_namespace(postgres_server):
     with psycopg.connect(postgres_server.url()) as conn:
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    with open(f"/proc/{pid}/status") as fh:
-        uid_line = next(line for line in fh if line.startswith("Uid:"))
+        # Read while the connection is open: its backend process exits when the connection closes.
+        with open(f"/proc/{pid}/status") as fh:
+            uid_line = next(line for line in fh if line.startswith("Uid:"))
+        ns = os.readlink(f"/proc/{pid}/ns/user")
     assert uid_line.split()[1] == "0"  # the real uid outside the namespace: the files stay the invoking user's
-    ns = os.readlink(f"/proc/{pid}/ns/user")
     assert ns != os.readlink("/proc/self/ns/user"), "Postgres runs in our own user namespace"

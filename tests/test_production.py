@@ -115,8 +115,6 @@ def wait_run(url: str, thread_id: str, run_id: str, timeout: float) -> str:
     return status
 
 
-@pytest.mark.xfail(strict=True, raises=DuplicateAction,
-                   reason="Eliza actions become idempotent per agent and proposal id with issue 11")
 def test_a_killed_host_s_run_finishes_on_the_other_from_its_last_checkpoint_and_its_stream_resumes(
         hosts, config, redis_client):
     host_a = hosts("host-a").start()
@@ -191,8 +189,6 @@ def test_a_killed_host_s_run_finishes_on_the_other_from_its_last_checkpoint_and_
     assert_no_duplicate_actions(redis_client, config, "t1")
 
 
-@pytest.mark.xfail(strict=True, raises=DuplicateAction,
-                   reason="Eliza actions become idempotent per agent and proposal id with issue 11")
 def test_after_every_host_is_killed_a_restarted_host_finishes_the_run(hosts, config, redis_client):
     host_a, host_b = hosts("host-a").launch(), hosts("host-b").launch()
     host_a.wait(), host_b.wait()

@@ -171,9 +171,26 @@ def test_serve_helpers():
     assert env["LANGGRAPH_NO_VERSION_CHECK"] == "true"
 
 
+def test_xmrt_serve_refuses_a_taken_port_with_a_clear_error(config, tmp_path):
+    """The production server never moves: clients are configured with its port. A taken one is a clear error."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        env = {**subprocess_env(config), "XMRT_API_KEYS": ""}
+        proc = subprocess.run([sys.executable, "-m", "xmrt.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    finally:
+        taken.close()
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # a usage error, like any bad option
+    assert f"port {port} on 127.0.0.1 cannot be used" in proc.stderr and "--port" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
-def test_xmrt_serve_prints_the_real_url_when_the_port_is_taken(config, tmp_path):
-    """``xmrt serve`` on a taken port: langgraph dev moves; the printed URL is the real one."""
+def test_xmrt_serve_dev_prints_the_real_url_when_the_port_is_taken(config, tmp_path):
+    """``xmrt serve --dev`` on a taken port: langgraph dev moves; the printed URL is the real one."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -181,14 +198,14 @@ def test_xmrt_serve_prints_the_real_url_when_the_port_is_taken(config, tmp_path)
     log = tmp_path / "serve.log"
     env = {**subprocess_env(config), "XMRT_API_KEYS": ""}
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "xmrt.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "xmrt.cli", "serve", "--dev", "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = None
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
             for line in log.read_text(errors="replace").splitlines():
-                if line.startswith("xmrt: serving the graph API on "):
+                if line.startswith("xmrt: serving the graph API (development) on "):
                     url = line.split(" on ", 1)[1].split()[0].rstrip(";")
             if url:
                 try:

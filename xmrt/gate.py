@@ -158,19 +158,19 @@ class ApiGate:
                 user = key_user(config, key)
                 if user is None:
                     reason = "missing API key" if not key else "invalid API key"
+                    await _audit("auth.failure", "anonymous", method, path, 401, reason)
                     await _answer(scope, send, 401, f"{reason}: send it as the x-api-key header or as "
                                   "Authorization: Bearer KEY")
-                    await _audit("auth.failure", "anonymous", method, path, 401, reason)
                     return
             if is_dev_only(path):
                 detail = f"{path} is a development-only route; it is refused while API keys are configured"
-                await _answer(scope, send, 404, detail)
                 await _audit("http.refused", user or "anonymous", method, path, 404, detail)
+                await _answer(scope, send, 404, detail)
                 return
         scope.setdefault("state", {})["xmrt_user"] = user
         if config.api_keys and user is not None and (refusal := await _not_owner(path, user)):
-            await _answer(scope, send, 404, refusal)
             await _audit("http.refused", user, method, path, 404, refusal)
+            await _answer(scope, send, 404, refusal)
             return
         status: list[int] = []
         detail: list[bytes] = []
