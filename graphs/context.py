@@ -220,6 +220,9 @@ class RetrievalSettings:
                                       "passage (else the answer quotes the passages).", ge=0, le=1)
     min_coverage: float = knob(0.75, "Least share of an answer sentence's content words found in the passages or "
                                "the question.", ge=0, le=1)
+    max_unsupported: int = knob(2, "The model is stopped once this many of its answer sentences failed the grounding "
+                                "check (the passages are quoted instead): a rambling model costs little time.",
+                                ge=1, le=50)
     config: Any = knob(None, "An xmrt.config.Config (Python callers only; refused over the API).")
 
 

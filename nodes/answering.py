@@ -16,7 +16,7 @@ from graphs.context import RagContext, context_of
 from graphs.state import last_human_text, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.generation import invoke_with_retries
-from nodes.grounding import ground, hidden, passage_units, stream_answer
+from nodes.grounding import Checker, ground_stream, hidden, passage_units, stream_answer
 from nodes.models import chat_model
 from nodes.parsing import first_line, parse_text_reply
 
@@ -44,6 +44,23 @@ def ask_text(model, messages: list, attempts: int, parse=None) -> tuple[str | No
             return value, attempt
         log.info("model reply %d/%d unusable: %r", attempt, attempts, (text or "")[:120])
     return None, attempts
+
+
+def stream_checked(model, messages: list, checker: Checker, emit, *, attempts: int, clean,
+                   max_unsupported: int) -> None:
+    """Stream the model's reply through ``checker`` (nodes.grounding.ground_stream).
+
+    A reply that brought no sentence (empty, or the provider failed first) is retried up to ``attempts`` calls.
+    """
+    for attempt in range(1, max(1, int(attempts)) + 1):
+        try:
+            ground_stream((message_text(chunk) for chunk in model.stream(messages)), checker, emit,
+                          clean=clean, max_unsupported=max_unsupported)
+        except Exception as exc:  # noqa: BLE001 - any provider failure is a failed attempt
+            log.warning("model call %d/%d failed: %s", attempt, attempts, exc)
+        if checker.support:
+            return
+        log.info("model reply %d/%d brought no sentence", attempt, attempts)
 
 
 def _prior_messages(messages: list) -> list:
@@ -112,20 +129,25 @@ def embedder(ctx: Any):
 def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Answer from the numbered passages; only the sentences the passages support are shown (nodes.grounding).
 
-    The model's own tokens are kept off the stream; the grounded answer is streamed word by word instead. When
-    no generated sentence is supported (or the model gives nothing), the answer quotes the passage sentences that
-    best answer the question, with their citations.
+    The model's own tokens are kept off the stream. Its reply is checked sentence by sentence as it is generated
+    (``stream_checked``): each supported sentence is streamed at once, and the model is stopped when it loops or
+    ``max_unsupported`` of its sentences failed. When no generated sentence is supported (or the model gives
+    nothing), the answer quotes the passage sentences that best answer the question, with their citations.
     """
     ctx = context_of(runtime, RagContext)
     passages = state["passages"]
     question = state.get("standalone_question") or state["question"]
     prompt = [SystemMessage(ctx.answer_prompt.format(passages=format_passages(passages, ctx.max_passage_chars))),
               HumanMessage(question)]
-    text, _calls = ask_text(hidden(bounded_model(ctx)), prompt, ctx.max_attempts)
-    generated, _ = clean_citations(text or "", (p["n"] for p in passages))
-    result = ground(generated, question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
-                    min_coverage=ctx.min_coverage)
-    stream_answer(runtime, result.answer)
+    checker = Checker(question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+                      min_coverage=ctx.min_coverage)
+    numbers = [p["n"] for p in passages]
+    stream_checked(hidden(bounded_model(ctx)), prompt, checker, lambda s: stream_answer(runtime, s + " "),
+                   attempts=ctx.max_attempts, clean=lambda text: clean_citations(text, numbers)[0],
+                   max_unsupported=ctx.max_unsupported)
+    result = checker.result()
+    if not result.grounded:
+        stream_answer(runtime, result.answer)
     sources = sources_of(passages, result.cited)
     final = with_footer(result.answer, sources)
     update: dict[str, Any] = {"final_response": final, "sources": sources, "messages": [AIMessage(final)],

@@ -23,7 +23,7 @@ graph can write it into state.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,18 +47,31 @@ therefore thus hello hi thanks thank please sure okay ok noted remember remember
 _WORD = re.compile(r"[a-z0-9]+")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _NOT_PROSE = re.compile(r"```|\*\*|::=|^\s*#|^\s*(?:def|class|import|returns?)\b|[{};:]\s*$", re.I)
+_NOT_QUOTABLE = re.compile(r"```|::=|^\s*#|[{};:]\s*$")  # code, grammar, headings, lead-ins to a block
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
 _ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
 DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-cased content words of a text, plurals folded (``votes`` -> ``vote``)."""
+    """Lower-cased content words of a text, inflections folded (``votes``, ``voted``, ``voting`` -> ``vot``)."""
     out = set()
     for word in _WORD.findall((text or "").lower()):
         if word in STOPWORDS or (len(word) < 3 and not word.isdigit()):
             continue
-        out.add(word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word)
+        out.add(stem(word))
     return out
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: one of -ing, -ed, -es, -s, then a final -e (``raised``, ``raises`` -> ``rais``)."""
+    if word.isdigit():
+        return word
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) >= 4 else word
 
 
 def numbers(text: str) -> set[str]:
@@ -72,6 +85,7 @@ class Unit:
 
     text: str
     cite: str
+    whole: bool = False  # a whole passage (quoted only when it is a single sentence)
 
 
 @dataclass
@@ -115,9 +129,10 @@ def passage_units(passages: Sequence[dict[str, Any]]) -> list[Unit]:
     for p in passages:
         cite = f"[{p['n']}]"
         whole = " ".join(_RULE.sub(" ", p.get("text") or "").split())
+        sentences = prose_sentences(p.get("text") or "")
         if whole:
-            units.append(Unit(whole, cite))
-        units.extend(Unit(s, cite) for s in prose_sentences(p.get("text") or ""))
+            units.append(Unit(whole, cite, whole=len(sentences) > 1))
+        units.extend(Unit(s, cite) for s in sentences)
     return units
 
 
@@ -158,47 +173,141 @@ def ground(answer: str, question: str, units: Sequence[Unit], embed: Embed, *, t
         intro: What an extractive answer starts with.
         dont_know: The answer when there is no evidence at all.
     """
-    units = [u for u in units if u.text.strip()]
-    sentences = unique_sentences(answer)
-    if not units:
-        return Grounded(dont_know, "none", support=[{"sentence": s, "supported": False, "why": "no evidence"}
-                                                    for s in sentences])
-    vectors = _unit_vectors(embed, [*sentences, *(u.text for u in units), question])
-    sent_v, unit_v, q_v = vectors[: len(sentences)], vectors[len(sentences): -1], vectors[-1]
-    asked_words, asked_numbers = content_words(question), numbers(question)
-    allowed_words = asked_words.union(*(content_words(u.text) for u in units))
-    allowed_numbers = numbers(question).union(*(numbers(u.text) for u in units))
-    kept, support = [], []
-    sims = sent_v @ unit_v.T if len(sentences) else np.zeros((0, len(units)))
-    unit_words = [content_words(u.text) for u in units]
-    relevant = np.zeros(len(units), dtype=np.float32)  # the units that best answer the question
-    relevant[np.argsort(-(unit_v @ q_v))[:3]] = 1.0
-    for i, sentence in enumerate(sentences):
+    checker = Checker(question, units, embed, threshold=threshold, min_coverage=min_coverage)
+    checker.check(unique_sentences(answer))
+    return checker.result(extract=extract, max_chars=max_chars, intro=intro, dont_know=dont_know)
+
+
+class Checker:
+    """The grounding check of one question's answer, sentence by sentence (the evidence is embedded once).
+
+    :func:`ground` checks a whole answer; :func:`ground_stream` checks a streamed one as its sentences complete,
+    so supported sentences can be shown at once and a model whose sentences fail can be stopped early.
+    """
+
+    def __init__(self, question: str, units: Sequence[Unit], embed: Embed, *, threshold: float = 0.6,
+                 min_coverage: float = 0.75) -> None:
+        self.question, self.embed = question, embed
+        self.threshold, self.min_coverage = threshold, min_coverage
+        self.units = [u for u in units if u.text.strip()]
+        self.kept: list[str] = []
+        self.support: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
+        if not self.units:
+            return
+        vectors = _unit_vectors(embed, [*(u.text for u in self.units), question])
+        self.unit_v, self.q_v = vectors[:-1], vectors[-1]
+        self.asked_words, self.asked_numbers = content_words(question), numbers(question)
+        self.unit_words = [content_words(u.text) for u in self.units]
+        self.allowed_words = self.asked_words.union(*self.unit_words)
+        self.allowed_numbers = self.asked_numbers.union(*(numbers(u.text) for u in self.units))
+        self.relevant = np.zeros(len(self.units), dtype=np.float32)  # the units that best answer the question
+        self.relevant[np.argsort(-(self.unit_v @ self.q_v))[:3]] = 1.0
+
+    def new(self, sentence: str) -> bool:
+        """Whether ``sentence`` was not seen before in this answer (case, spacing and punctuation ignored)."""
+        key = normalized(sentence)
+        return bool(key) and key not in self._seen
+
+    def check(self, sentences: Sequence[str]) -> list[str]:
+        """Check sentences not seen before; returns the supported ones with their citations (also in ``kept``)."""
+        fresh = []
+        for sentence in sentences:
+            if self.new(sentence):
+                self._seen.add(normalized(sentence))
+                fresh.append(sentence)
+        if not fresh:
+            return []
+        if not self.units:
+            self.support.extend({"sentence": s, "supported": False, "why": "no evidence"} for s in fresh)
+            return []
+        sims = _unit_vectors(self.embed, fresh) @ self.unit_v.T
+        out = []
+        for i, sentence in enumerate(fresh):
+            entry = self._verdict(sentence, sims[i])
+            self.support.append(entry)
+            if entry["supported"]:
+                out.append(_with_cite(sentence, entry["cite"]))
+        self.kept.extend(out)
+        return out
+
+    def _verdict(self, sentence: str, sims: np.ndarray) -> dict[str, Any]:
         words = content_words(sentence)
-        holds = np.array([bool(words) and words <= w for w in unit_words], dtype=np.float32)
-        best = int(np.argmax(sims[i] + holds))  # a unit that holds every word of the sentence cites it first
-        similarity = float(sims[i][best])
-        coverage = len(words & allowed_words) / len(words) if words else 1.0
-        missing_numbers = sorted(numbers(sentence) - allowed_numbers)
-        new_info = (words - asked_words) or (numbers(sentence) - asked_numbers)
+        holds = np.array([bool(words) and words <= w for w in self.unit_words], dtype=np.float32)
+        best = int(np.argmax(sims + holds))  # a unit that holds every word of the sentence cites it first
+        similarity = float(sims[best])
+        coverage = len(words & self.allowed_words) / len(words) if words else 1.0
+        missing_numbers = sorted(numbers(sentence) - self.allowed_numbers)
+        new_info = (words - self.asked_words) or (numbers(sentence) - self.asked_numbers)
         # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one of the
         # units that best answer the question. Code, grammar rules and headings are never an answer.
-        inside = bool((holds * relevant).any())
+        inside = bool((holds * self.relevant).any())
         prose = not _NOT_PROSE.search(sentence) and bool(words or numbers(sentence))
-        ok = ((similarity >= threshold or inside) and coverage >= min_coverage and not missing_numbers
+        ok = ((similarity >= self.threshold or inside) and coverage >= self.min_coverage and not missing_numbers
               and bool(new_info) and prose and not sentence.rstrip().endswith("?"))
-        why = ("supported" if ok else "not similar enough to any evidence" if similarity < threshold
+        why = ("supported" if ok else "not similar enough to any evidence" if similarity < self.threshold
                else f"numbers not in the evidence: {', '.join(missing_numbers)}" if missing_numbers
-               else "words not in the evidence" if coverage < min_coverage
+               else "words not in the evidence" if coverage < self.min_coverage
                else "not a sentence of prose" if not prose
                else "adds nothing to the question")
-        support.append({"sentence": sentence, "similarity": round(similarity, 4), "coverage": round(coverage, 3),
-                         "supported": ok, "why": why, "cite": units[best].cite})
-        if ok:
-            kept.append(_with_cite(sentence, units[best].cite))
-    if kept:
-        return Grounded(" ".join(kept), "generated", _cited(s["cite"] for s in support if s["supported"]), support)
-    return _extractive(question, units, unit_v, q_v, extract, max_chars, intro, support)
+        return {"sentence": sentence, "similarity": round(similarity, 4), "coverage": round(coverage, 3),
+                "supported": ok, "why": why, "cite": self.units[best].cite}
+
+    def result(self, *, extract: int = 2, max_chars: int = 400, intro: str = "The knowledge base says:",
+               dont_know: str = DONT_KNOW) -> Grounded:
+        """The grounded answer: the supported sentences, else quotes of the evidence, else "I don't know"."""
+        if not self.units:
+            return Grounded(dont_know, "none", support=self.support)
+        if self.kept:
+            return Grounded(" ".join(self.kept), "generated",
+                            _cited(s["cite"] for s in self.support if s["supported"]), self.support)
+        return _extractive(self.question, self.units, self.unit_v, self.q_v, extract, max_chars, intro, self.support)
+
+
+_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def ground_stream(pieces: Iterable[str], checker: Checker, emit: Callable[[str], None], *,
+                  clean: Callable[[str], str] = lambda text: text, max_unsupported: int = 2) -> bool:
+    """Check a streamed answer sentence by sentence; ``emit`` each supported sentence as soon as it is checked.
+
+    Stops reading ``pieces`` (closing it, which stops a streaming model) when the model repeats a sentence (it
+    loops) or when ``max_unsupported`` of its sentences failed the check. Returns whether any text came.
+    """
+    buffer, came, failed = "", False, 0
+
+    def take(text: str) -> bool:
+        """Check the complete sentences in ``text``; False when the model should be stopped."""
+        nonlocal failed
+        sentences = unique_sentences(clean(text))
+        if any(not checker.new(s) for s in sentences):
+            checker.check(sentences)
+            return False  # looping
+        before = len(checker.support)
+        for sentence in checker.check(sentences):
+            emit(sentence)
+        failed += sum(1 for s in checker.support[before:] if not s["supported"])
+        return failed < max(1, max_unsupported)
+
+    try:
+        for piece in pieces:
+            if not piece:
+                continue
+            came = True
+            buffer += piece
+            ends = list(_BOUNDARY.finditer(buffer))
+            if not ends:
+                continue
+            done, buffer = buffer[: ends[-1].start()], buffer[ends[-1].end():]
+            if not take(done):
+                return came
+        if buffer.strip():
+            take(buffer)
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+    return came
 
 
 def _extractive(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: np.ndarray, extract: int,
@@ -206,21 +315,28 @@ def _extractive(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: n
     """The evidence sentences that best answer ``question``, quoted with their citations."""
     wanted = content_words(question)
     scored = []
-    for i, unit in enumerate(units):
+    quotable = [i for i, u in enumerate(units) if not u.whole and not _NOT_QUOTABLE.search(u.text)
+                and (_SENTENCE_END.search(u.text) or len(u.text.split()) >= 8)]  # headings are no answer
+    for i in quotable or range(len(units)):
+        unit = units[i]
         words = content_words(unit.text)
         overlap = len(words & wanted) / len(wanted) if wanted else 0.0
         brevity = 0.05 if len(unit.text) > max_chars else 0.0  # prefer a sentence to a whole passage
         scored.append((float(unit_v[i] @ q_v) + 0.5 * overlap - brevity, i))
-    chosen, seen = [], set()
+    chosen, seen, covered = [], set(), set()
     ranked = sorted(scored, reverse=True)
-    floor = ranked[0][0] - 0.15 if ranked else 0.0  # a second quote only when it answers nearly as well
+    # A further quote when it answers nearly as well, or when it holds words of the question the quotes so far
+    # lack (a question of two parts) and still answers reasonably well.
+    floor = ranked[0][0] - 0.15 if ranked else 0.0
     for score, i in ranked:
-        if chosen and score < floor:
-            break
+        words = content_words(units[i].text) & wanted
+        if chosen and score < floor and not (words - covered and score >= floor - 0.25):
+            continue
         key = normalized(units[i].text)
         if key in seen or any(key in s or s in key for s in seen):
             continue
         seen.add(key)
+        covered |= words
         chosen.append(units[i])
         if len(chosen) >= max(1, extract):
             break

@@ -30,7 +30,8 @@ def units():
 
 
 def test_words_and_numbers():
-    assert content_words("The Votes of token holders, please!") == {"vote", "token", "holder"}
+    assert content_words("The Votes of token holders, please!") == {"vot", "token", "holder"}
+    assert content_words("raise raised raises raising") == {"rais"}
     assert numbers("It holds 1,200 XMR and 3.5 BTC.") == {"1200", "3.5"}
     assert unique_sentences("One thing. one THING! Another thing.") == ["One thing.", "Another thing."]
 
@@ -93,3 +94,64 @@ def test_rag_shows_only_what_its_passages_support(config, reply, expected):
                                context=rag.RagContext(config=config, collection=collection))
     assert out["final_response"].split("\n\nSources:")[0] == expected
     assert out["grounding"]["mode"] == ("extractive" if expected.startswith("The knowledge base") else "generated")
+
+
+def _words(text: str):
+    """Yield ``text`` a word at a time, as a streaming model does."""
+    import re
+
+    yield from re.findall(r"\S+\s*", text)
+
+
+def test_a_streamed_answer_shows_each_supported_sentence_as_soon_as_it_is_complete(units, embed):
+    from nodes.grounding import Checker, ground_stream
+
+    shown: list[tuple[str, int]] = []
+    consumed = {"n": 0}
+
+    def pieces():
+        for word in _words("The treasury holds 1,200 XMR. Governance proposals are voted on for seven days. "):
+            consumed["n"] += 1
+            yield word
+
+    checker = Checker(QUESTION, units, embed)
+    ground_stream(pieces(), checker, lambda s: shown.append((s, consumed["n"])))
+    assert [s for s, _ in shown] == ["The treasury holds 1,200 XMR [1].",
+                                     "Governance proposals are voted on for seven days [2]."]
+    assert shown[0][1] < 10, "the first sentence was shown before the rest of the reply was read"
+    assert checker.result().answer.startswith("The treasury holds 1,200 XMR [1].")
+
+
+def test_a_rambling_model_is_stopped_after_max_unsupported_sentences(units, embed):
+    from nodes.grounding import Checker, ground_stream
+
+    state = {"read": 0, "closed": False}
+
+    def endless():
+        try:
+            while True:
+                state["read"] += 1
+                yield f"A dragon number {state['read']} guards the castle at night. "
+        finally:
+            state["closed"] = True
+
+    checker = Checker(QUESTION, units, embed)
+    ground_stream(endless(), checker, lambda s: None, max_unsupported=2)
+    assert state["closed"] and state["read"] <= 3  # stopped (and the stream closed) after two failed sentences
+    assert [s["supported"] for s in checker.support] == [False, False]
+    assert checker.result().mode == "extractive"
+
+
+def test_a_looping_stream_is_stopped_at_the_first_repeat(units, embed):
+    from nodes.grounding import Checker, ground_stream
+
+    shown: list[str] = []
+
+    def looping():
+        while True:
+            yield "The treasury holds 1,200 XMR. "
+
+    checker = Checker(QUESTION, units, embed)
+    ground_stream(looping(), checker, shown.append)
+    assert shown == ["The treasury holds 1,200 XMR [1]."]
+    assert checker.result().answer == "The treasury holds 1,200 XMR [1]."

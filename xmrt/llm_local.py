@@ -257,8 +257,10 @@ class LocalChatModel(ChatHuggingFace):
                     yield text
         finally:
             abort.set()
+            # Also when the consumer stops early (the generator is closed): the generation stops at its next step;
+            # wait for it, so no generating thread outlives its caller (or the interpreter, which aborts on it).
+            worker.join(timeout=60)
             stats["output_tokens"] = counted["steps"]
-        worker.join(timeout=5)
         if failure:
             exc = failure[0]
             raise LLMGenerationError(f"local model failed while generating: {type(exc).__name__}: {exc}") from exc
