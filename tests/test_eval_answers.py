@@ -49,6 +49,7 @@ def test_eval_answers_reports_accuracy_grounding_repetition_and_time(config, fol
     assert report["repetition_share"] == 0.0 and report["seconds"]["p50"] > 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert all("council" not in r["answer"] for r in rows)
+    assert all("questions.jsonl" not in json.dumps(r) for r in rows), "the questions file was ingested"
 
 
 def test_bad_question_files_are_named(config, folder):

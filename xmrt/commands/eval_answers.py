@@ -76,7 +76,7 @@ def read_questions(directory: Path) -> list[dict[str, Any]]:
 
 
 def _collection(directory: Path) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(b"documents only")  # collections of older versions also held questions.jsonl
     for file in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != QUESTIONS):
         digest.update(str(file.relative_to(directory)).encode())
         digest.update(file.read_bytes())
@@ -103,7 +103,8 @@ def evaluate(directory: Path, mode: str = "rag", limit: int | None = None, progr
     questions = read_questions(directory)[: limit or None]
     config = get_config()
     collection = _collection(directory)
-    ingest_path(config, str(directory), collection=collection, progress=progress)
+    # The questions (and their accepted answers) are never part of the knowledge base.
+    ingest_path(config, str(directory), collection=collection, progress=progress, exclude=(QUESTIONS,))
     graph = _builder(mode).compile()
     options = argparse.Namespace(collection=collection, k=None, model=None, max_new_tokens=None,
                                  reflection_steps=None, max_tool_calls=None, agent=None)
@@ -129,6 +130,7 @@ def evaluate(directory: Path, mode: str = "rag", limit: int | None = None, progr
         rows.append({"question": item["question"], "answers": item["answers"], "answer": answer,
                      "correct": is_correct(answer, item["answers"]), "mode": grounding,
                      "repeated": len(sentences) != len(set(sentences)), "seconds": round(seconds, 2),
+                     "sources": [s.get("path") for s in final_state.get("sources") or [] if isinstance(s, dict)],
                      "first_token_s": round(first, 2) if first is not None else None})
     n = len(rows)
     times = [r["seconds"] for r in rows]
