@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from xmrt.kb.ingest import DEFAULT_BATCH_CHUNKS
+from xmrt.kb.splitting import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from xmrt.schema_check import check_dataclass
 
 T = TypeVar("T")
@@ -298,6 +300,25 @@ class AgenticRagContext(RetrievalSettings):
     instructions: str = knob(AGENT_INSTRUCTIONS, "The agent's system prompt; {budget} and {remaining}.",
                              le=PROMPT_MAX)
     final_prompt: str = knob(AGENT_FINAL_PROMPT, "System prompt of the answer written without tools.", le=PROMPT_MAX)
+
+
+# --------------------------------------------------------------------------- ingestion
+@dataclass(kw_only=True)
+class IngestContext:
+    """Tunables of an ingest run (graphs/ingest.py)."""
+
+    collection: str = knob("default", "Target knowledge-base collection (3 to 512 characters).")
+    chunk_size: int = knob(DEFAULT_CHUNK_SIZE, "Maximum chunk length in characters (at least 50).")
+    chunk_overlap: int = knob(DEFAULT_CHUNK_OVERLAP, "Characters shared by neighbouring chunks (below the chunk "
+                              "size).")
+    include: list[str] = knob(default_factory=list, description="Globs a file's path (relative to the source) "
+                              "must match, if any are given.")
+    exclude: list[str] = knob(default_factory=list, description="Globs of paths to leave out (a matching "
+                              "directory is pruned).")
+    batch_chunks: int = knob(DEFAULT_BATCH_CHUNKS, "Chunks collected across files before they are embedded and "
+                             "written together.")
+    progress: bool = knob(True, "Show tqdm progress bars on stderr.")
+    config: Any = knob(None, "An xmrt.config.Config (Python callers only); None reads the environment.")
 
 
 # --------------------------------------------------------------------------- orchestrator

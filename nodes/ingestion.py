@@ -1,8 +1,9 @@
 """Ingestion nodes: resolve a source, scan it, plan the changes, index changed files, remove stale ones, report.
 
 Each node is a thin step over :mod:`xmrt.kb.ingest` and returns only the keys it changes. Tunables come from
-``runtime.context`` (see ``graphs.ingest.IngestContext``): collection, chunk size and overlap, include and
-exclude globs, batch size, progress bar, and optionally the :class:`~xmrt.config.Config` to use.
+``runtime.context`` (see ``graphs.context.IngestContext``; its defaults when the caller passes none): collection,
+chunk size and overlap, include and exclude globs, batch size, progress bar, and optionally the
+:class:`~xmrt.config.Config` to use.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
+from graphs.context import IngestContext, context_of
 from xmrt.config import Config, get_config
 from xmrt.kb.ingest import (
     IngestSettings,
@@ -30,12 +32,16 @@ from xmrt.kb.sources import resolve_source as resolve
 log = logging.getLogger(__name__)
 
 
+def _ctx(runtime: Runtime) -> IngestContext:
+    return context_of(runtime, IngestContext)
+
+
 def _config(runtime: Runtime) -> Config:
-    return getattr(runtime.context, "config", None) or get_config()
+    return _ctx(runtime).config or get_config()
 
 
 def _settings(runtime: Runtime) -> IngestSettings:
-    ctx = runtime.context
+    ctx = _ctx(runtime)
     return IngestSettings(
         collection=ctx.collection,
         chunk_size=ctx.chunk_size,
@@ -56,7 +62,7 @@ def _resolved(state: dict[str, Any]) -> ResolvedSource:
 def _open_index(runtime: Runtime):
     from xmrt.kb.index import KnowledgeIndex
 
-    return KnowledgeIndex(_config(runtime), runtime.context.collection)
+    return KnowledgeIndex(_config(runtime), _ctx(runtime).collection)
 
 
 def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -136,7 +142,7 @@ def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     finally:
         index.close()
     summary = finish_ingest(
-        _config(runtime), runtime.context.collection, _resolved(state), state["plan"], state.get("indexed") or (),
+        _config(runtime), _ctx(runtime).collection, _resolved(state), state["plan"], state.get("indexed") or (),
         state.get("skipped") or (), state.get("chunks_embedded", 0), state.get("chunks_removed", 0), total,
         state.get("started_at") or now_iso(),
     )

@@ -467,3 +467,11 @@ def test_cli_ingest(cli_env, tmp_path, capsys):
     assert err.startswith("xmrt: error: cannot reach git repository") and "\n" not in err
     assert main(["ingest", str(root), "--collection", "x"]) == 2  # invalid collection name
     assert "collection name" in capsys.readouterr().err
+
+
+def test_graph_runs_without_a_context_on_the_defaults(app_config, tmp_path):
+    """``graph.invoke({"source": ...})`` with no ``context=`` ingests into the default collection."""
+    root = write_tree(tmp_path / "plain", {"notes.md": "# Notes\n\nThe treasury holds XMR.\n"})
+    summary = graph.invoke({"source": str(root)})["summary"]
+    assert summary["files"]["added"] == 1
+    assert all_chunks(app_config, "default")["ids"]
