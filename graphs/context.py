@@ -77,6 +77,13 @@ ELIZA_INSTRUCTIONS = (
 )
 
 
+ELIZA_PROPOSAL_PROMPT = (
+    "Proposal {id}: {title}\n{description}\n"
+    "Category: {category}. Amount: {amount}. Criteria: {criteria}\n\n"
+    "Knowledge:\n{knowledge}\n\nLessons from past outcomes:\n{lessons}\n\nJSON:"
+)
+
+
 @dataclass(kw_only=True)
 class ElizaContext:
     """Tunables of one Eliza decision cycle (graphs/eliza.py)."""
@@ -106,6 +113,17 @@ class ElizaContext:
     llm_batch: int = knob(4, "Prompts scored together in one forward pass of a local model.", ge=1, le=64)
     llm_concurrency: int = knob(1, "Concurrent verdict requests to a remote (OpenAI-compatible) model.", ge=1, le=32)
     instructions: str = knob(ELIZA_INSTRUCTIONS, "The decision instructions given to the model.", le=PROMPT_MAX)
+    proposal_prompt: str = knob(ELIZA_PROPOSAL_PROMPT, "One proposal as shown to the model; {id}, {title}, "
+                                "{description}, {category}, {amount}, {criteria}, {knowledge} and {lessons} are "
+                                "filled in.", le=PROMPT_MAX)
+
+
+OPTIMIZER_PROMPT = "You improve the instructions of a DAO decision agent. Reply with the new instructions only."
+OPTIMIZER_INPUT = (
+    "Current instructions:\n{instructions}\n\nRecent wrong decisions:\n{mistakes}\n\nMeasured lessons:\n"
+    "{lessons}\n\nRewrite the instructions so these mistakes are avoided. Keep the reply format: "
+    "the agent must still answer with JSON containing \"verdict\" and \"reason\"."
+)
 
 
 @dataclass(kw_only=True)
@@ -132,6 +150,9 @@ class SelfImproveContext:
     prompt_optimizer: str = knob("auto", "Let the model rewrite the decision instructions: 'auto' (only with the "
                                  "openai provider), 'on' or 'off'.", choices=("auto", "on", "off"))
     max_attempts: int = knob(2, "Model calls before the deterministic fallback.", ge=1, le=10)
+    optimizer_prompt: str = knob(OPTIMIZER_PROMPT, "System prompt of the instruction rewrite.", le=PROMPT_MAX)
+    optimizer_input: str = knob(OPTIMIZER_INPUT, "The rewrite's input; {instructions}, {mistakes} and {lessons} are "
+                                "filled in.", le=PROMPT_MAX)
 
 
 def context_of(runtime: Any, schema: type[T]) -> T:
@@ -152,6 +173,7 @@ RAG_REFORMULATE_PROMPT = (
     "Rewrite the user's last question as one standalone question that can be understood without the "
     "conversation. Keep names and numbers. Reply with the question only."
 )
+RAG_REFORMULATE_INPUT = "Conversation:\n{history}\n\nLast question: {question}\n\nStandalone question:"
 RAG_ANSWER_PROMPT = (
     "Answer the question using only the numbered passages from the knowledge base below. "
     "Cite the passages you use as [n], for example [1]. If the passages do not contain the answer, "
@@ -232,12 +254,15 @@ class RagContext(RetrievalSettings):
     Attributes:
         max_history: Earlier messages shown to the question rewriter.
         reformulate_prompt: System prompt of the rewriter.
+        reformulate_input: The rewriter's input message; ``{history}`` and ``{question}`` are filled in.
         answer_prompt: System prompt of the answer; ``{passages}`` is filled in.
         no_answer_message: The reply when nothing relevant was found.
     """
 
     max_history: int = knob(6, "Earlier messages shown to the question rewriter.", ge=0, le=200)
     reformulate_prompt: str = knob(RAG_REFORMULATE_PROMPT, "System prompt of the rewriter.", le=PROMPT_MAX)
+    reformulate_input: str = knob(RAG_REFORMULATE_INPUT, "The rewriter's input; {history} and {question} are "
+                                  "filled in.", le=PROMPT_MAX)
     answer_prompt: str = knob(RAG_ANSWER_PROMPT, "System prompt of the answer; {passages} is filled in.",
                               le=PROMPT_MAX)
     no_answer_message: str = knob(RAG_NO_ANSWER, "The reply when nothing relevant was found.", le=PROMPT_MAX)

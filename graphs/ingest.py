@@ -22,7 +22,7 @@ from typing_extensions import TypedDict
 
 from graphs.context import IngestContext
 from graphs.state import Counter
-from nodes.ingestion import (
+from nodes.ingest import (
     finish,
     index_files_node,
     plan_changes,

@@ -5,7 +5,7 @@
 * ``prepare`` queues the requests: ``{"requests": [...]}`` and/or ``{"request": {...}}``.
 * ``classify`` writes ``route`` (and ``route_reason``) for the next request: an explicit ``type`` wins
   (``question``, ``proposal``, ``event``, ``ingest``, ``feedback``), otherwise a deterministic classification
-  from the request's fields (:mod:`nodes.orchestration`). ``route_request`` is a pure router on ``route``.
+  from the request's fields (:mod:`nodes.orchestrator`). ``route_request`` is a pure router on ``route``.
 * Questions go to ``rag``, ``rat`` or ``agentic_rag`` (``mode``: auto, rag, rat, agentic_rag); proposals and
   events to the Eliza cycle, under the agent's lock (:mod:`xmrt.coordination`); ingest requests to ``ingest``;
   feedback to ``self_improve``, also under the agent's lock. An unknown type gets an error result. A failing
@@ -47,7 +47,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from graphs.context import OrchestratorContext, context_of
-from nodes.orchestration import (
+from nodes.orchestrator import (
     COMPONENTS,
     agent_of,
     available,

@@ -1,4 +1,4 @@
-"""Retrieval nodes and helpers: search a knowledge-base collection and keep only the relevant passages.
+"""Retrieval helpers the reasoning graphs share: search a collection and keep only the relevant passages.
 
 Hybrid scores are fused per query (the best hit always scores 1.0), so they say nothing about whether anything
 relevant was found. Relevance is therefore decided on each hit's cosine similarity to the query, against a
@@ -18,9 +18,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from langgraph.runtime import Runtime
-
-from graphs.context import RagContext, RatContext, context_of
 from nodes.citations import number_passages
 from xmrt.config import Config, get_config
 from xmrt.errors import UserError
@@ -32,6 +29,13 @@ def kb_config(ctx: Any) -> Config:
     """The configuration a run uses: the Context's ``config`` when set, else the process configuration."""
     config = getattr(ctx, "config", None)
     return config if isinstance(config, Config) else get_config()
+
+
+def embedder(ctx: Any):
+    """``texts -> vectors`` with the knowledge base's embeddings (for the grounding check)."""
+    from xmrt.embeddings import get_embeddings
+
+    return get_embeddings(kb_config(ctx)).embed_documents
 
 
 @functools.lru_cache(maxsize=8)
@@ -171,26 +175,3 @@ def keep_relevant(config: Config, query: str, passages: Sequence[dict[str, Any]]
     kept = [{**p, "similarity": round(s, 4)} for p, s in zip(passages, sims, strict=True)
             if s >= threshold or (p.get("path") and p["path"] in keep_paths)]
     return number_passages(kept)
-
-
-def retrieve(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """RAG: search the collection for the (standalone) question; keep the passages above the threshold."""
-    ctx = context_of(runtime, RagContext)
-    query = state.get("standalone_question") or state.get("question") or ""
-    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
-                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
-    passages = info.pop("passages")
-    log.debug("retrieved %d relevant of %d hits for %r", len(passages), info["candidates"], query[:60])
-    return {"passages": passages, "retrieval": info}
-
-
-def retrieve_for_step(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """RAT: search with the question plus the step under revision."""
-    ctx = context_of(runtime, RatContext)
-    steps = state["steps"]
-    index = state.get("reflection_count", 0) % len(steps)
-    query = f"{state['question']} {steps[index]}".strip()
-    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
-                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
-    passages = info.pop("passages")
-    return {"step_passages": passages, "step_retrieval": info}

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from graphs import agentic_rag
 from graphs.context import AgenticRagContext
-from nodes.agent import route_after_tools, route_agent
+from nodes.agentic_rag import route_after_tools, route_agent
 from nodes.models import scripted_model
 from tests.reasoning_corpus import DOCS, INJECTION, ScriptedToolChat, call, fill, ingest, local_llm  # noqa: F401
 from xmrt.kb.index import KnowledgeIndex

@@ -11,7 +11,7 @@ import pytest
 from graphs import rat
 from graphs.context import RatContext
 from nodes.models import scripted_model
-from nodes.reflection import route_after_revision
+from nodes.rat import route_after_revision
 from tests.fakes import ScriptedChat
 from tests.reasoning_corpus import DOCS, fill, ingest, local_llm  # noqa: F401 - fixture
 from xmrt.persistence import redis_graph

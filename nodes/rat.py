@@ -1,8 +1,8 @@
-"""RAT nodes (Retrieval-Augmented Thoughts, Wang et al. 2024): draft, revise each step against retrieval, answer.
+"""The RAT graph's nodes (graphs/rat.py; Retrieval-Augmented Thoughts, Wang et al. 2024): draft, revise, answer.
 
 * ``draft``: a step-by-step draft. A reply that is not a step list is retried; then its sentences become the
   steps; with no usable reply at all the question itself is the one step.
-* ``retrieve_for_step`` (in :mod:`nodes.retrieval`) searches with the question plus the step under revision.
+* ``retrieve_for_step`` searches with the question plus the step under revision.
 * ``revise_step``: the model revises that step against the retrieved passages and the reflection (query,
   sources, before, after, changed) is recorded. A step with no relevant passages, or whose revision is
   unusable after the retries, stays as it was.
@@ -26,7 +26,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import RatContext, context_of
-from nodes.answering import ask_text, bounded_model, embedder
 from nodes.citations import (
     clean_citations,
     format_passages,
@@ -37,8 +36,9 @@ from nodes.citations import (
     with_footer,
 )
 from nodes.grounding import ground, hidden, passage_units, stream_answer
+from nodes.models import ask_text, bounded_model
 from nodes.parsing import parse_steps, parse_text_reply, sentence_steps
-from nodes.retrieval import kb_config
+from nodes.retrieval import embedder, kb_config, search_passages
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ def draft(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> di
         log.warning("recursion limit allows %d of %d reflections", cap, budget)
         budget = cap
     return {**reset, "steps": steps, "draft": list(steps), "max_reflections": budget, "fallbacks": fallbacks}
+
+
+def retrieve_for_step(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Search with the question plus the step under revision."""
+    ctx = context_of(runtime, RatContext)
+    steps = state["steps"]
+    index = state.get("reflection_count", 0) % len(steps)
+    query = f"{state['question']} {steps[index]}".strip()
+    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
+                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
+    passages = info.pop("passages")
+    return {"step_passages": passages, "step_retrieval": info}
 
 
 def route_after_draft(state: dict[str, Any]) -> Literal["retrieve_for_step", "answer"]:

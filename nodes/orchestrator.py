@@ -1,4 +1,4 @@
-"""Orchestrator nodes that need no other graph: take the requests, classify them, route, and finish.
+"""The orchestrator graph's own nodes (graphs/orchestrator.py): take the requests, classify, route, finish.
 
 A request is a JSON object. Its ``type`` says what it is; when it has none, :func:`classify_request` decides
 from its fields, deterministically. Routes:

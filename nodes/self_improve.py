@@ -1,4 +1,4 @@
-"""Self-improvement nodes: record outcomes, review, update the criteria weights, write lessons, revise the prompt.
+"""The self_improve graph's nodes (graphs/self_improve.py): record outcomes, review, train, lessons, prompt.
 
 Learning is measured, never simulated: weights move only by gradient steps on recorded outcomes, and
 every metric is computed from the decision ledger.
@@ -13,8 +13,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import ELIZA_INSTRUCTIONS, SelfImproveContext, context_of
-from nodes.generation import invoke_with_retries
-from nodes.models import chat_model
+from nodes.models import chat_model, invoke_with_retries
 from xmrt.config import get_config
 from xmrt.eliza import DecisionLedger, Example, history_point, is_correct, outcome_from_dict
 from xmrt.errors import UserError
@@ -141,12 +140,8 @@ def revise_prompt(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
         f"outcome {'success' if d['outcome']['success'] else 'failure'}" for d in mistakes
     )
     lessons = "\n".join(f"- {x['text']}" for x in state.get("lessons", [])) or "(none)"
-    messages = [
-        SystemMessage("You improve the instructions of a DAO decision agent. Reply with the new instructions only."),
-        HumanMessage(f"Current instructions:\n{current}\n\nRecent wrong decisions:\n{cases}\n\nMeasured lessons:\n"
-                     f"{lessons}\n\nRewrite the instructions so these mistakes are avoided. Keep the reply format: "
-                     "the agent must still answer with JSON containing \"verdict\" and \"reason\"."),
-    ]
+    messages = [SystemMessage(ctx.optimizer_prompt),
+                HumanMessage(ctx.optimizer_input.format(instructions=current, mistakes=cases, lessons=lessons))]
     text = invoke_with_retries(chat_model(ctx.model), messages, ctx.max_attempts)
     if not text or "verdict" not in text or "json" not in text.lower() or len(text) > 4000:
         return {"prompt_update": {"skipped": "the model's rewrite was empty or broke the JSON reply contract",

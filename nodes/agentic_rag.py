@@ -1,4 +1,4 @@
-"""Agentic RAG nodes: a tool-calling agent with a step budget counted in state.
+"""The agentic RAG graph's nodes (graphs/agentic_rag.py): a tool-calling agent with a step budget in state.
 
 * ``start_turn`` resets the turn: the budget (``max_tool_calls``, capped so the run always fits its recursion
   limit) and the tool-call counter.
@@ -30,11 +30,10 @@ from langgraph.runtime import Runtime
 
 from graphs.context import AgenticRagContext, context_of
 from graphs.state import message_text
-from nodes.answering import ask_text, bounded_model, embedder
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.grounding import ground, passage_units, stream_answer
-from nodes.models import chat_model
-from nodes.retrieval import kb_config, keep_relevant
+from nodes.models import ask_text, bounded_model, chat_model
+from nodes.retrieval import embedder, kb_config, keep_relevant
 
 log = logging.getLogger(__name__)
 

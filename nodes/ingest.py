@@ -1,4 +1,4 @@
-"""Ingestion nodes: resolve a source, scan it, plan the changes, index changed files, remove stale ones, report.
+"""The ingest graph's nodes (graphs/ingest.py): resolve, scan, plan, index changed files, remove stale ones, report.
 
 Each node is a thin step over :mod:`xmrt.kb.ingest` and returns only the keys it changes. Tunables come from
 ``runtime.context`` (see ``graphs.context.IngestContext``; its defaults when the caller passes none): collection,
