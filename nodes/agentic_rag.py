@@ -29,10 +29,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import AgenticRagContext, context_of
-from graphs.state import message_text
+from graphs.state import last_human_index, loop_cap, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.grounding import ground, passage_units, stream_answer
-from nodes.models import ask_text, bounded_model, chat_model
+from nodes.models import ask, ask_text, bounded_model, chat_model
 from nodes.retrieval import embedder, kb_config, keep_relevant
 
 log = logging.getLogger(__name__)
@@ -54,27 +54,13 @@ def _selected_tools(ctx: AgenticRagContext) -> list[Any]:
     return [t for t in available_tools() if t.name in wanted]
 
 
-def _turn_start(messages: list) -> int:
-    for i in range(len(messages) - 1, -1, -1):
-        if getattr(messages[i], "type", None) == "human":
-            return i
-    return 0
-
-
-def _budget_cap(config: RunnableConfig | None) -> int | None:
-    limit = (config or {}).get("recursion_limit")
-    if not limit:
-        return None
-    return max(0, (int(limit) - _FIXED_SUPERSTEPS) // 2)
-
-
 def start_turn(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> dict[str, Any]:
     """Reset the budget and counter for the new question."""
     ctx = context_of(runtime, AgenticRagContext)
     messages = state.get("messages") or []
-    start = _turn_start(messages)
+    start = last_human_index(messages) or 0
     budget = max(0, int(ctx.max_tool_calls))
-    cap = _budget_cap(config)
+    cap = loop_cap(config, _FIXED_SUPERSTEPS)
     if cap is not None and cap < budget:
         log.warning("recursion limit allows %d of %d tool calls", cap, budget)
         budget = cap
@@ -123,13 +109,9 @@ def agent(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     start = int(state.get("turn_start") or 0)
     prompt = [SystemMessage(ctx.instructions.format(budget=budget, remaining=remaining)),
               *_history(messages, start, ctx.max_history), *messages[start:]]
-    attempts = max(1, int(ctx.max_attempts))
-    for attempt in range(1, attempts + 1):
-        try:
-            reply = model.invoke(prompt)
-        except Exception as exc:  # noqa: BLE001 - provider errors count as a failed attempt
-            log.warning("agent call %d/%d failed: %s", attempt, attempts, exc)
-            continue
+
+    def step(reply: Any) -> dict[str, Any] | None:
+        """The state update for a usable reply (valid tool calls, or a plain answer); None for an unusable one."""
         calls = [c for c in (getattr(reply, "tool_calls", None) or []) if c.get("name") in allowed]
         text = message_text(reply).strip()
         if calls:
@@ -142,8 +124,11 @@ def agent(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
             return {"messages": [message], "tool_calls_used": len(keep), "agent_outcome": "tools"}
         if text and not _looks_like_failed_call(reply, text) and not getattr(reply, "tool_calls", None):
             return {"messages": [AIMessage(text)], "agent_outcome": "answer"}
-        log.info("agent reply %d/%d unusable: %r", attempt, attempts, text[:120] or getattr(reply, "tool_calls", ""))
-    return {"agent_outcome": "no_reply", "fallbacks": [*(state.get("fallbacks") or []), "agent: no usable reply"]}
+        return None
+
+    update, _calls = ask(model, prompt, ctx.max_attempts, step)
+    return update or {"agent_outcome": "no_reply",
+                      "fallbacks": [*(state.get("fallbacks") or []), "agent: no usable reply"]}
 
 
 def route_agent(state: dict[str, Any]) -> Literal["tools", "finish", "final_answer"]:

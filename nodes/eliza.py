@@ -14,6 +14,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import ElizaContext, context_of
 from nodes.verdicts import llm_verdicts
+from xmrt import services
 from xmrt.config import get_config
 from xmrt.eliza import (
     DecisionLedger,
@@ -65,13 +66,10 @@ def load_context(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ assess
 def _knowledge(ctx: ElizaContext, query: str) -> tuple[list[dict[str, Any]], str | None]:
     """Top passages from the knowledge base, or an explanation of why there are none."""
-    from xmrt.kb.index import KnowledgeIndex
-
-    config = get_config()
     try:
-        if ctx.collection not in KnowledgeIndex.list_collections(config):
+        index = services.knowledge_index(ctx.collection)
+        if index is None:
             return [], f"collection {ctx.collection!r} does not exist"
-        index = KnowledgeIndex(config, ctx.collection)
         hits = index.search(query, k=ctx.knowledge_k)
     except Exception as exc:  # noqa: BLE001 - the KB is optional for a decision; say why it is missing
         return [], f"knowledge base unavailable: {exc}"

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
-from nodes.models import chat_model, invoke_with_retries
+from nodes.models import ask_text, chat_model
 from xmrt.config import get_config
 from xmrt.memory import AgentMemory
 from xmrt.policy import current_principal
@@ -48,7 +48,7 @@ def respond_with_memories(state: dict[str, Any], runtime: Runtime) -> dict[str, 
     ctx = context_of(runtime, MemoryAgentContext)
     system = SystemMessage(ctx.system_prompt.format(memories=format_memories(state.get("recalled") or [])))
     history = state["messages"][-ctx.max_history :]
-    text = invoke_with_retries(chat_model(ctx.model), [system, *history], ctx.max_attempts)
+    text, _calls = ask_text(chat_model(ctx.model), [system, *history], ctx.max_attempts)
     if not text:
         recalled = state.get("recalled") or []
         text = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -52,31 +52,58 @@ def bounded_model(ctx: Any):
     return model.bind(max_tokens=limit) if limit > 0 else model
 
 
-def ask_text(model, messages: list, attempts: int, parse=None) -> tuple[str | None, int]:
-    """Call the model until ``parse(reply)`` gives a value; returns (value or None, calls made).
+def ask_many(model, conversations: Sequence[list], attempts: int, parse: Callable[[Any], Any], *,
+             max_concurrency: int | None = None) -> list[tuple[Any, int]]:
+    """The one retry loop around model calls: ask until ``parse(reply)`` gives a value, at most ``attempts`` times.
 
-    ``parse`` defaults to "non-empty text". Exceptions from the provider count as failed attempts.
+    Each conversation is asked again only while its replies are unusable (``parse`` returned None) or the
+    provider raised; several are sent together with ``model.batch``. Returns, per conversation, (value or None,
+    the attempt that gave it or the last one made).
     """
-    parse = parse or (lambda text: text.strip() or None)
     attempts = max(1, int(attempts))
+    results: list[tuple[Any, int]] = [(None, 0)] * len(conversations)
+    todo = list(range(len(conversations)))
     for attempt in range(1, attempts + 1):
-        text = invoke_with_retries(model, messages, 1)
-        value = parse(text) if text else None
-        if value is not None:
-            return value, attempt
-        log.info("model reply %d/%d unusable: %r", attempt, attempts, (text or "")[:120])
-    return None, attempts
+        if not todo:
+            break
+        if len(todo) == 1:
+            try:
+                replies: list[Any] = [model.invoke(conversations[todo[0]])]
+            except Exception as exc:  # noqa: BLE001 - model/provider errors are retried, then fall back
+                replies = [exc]
+        else:
+            replies = model.batch([conversations[i] for i in todo], return_exceptions=True,
+                                  config={"max_concurrency": max_concurrency} if max_concurrency else None)
+        left = []
+        for i, reply in zip(todo, replies, strict=True):
+            value = None
+            if isinstance(reply, Exception):
+                log.warning("model call %d/%d failed: %s", attempt, attempts, reply)
+            else:
+                value = parse(reply)
+                if value is None:
+                    log.info("model reply %d/%d unusable: %r", attempt, attempts, message_text(reply)[:120])
+            results[i] = (value, attempt)
+            if value is None:
+                left.append(i)
+        todo = left
+    return results
 
 
-def invoke_with_retries(model, messages: list, attempts: int) -> str:
-    """Call the model up to ``attempts`` times until it returns non-empty text; "" if it never does."""
-    for attempt in range(1, max(1, attempts) + 1):
-        try:
-            text = message_text(model.invoke(messages)).strip()
-        except Exception as exc:  # noqa: BLE001 - model/provider errors are retried, then fall back
-            log.warning("model call %d/%d failed: %s", attempt, attempts, exc)
-            continue
-        if text:
-            return text
-        log.warning("model call %d/%d returned an empty reply", attempt, attempts)
-    return ""
+def ask(model, messages: list, attempts: int, parse: Callable[[Any], Any]) -> tuple[Any, int]:
+    """:func:`ask_many` for one conversation: (``parse(reply)`` of the first usable reply or None, calls made)."""
+    return ask_many(model, [messages], attempts, parse)[0]
+
+
+def ask_text(model, messages: list, attempts: int, parse: Callable[[str], Any] | None = None) -> tuple[Any, int]:
+    """:func:`ask` on the reply's text: until ``parse(text)`` gives a value (default: the non-empty text).
+
+    Returns (value or None, calls made). An empty reply is unusable; provider errors count as failed attempts.
+    """
+    parse = parse or (lambda text: text or None)
+
+    def on_text(reply: Any) -> Any:
+        text = message_text(reply).strip()
+        return parse(text) if text else None
+
+    return ask(model, messages, attempts, on_text)

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import RagContext, context_of
-from graphs.state import last_human_text, message_text
+from graphs.state import last_human_index, last_human_text, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.grounding import ground, hidden, passage_units, stream_answer
 from nodes.models import ask_text, bounded_model
@@ -25,10 +25,8 @@ log = logging.getLogger(__name__)
 
 def _prior_messages(messages: list) -> list:
     """Messages before the last human message (the conversation so far)."""
-    for i in range(len(messages) - 1, -1, -1):
-        if getattr(messages[i], "type", None) == "human":
-            return messages[:i]
-    return []
+    start = last_human_index(messages)
+    return [] if start is None else messages[:start]
 
 
 def start_turn(state: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import RatContext, context_of
+from graphs.state import loop_cap
 from nodes.citations import (
     clean_citations,
     format_passages,
@@ -56,14 +57,6 @@ def _embed(ctx: Any, texts: list[str]) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def _reflection_cap(config: RunnableConfig | None) -> int | None:
-    """Most reflections that fit the run's recursion limit (2 supersteps each), or None without a limit."""
-    limit = (config or {}).get("recursion_limit")
-    if not limit:
-        return None
-    return max(0, (int(limit) - _FIXED_SUPERSTEPS) // 2)
-
-
 def draft(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> dict[str, Any]:
     """Draft a step-by-step answer and reset the previous question's loop state."""
     ctx = context_of(runtime, RatContext)
@@ -90,7 +83,7 @@ def draft(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> di
         fallbacks.append("draft: not a step list, used its sentences" if last.strip()
                          else "draft: no reply, the question is the only step")
     budget = max(0, int(ctx.reflection_steps)) * len(steps)
-    cap = _reflection_cap(config)
+    cap = loop_cap(config, _FIXED_SUPERSTEPS)
     if cap is not None and cap < budget:
         log.warning("recursion limit allows %d of %d reflections", cap, budget)
         budget = cap

@@ -12,13 +12,13 @@ guessing); the ratio drops the tail of weak hits when there is a strong one. Bot
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from nodes.citations import number_passages
+from xmrt import services
 from xmrt.config import Config, get_config
 from xmrt.errors import UserError
 
@@ -36,35 +36,6 @@ def embedder(ctx: Any):
     from xmrt.embeddings import get_embeddings
 
     return get_embeddings(kb_config(ctx)).embed_documents
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_index(config: Config, collection: str):
-    from xmrt.kb.index import KnowledgeIndex
-
-    return KnowledgeIndex(config, collection)
-
-
-def open_index(config: Config, collection: str):
-    """The collection's index, cached per process; None when the collection does not exist.
-
-    A cached index whose BM25 side is out of step with Chroma (another process ingested since) is reopened,
-    which re-synchronizes it.
-    """
-    from xmrt.kb.index import KnowledgeIndex
-
-    if collection not in KnowledgeIndex.list_collections(config):
-        return None
-    index = _cached_index(config, collection)
-    try:
-        stale = index.count() != index.bm25.count()
-    except Exception:  # noqa: BLE001 - a dropped and re-created collection: reopen
-        stale = True
-    if stale:
-        index.close()
-        _cached_index.cache_clear()
-        index = _cached_index(config, collection)
-    return index
 
 
 def missing_collection_message(config: Config, collection: str) -> str:
@@ -126,7 +97,7 @@ def search_passages(
     if not query.strip():
         info["error"] = "empty query"
         return info
-    index = open_index(config, collection)
+    index = services.knowledge_index(collection, config)
     if index is None:
         info["error"] = missing_collection_message(config, collection)
         return info
@@ -137,8 +108,8 @@ def search_passages(
         raise
     except Exception as exc:  # noqa: BLE001 - a stale cached handle: reopen once
         log.warning("search failed (%s); reopening the collection", exc)
-        _cached_index.cache_clear()
-        index = open_index(config, collection)
+        services.forget_index(collection, config)
+        index = services.knowledge_index(collection, config)
         if index is None:
             info["error"] = missing_collection_message(config, collection)
             return info

@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import ELIZA_INSTRUCTIONS, SelfImproveContext, context_of
-from nodes.models import chat_model, invoke_with_retries
+from nodes.models import ask_text, chat_model
 from xmrt.config import get_config
 from xmrt.eliza import DecisionLedger, Example, history_point, is_correct, outcome_from_dict
 from xmrt.errors import UserError
@@ -142,7 +142,7 @@ def revise_prompt(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     lessons = "\n".join(f"- {x['text']}" for x in state.get("lessons", [])) or "(none)"
     messages = [SystemMessage(ctx.optimizer_prompt),
                 HumanMessage(ctx.optimizer_input.format(instructions=current, mistakes=cases, lessons=lessons))]
-    text = invoke_with_retries(chat_model(ctx.model), messages, ctx.max_attempts)
+    text, _calls = ask_text(chat_model(ctx.model), messages, ctx.max_attempts)
     if not text or "verdict" not in text or "json" not in text.lower() or len(text) > 4000:
         return {"prompt_update": {"skipped": "the model's rewrite was empty or broke the JSON reply contract",
                                   "kept_version": version}}

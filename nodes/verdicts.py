@@ -18,7 +18,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from graphs.context import ElizaContext
 from graphs.state import message_text
-from nodes.models import chat_model
+from nodes.models import ask_many, chat_model
 from xmrt.eliza import DecisionLedger
 
 log = logging.getLogger(__name__)
@@ -114,28 +114,20 @@ def score_verdicts(model: Any, conversations: list[list], batch_size: int = 4) -
 
 def _generate_verdicts(model: Any, conversations: list[list], ctx: ElizaContext) -> list[dict[str, Any]]:
     """Ask for JSON verdicts (batched, bounded retries of the unparseable ones); None verdicts when none comes."""
-    results: list[dict[str, Any]] = [{"verdict": None, "reason": "", "attempts": 0} for _ in conversations]
-    todo = list(range(len(conversations)))
-    for attempt in range(1, max(1, ctx.max_attempts) + 1):
-        if not todo:
-            break
-        replies = model.batch([conversations[i] for i in todo], config={"max_concurrency": ctx.llm_concurrency},
-                              return_exceptions=True)
-        left = []
-        for i, reply in zip(todo, replies, strict=True):
-            results[i]["attempts"] = attempt
-            if isinstance(reply, Exception):  # provider errors are retried, then the fallback decides
-                log.warning("verdict call %d failed: %s", attempt, reply)
-                left.append(i)
-                continue
-            verdict, reason = parse_verdict(message_text(reply))
-            if verdict:
-                results[i].update(verdict=verdict, reason=reason, method="generated", value=VERDICT_VALUE[verdict])
-            else:
-                left.append(i)
-        todo = left
-    for i in todo:
-        results[i]["error"] = "no parseable verdict"
+
+    def verdict_of(reply: Any) -> tuple[str, str] | None:
+        verdict, reason = parse_verdict(message_text(reply))
+        return (verdict, reason) if verdict else None
+
+    results: list[dict[str, Any]] = []
+    for found, attempts in ask_many(model, conversations, ctx.max_attempts, verdict_of,
+                                    max_concurrency=ctx.llm_concurrency):
+        if found is None:  # provider errors and unparseable replies were retried; the fallback decides
+            results.append({"verdict": None, "reason": "", "attempts": attempts, "error": "no parseable verdict"})
+        else:
+            verdict, reason = found
+            results.append({"verdict": verdict, "reason": reason, "attempts": attempts, "method": "generated",
+                            "value": VERDICT_VALUE[verdict]})
     return results
 
 

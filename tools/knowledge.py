@@ -10,13 +10,13 @@ Results are compact JSON: source path, score, position and (shortened) text, so 
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langgraph.prebuilt import ToolRuntime
 
+from xmrt import services
 from xmrt.config import Config
 from xmrt.errors import XmrtError
 
@@ -43,23 +43,15 @@ def _runtime_collection(runtime: ToolRuntime | None, collection: str | None) -> 
     return getattr(ctx, "collection", None) or DEFAULT_COLLECTION
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_index(config: Config, collection: str):
-    from xmrt.kb.index import KnowledgeIndex
-
-    return KnowledgeIndex(config, collection)
-
-
 def _index(config: Config, collection: str):
-    """The collection's index (cached per configuration); an error string when it does not exist."""
+    """The collection's index (:func:`xmrt.services.knowledge_index`); an error string when it does not exist."""
     from xmrt.kb.index import KnowledgeIndex
 
-    names = KnowledgeIndex.list_collections(config)
-    if collection not in names:
-        _cached_index.cache_clear()  # it may have been dropped since it was cached
-        available = ", ".join(names) or "none; ingest something first"
+    index = services.knowledge_index(collection, config)
+    if index is None:
+        available = ", ".join(KnowledgeIndex.list_collections(config)) or "none; ingest something first"
         return f"error: no knowledge-base collection named {collection!r} (available: {available})"
-    return _cached_index(config, collection)
+    return index
 
 
 def _search(config: Config, collection: str, query: str, k: int, **kwargs: Any):
@@ -71,7 +63,7 @@ def _search(config: Config, collection: str, query: str, k: int, **kwargs: Any):
     except XmrtError:
         raise
     except Exception:  # the cached handle went stale (collection dropped and re-created): reopen once
-        _cached_index.cache_clear()
+        services.forget_index(collection, config)
         index = _index(config, collection)
         return index if isinstance(index, str) else index.search(query, k=k, **kwargs)
 
