@@ -228,7 +228,9 @@ class RetrievalSettings:
         relevance_ratio: Hits below this share of the best hit's similarity are ignored too.
         max_passage_chars: Characters of each passage shown to the model.
         max_attempts: Model calls per node before its deterministic fallback.
-        config: An ``xmrt.config.Config`` (data dir, Chroma, embeddings); None uses ``get_config()``.
+
+    The configuration (data dir, Chroma, embeddings) is the process's, never a context field:
+    ``xmrt.services.config()``.
     """
 
     model: str = model_knob()
@@ -244,7 +246,6 @@ class RetrievalSettings:
                                       "passage (else the answer quotes the passages).", ge=0, le=1)
     min_coverage: float = knob(0.75, "Least share of an answer sentence's content words found in the passages or "
                                "the question.", ge=0, le=1)
-    config: Any = knob(None, "An xmrt.config.Config (Python callers only; refused over the API).")
 
 
 @dataclass(kw_only=True)
@@ -343,7 +344,6 @@ class IngestContext:
     batch_chunks: int = knob(DEFAULT_BATCH_CHUNKS, "Chunks collected across files before they are embedded and "
                              "written together.")
     progress: bool = knob(True, "Show tqdm progress bars on stderr.")
-    config: Any = knob(None, "An xmrt.config.Config (Python callers only); None reads the environment.")
 
 
 # --------------------------------------------------------------------------- orchestrator

@@ -33,7 +33,8 @@ from graphs.state import last_human_index, loop_cap, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.grounding import ground, passage_units, stream_answer
 from nodes.models import ask, ask_text, bounded_model, chat_model
-from nodes.retrieval import embedder, kb_config, keep_relevant
+from nodes.retrieval import embedder, keep_relevant
+from xmrt import services
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _final(text: str, passages: list[dict[str, Any]], ctx: AgenticRagContext, qu
            runtime: Runtime) -> tuple[str, list[dict]]:
     """The grounded answer (nodes.grounding) with its sources footer, streamed word by word."""
     answer, _ = clean_citations(text, (p["n"] for p in passages))
-    result = ground(answer, question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+    result = ground(answer, question, passage_units(passages), embedder(), threshold=ctx.grounding_threshold,
                     min_coverage=ctx.min_coverage,
                     dont_know="I don't know: the tools returned nothing that answers this.")
     stream_answer(runtime, result.answer)
@@ -200,7 +201,7 @@ def _relevant_gathered(state: dict[str, Any], ctx: AgenticRagContext, answer: st
     passages = gathered_passages(state["messages"], int(state.get("turn_start") or 0), ctx.max_tool_result_chars)
     if not passages:
         return []
-    return keep_relevant(kb_config(ctx), state.get("question") or "", passages, ctx.min_similarity,
+    return keep_relevant(services.config(), state.get("question") or "", passages, ctx.min_similarity,
                          ctx.relevance_ratio, keep_paths=answer)
 
 

@@ -15,7 +15,6 @@ from langgraph.runtime import Runtime
 from graphs.context import ElizaContext, context_of
 from nodes.verdicts import llm_verdicts
 from xmrt import services
-from xmrt.config import get_config
 from xmrt.eliza import (
     DecisionLedger,
     DecisionModel,
@@ -36,13 +35,11 @@ def _ctx(runtime: Runtime) -> ElizaContext:
 
 def _ledger(ctx: ElizaContext) -> DecisionLedger:
     """The agent's ledger, in the scope of whoever runs this graph (a served API user's own agents)."""
-    return DecisionLedger(get_config(), ctx.agent_id, principal=current_principal())
+    return services.ledger(ctx.agent_id, current_principal())
 
 
 def _memory(runtime: Runtime):
-    from xmrt.memory import AgentMemory
-
-    return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
+    return services.agent_memory(runtime.store, current_principal())
 
 
 # ------------------------------------------------------------------------------------ load context

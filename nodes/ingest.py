@@ -2,8 +2,8 @@
 
 Each node is a thin step over :mod:`xmrt.kb.ingest` and returns only the keys it changes. Tunables come from
 ``runtime.context`` (see ``graphs.context.IngestContext``; its defaults when the caller passes none): collection,
-chunk size and overlap, include and exclude globs, batch size, progress bar, and optionally the
-:class:`~xmrt.config.Config` to use.
+chunk size and overlap, include and exclude globs, batch size and progress bar. The configuration is the
+process's (:func:`xmrt.services.config`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 
 from graphs.context import IngestContext, context_of
-from xmrt.config import Config, get_config
+from xmrt import services
 from xmrt.kb.ingest import (
     IngestSettings,
     finish_ingest,
@@ -32,16 +32,8 @@ from xmrt.kb.sources import resolve_source as resolve
 log = logging.getLogger(__name__)
 
 
-def _ctx(runtime: Runtime) -> IngestContext:
-    return context_of(runtime, IngestContext)
-
-
-def _config(runtime: Runtime) -> Config:
-    return _ctx(runtime).config or get_config()
-
-
 def _settings(runtime: Runtime) -> IngestSettings:
-    ctx = _ctx(runtime)
+    ctx = context_of(runtime, IngestContext)
     return IngestSettings(
         collection=ctx.collection,
         chunk_size=ctx.chunk_size,
@@ -62,7 +54,7 @@ def _resolved(state: dict[str, Any]) -> ResolvedSource:
 def _open_index(runtime: Runtime):
     from xmrt.kb.index import KnowledgeIndex
 
-    return KnowledgeIndex(_config(runtime), _ctx(runtime).collection)
+    return KnowledgeIndex(services.config(), _settings(runtime).collection)
 
 
 def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -72,7 +64,7 @@ def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     settings = _settings(runtime)
     settings.validate()
     validate_collection_name(settings.collection)
-    resolved = resolve(_config(runtime), state["source"], state.get("branch"), bool(state.get("working_tree")))
+    resolved = resolve(services.config(), state["source"], state.get("branch"), bool(state.get("working_tree")))
     data = asdict(resolved)
     data["root"] = str(resolved.root)
     return {"resolved": data, "started_at": now_iso()}
@@ -142,7 +134,7 @@ def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     finally:
         index.close()
     summary = finish_ingest(
-        _config(runtime), _ctx(runtime).collection, _resolved(state), state["plan"], state.get("indexed") or (),
+        services.config(), _settings(runtime).collection, _resolved(state), state["plan"], state.get("indexed") or (),
         state.get("skipped") or (), state.get("chunks_embedded", 0), state.get("chunks_removed", 0), total,
         state.get("started_at") or now_iso(),
     )

@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
 from nodes.models import ask_text, chat_model
-from xmrt.config import get_config
+from xmrt import services
 from xmrt.memory import AgentMemory
 from xmrt.policy import current_principal
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def _memory(runtime: Runtime) -> AgentMemory:
     if runtime.store is None:
         raise RuntimeError("this graph needs a store: compile it with xmrt.persistence.redis_graph or serve it")
-    return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
+    return services.agent_memory(runtime.store, current_principal())
 
 
 def recall(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:

@@ -39,10 +39,10 @@ def chat_model(model_name: str = "") -> BaseChatModel:
     scripted = _scripted.get()
     if scripted is not None:
         return scripted
-    from xmrt.config import get_config
+    from xmrt import services
     from xmrt.llm import get_chat_model
 
-    return get_chat_model(get_config(), model=model_name or None)
+    return get_chat_model(services.config(), model=model_name or None)
 
 
 def bounded_model(ctx: Any):

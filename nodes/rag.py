@@ -18,7 +18,8 @@ from nodes.citations import clean_citations, format_passages, sources_of, with_f
 from nodes.grounding import ground, hidden, passage_units, stream_answer
 from nodes.models import ask_text, bounded_model
 from nodes.parsing import first_line, parse_text_reply
-from nodes.retrieval import embedder, kb_config, search_passages
+from nodes.retrieval import embedder, search_passages
+from xmrt import services
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def retrieve(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Search the collection for the (standalone) question; keep the passages above the threshold."""
     ctx = context_of(runtime, RagContext)
     query = state.get("standalone_question") or state.get("question") or ""
-    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
+    info = search_passages(services.config(), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
                            min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
     passages = info.pop("passages")
     log.debug("retrieved %d relevant of %d hits for %r", len(passages), info["candidates"], query[:60])
@@ -101,7 +102,7 @@ def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
               HumanMessage(question)]
     text, _calls = ask_text(hidden(bounded_model(ctx)), prompt, ctx.max_attempts)
     generated, _ = clean_citations(text or "", (p["n"] for p in passages))
-    result = ground(generated, question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+    result = ground(generated, question, passage_units(passages), embedder(), threshold=ctx.grounding_threshold,
                     min_coverage=ctx.min_coverage)
     stream_answer(runtime, result.answer)
     sources = sources_of(passages, result.cited)

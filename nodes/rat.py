@@ -39,7 +39,8 @@ from nodes.citations import (
 from nodes.grounding import ground, hidden, passage_units, stream_answer
 from nodes.models import ask_text, bounded_model
 from nodes.parsing import parse_steps, parse_text_reply, sentence_steps
-from nodes.retrieval import embedder, kb_config, search_passages
+from nodes.retrieval import embedder, search_passages
+from xmrt import services
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,7 @@ _FIXED_SUPERSTEPS = 4
 
 def _embed(ctx: Any, texts: list[str]) -> np.ndarray:
     """Unit-length embeddings of ``texts`` with the configured model."""
-    from xmrt.embeddings import get_embeddings
-
-    vectors = np.asarray(get_embeddings(kb_config(ctx)).embed_documents(texts), dtype=np.float32)
+    vectors = np.asarray(services.embeddings().embed_documents(texts), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
@@ -96,7 +95,7 @@ def retrieve_for_step(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]
     steps = state["steps"]
     index = state.get("reflection_count", 0) % len(steps)
     query = f"{state['question']} {steps[index]}".strip()
-    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
+    info = search_passages(services.config(), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
                            min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
     passages = info.pop("passages")
     return {"step_passages": passages, "step_retrieval": info}
@@ -212,7 +211,7 @@ def answer(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
         fallbacks.append("answer: no reply, grounded on the revised steps")
         text = " ".join(steps)
     text, _ = clean_citations(text, (p["n"] for p in evidence))
-    result = ground(text, state["question"], passage_units(evidence), embedder(ctx),
+    result = ground(text, state["question"], passage_units(evidence), embedder(),
                     threshold=ctx.grounding_threshold, min_coverage=ctx.min_coverage)
     if not result.grounded:
         fallbacks.append(f"answer: no supported sentence, {result.mode} answer")

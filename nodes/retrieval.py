@@ -19,23 +19,15 @@ from typing import Any
 
 from nodes.citations import number_passages
 from xmrt import services
-from xmrt.config import Config, get_config
+from xmrt.config import Config
 from xmrt.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def kb_config(ctx: Any) -> Config:
-    """The configuration a run uses: the Context's ``config`` when set, else the process configuration."""
-    config = getattr(ctx, "config", None)
-    return config if isinstance(config, Config) else get_config()
-
-
-def embedder(ctx: Any):
+def embedder():
     """``texts -> vectors`` with the knowledge base's embeddings (for the grounding check)."""
-    from xmrt.embeddings import get_embeddings
-
-    return get_embeddings(kb_config(ctx)).embed_documents
+    return services.embeddings().embed_documents
 
 
 def missing_collection_message(config: Config, collection: str) -> str:
@@ -128,9 +120,7 @@ def similarities(config: Config, query: str, texts: Sequence[str]) -> list[float
     """Cosine similarity of each text to the query, with the configured embeddings."""
     if not texts:
         return []
-    from xmrt.embeddings import get_embeddings
-
-    model = get_embeddings(config)
+    model = services.embeddings(config)
     qvec = model.embed_query(query)
     return [_cosine(qvec, vec) for vec in model.embed_documents(list(texts))]
 

@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import ELIZA_INSTRUCTIONS, SelfImproveContext, context_of
 from nodes.models import ask_text, chat_model
-from xmrt.config import get_config
+from xmrt import services
 from xmrt.eliza import DecisionLedger, Example, history_point, is_correct, outcome_from_dict
 from xmrt.errors import UserError
 from xmrt.policy import current_principal
@@ -27,7 +27,7 @@ def _ctx(runtime: Runtime) -> SelfImproveContext:
 
 
 def _ledger(ctx: SelfImproveContext) -> DecisionLedger:
-    return DecisionLedger(get_config(), ctx.agent_id, principal=current_principal())
+    return services.ledger(ctx.agent_id, current_principal())
 
 
 def record_outcomes(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -104,11 +104,9 @@ def write_lessons(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     ctx = _ctx(runtime)
     if not ctx.learn or runtime.store is None:
         return {"lessons": []}
-    from xmrt.memory import AgentMemory
-
     judged = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None]
     lessons = _lessons_from(judged, ctx)
-    memory = AgentMemory(get_config(), store=runtime.store, principal=current_principal())
+    memory = services.agent_memory(runtime.store, current_principal())
     for lesson in lessons:
         memory.remember(ctx.agent_id, lesson["text"], key=f"lesson-{lesson['criterion']}",
                         data={"kind": "lesson", "criterion": lesson["criterion"], "gap": lesson["gap"]})
@@ -118,7 +116,7 @@ def write_lessons(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 def _optimizer_enabled(ctx: SelfImproveContext) -> tuple[bool, str]:
     if ctx.prompt_optimizer == "off":
         return False, "prompt optimizer is off"
-    if ctx.prompt_optimizer == "auto" and get_config().llm_provider != "openai":
+    if ctx.prompt_optimizer == "auto" and services.config().llm_provider != "openai":
         return False, "the local model is too small to rewrite instructions (set prompt_optimizer='on' to force)"
     return True, ""
 

@@ -1,9 +1,9 @@
 """Knowledge-base tools: search the knowledge base, search code signatures, list collections.
 
 The tools open the knowledge base lazily on first use (nothing happens at import). Inside a graph, a
-``config`` (an ``xmrt.config.Config``) or ``collection`` field on the run's context is used when present;
-otherwise the configuration comes from ``xmrt.config.get_config()`` (``create_config()``, read once) and the
-collection is "default". :func:`knowledge_tools` builds the same tools bound to an explicit configuration.
+``collection`` field on the run's context is used when present, else "default"; the configuration is the
+process's (:func:`xmrt.services.config`). :func:`knowledge_tools` builds the same tools bound to an explicit
+configuration.
 
 Results are compact JSON: source path, score, position and (shortened) text, so an agent can cite them.
 """
@@ -27,13 +27,7 @@ MAX_K = 50
 
 
 def _runtime_config(runtime: ToolRuntime | None) -> Config:
-    ctx = getattr(runtime, "context", None) if runtime is not None else None
-    config = getattr(ctx, "config", None)
-    if isinstance(config, Config):
-        return config
-    from xmrt.config import get_config
-
-    return get_config()
+    return services.config()
 
 
 def _runtime_collection(runtime: ToolRuntime | None, collection: str | None) -> str:

@@ -3,9 +3,10 @@
 Nodes and tools never carry a :class:`~xmrt.config.Config` in a run's context and never connect per call: they
 call these getters. The configuration is the process's (:func:`xmrt.config.get_config`, read once; a test that
 changes the environment calls ``get_config.cache_clear()``), and every service is cached on it, so a new
-configuration gets new services and the old ones are never mixed in.
+configuration gets new services and the old ones are never mixed in. A Python caller that runs a graph on
+another configuration wraps the call in ``with use_config(config):``.
 
-* :func:`config`: the process configuration.
+* :func:`config`: the process configuration (or the one :func:`use_config` installed for this context).
 * :func:`embeddings`: the configured embedding model (loaded once).
 * :func:`knowledge_index`: a knowledge-base collection's index, cached and reopened when it went stale.
 * :func:`ledger`: an agent's decision ledger on the shared Redis client.
@@ -14,8 +15,11 @@ configuration gets new services and the old ones are never mixed in.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from xmrt.config import Config, get_config
@@ -30,11 +34,25 @@ if TYPE_CHECKING:
 MAX_OPEN_INDEXES = 8
 _indexes: OrderedDict[tuple[Config, str], KnowledgeIndex] = OrderedDict()
 _lock = threading.Lock()
+_override: contextvars.ContextVar[Config | None] = contextvars.ContextVar("xmrt_services_config", default=None)
 
 
 def config() -> Config:
-    """The process configuration (read once from the environment)."""
-    return get_config()
+    """The configuration services are built from: the one :func:`use_config` installed, else the process's."""
+    return _override.get() or get_config()
+
+
+@contextlib.contextmanager
+def use_config(cfg: Config) -> Iterator[Config]:
+    """Make the graphs run in this context use ``cfg`` (a Python caller's or a test's own configuration).
+
+    It never travels in a run's context (which stays serialisable); the graphs' nodes and tools read it here.
+    """
+    token = _override.set(cfg)
+    try:
+        yield cfg
+    finally:
+        _override.reset(token)
 
 
 def embeddings(cfg: Config | None = None) -> Any:

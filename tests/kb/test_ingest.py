@@ -107,7 +107,7 @@ def run(config, source, **kwargs):
         if key in kwargs:
             payload[key] = kwargs.pop(key)
     kwargs.setdefault("progress", False)
-    return graph.invoke(payload, context=IngestContext(config=config, **kwargs))["summary"]
+    return graph.invoke(payload, context=IngestContext(**kwargs))["summary"]
 
 
 def all_chunks(config, collection="default", where=None):
@@ -278,8 +278,7 @@ def test_incremental_reingest(config, tmp_path):
     ids_before = set(all_chunks(config)["ids"])
 
     # unchanged: no embedding, the graph goes from the plan straight to the report
-    nodes = [list(u)[0] for u in graph.stream({"source": str(root)}, context=IngestContext(config=config,
-                                                                                           progress=False),
+    nodes = [list(u)[0] for u in graph.stream({"source": str(root)}, context=IngestContext(progress=False),
                                                stream_mode="updates")]
     assert "index_files" not in nodes and "remove_files" not in nodes and nodes[-1] == "finish"
     again = run(config, root)
