@@ -129,7 +129,7 @@ def child_config(config: RunnableConfig, ctx: OrchestratorContext) -> tuple[Runn
 def _registry():
     from xmrt.registry import Registry
 
-    return Registry(services.config())
+    return Registry(services.config(), client=services.redis())
 
 
 def register_components(components: dict[str, bool]) -> None:
@@ -155,7 +155,7 @@ def agent_lock(ctx: OrchestratorContext, agent: str, purpose: str):
     from xmrt.coordination import AgentLock
     from xmrt.policy import current_principal
 
-    lock = AgentLock(services.config(), agent, ttl=ctx.lock_ttl, principal=current_principal())
+    lock = AgentLock(services.config(), agent, ttl=ctx.lock_ttl, client=services.redis(), principal=current_principal())
     with lock.hold(wait=ctx.lock_wait, purpose=purpose):
         yield
 

@@ -9,6 +9,7 @@ another configuration wraps the call in ``with use_config(config):``.
 * :func:`config`: the process configuration (or the one :func:`use_config` installed for this context).
 * :func:`embeddings`: the configured embedding model (loaded once).
 * :func:`knowledge_index`: a knowledge-base collection's index, cached and reopened when it went stale.
+* :func:`redis`: the shared Redis client (:func:`xmrt.clients.redis_client`).
 * :func:`ledger`: an agent's decision ledger on the shared Redis client.
 * :func:`agent_memory`: an agent's long-term memory on the run's store.
 """
@@ -105,13 +106,18 @@ def knowledge_index(collection: str, cfg: Config | None = None) -> KnowledgeInde
     return index
 
 
+def redis() -> Any:
+    """The process's shared sync Redis client for the configuration (one timeout and retry policy)."""
+    from xmrt.clients import redis_client
+
+    return redis_client(config())
+
+
 def ledger(agent_id: str, principal: Principal | None = None) -> DecisionLedger:
     """The agent's decision ledger, in ``principal``'s scope, on the process's shared Redis client."""
-    from xmrt.clients import redis_client
     from xmrt.eliza import DecisionLedger
 
-    cfg = config()
-    return DecisionLedger(cfg, agent_id, client=redis_client(cfg), principal=principal)
+    return DecisionLedger(config(), agent_id, client=redis(), principal=principal)
 
 
 def agent_memory(store: Any = None, principal: Principal | None = None) -> AgentMemory:
