@@ -17,15 +17,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import IngestContext, context_of
 from xmrt import services
-from xmrt.kb.ingest import (
-    IngestSettings,
-    finish_ingest,
-    index_files,
-    now_iso,
-    plan_ingest,
-    remove_files,
-    scan_source,
-)
+from xmrt.kb.ingest import IngestSettings, finish_ingest, index_files, now_iso, plan_ingest, remove_files, scan_source
 from xmrt.kb.sources import ResolvedSource
 from xmrt.kb.sources import resolve_source as resolve
 
