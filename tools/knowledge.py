@@ -26,10 +26,6 @@ MAX_TEXT = 700
 MAX_K = 50
 
 
-def _runtime_config(runtime: ToolRuntime | None) -> Config:
-    return services.config()
-
-
 def _runtime_collection(runtime: ToolRuntime | None, collection: str | None) -> str:
     if collection:
         return collection
@@ -152,7 +148,7 @@ def search_knowledge(query: str, k: int = 5, mode: str = "hybrid", source_glob: 
     Returns:
         JSON list of hits with source path, score, start line and text.
     """
-    return search_knowledge_impl(_runtime_config(runtime), query, k, mode, source_glob, file_type,
+    return search_knowledge_impl(services.config(), query, k, mode, source_glob, file_type,
                                  _runtime_collection(runtime, collection))
 
 
@@ -171,14 +167,14 @@ def search_code_signatures(query: str, k: int = 10, source_glob: str | None = No
     Returns:
         JSON list of signatures with symbol, kind, source path, line and score.
     """
-    return search_signatures_impl(_runtime_config(runtime), query, k, source_glob,
+    return search_signatures_impl(services.config(), query, k, source_glob,
                                   _runtime_collection(runtime, collection))
 
 
 @tool
 def list_knowledge_collections(runtime: ToolRuntime = None) -> str:
     """List the knowledge-base collections and how many chunks each holds (JSON)."""
-    return list_collections_impl(_runtime_config(runtime))
+    return list_collections_impl(services.config())
 
 
 KNOWLEDGE_TOOLS: list[BaseTool] = [search_knowledge, search_code_signatures, list_knowledge_collections]
