@@ -43,10 +43,9 @@ def _resolved(state: dict[str, Any]) -> ResolvedSource:
     return ResolvedSource(**data)
 
 
-def _open_index(runtime: Runtime):
-    from xmrt.kb.index import KnowledgeIndex
-
-    return KnowledgeIndex(services.config(), _settings(runtime).collection)
+def _index(runtime: Runtime):
+    """The collection's index, shared by the run's steps (and the process): nothing reconnects per step."""
+    return services.knowledge_index(_settings(runtime).collection, create=True)
 
 
 def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -70,11 +69,7 @@ def scan_files(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 def plan_changes(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Compare file hashes with what the collection holds (one metadata read) and sort files by what to do."""
-    index = _open_index(runtime)
-    try:
-        plan = plan_ingest(index, state["resolved"]["source_root"], state["files"], _settings(runtime).chunker)
-    finally:
-        index.close()
+    plan = plan_ingest(_index(runtime), state["resolved"]["source_root"], state["files"], _settings(runtime).chunker)
     return {"plan": plan}
 
 
@@ -91,12 +86,8 @@ def route_after_plan(state: dict[str, Any]) -> Literal["index_files", "remove_fi
 def index_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Load, split, embed (in large batches) and write the added and updated files."""
     plan = state["plan"]
-    index = _open_index(runtime)
-    try:
-        result = index_files(index, _resolved(state), plan["add"] + plan["update"], plan["old_ids"],
-                             _settings(runtime), ingested_at=state.get("started_at"))
-    finally:
-        index.close()
+    result = index_files(_index(runtime), _resolved(state), plan["add"] + plan["update"], plan["old_ids"],
+                         _settings(runtime), ingested_at=state.get("started_at"))
     return {
         "indexed": result["indexed"],
         "skipped": result["skipped"],
@@ -110,21 +101,13 @@ def remove_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]
     plan = state["plan"]
     if not plan["remove"]:
         return {}
-    index = _open_index(runtime)
-    try:
-        removed = remove_files(index, plan["remove"], plan["old_ids"])
-    finally:
-        index.close()
+    removed = remove_files(_index(runtime), plan["remove"], plan["old_ids"])
     return {"chunks_removed": removed}
 
 
 def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Build the summary (files added/updated/unchanged/removed/skipped, chunks) and record the ingest time."""
-    index = _open_index(runtime)
-    try:
-        total = index.count()
-    finally:
-        index.close()
+    total = _index(runtime).count()
     summary = finish_ingest(
         services.config(), _settings(runtime).collection, _resolved(state), state["plan"], state.get("indexed") or (),
         state.get("skipped") or (), state.get("chunks_embedded", 0), state.get("chunks_removed", 0), total,

@@ -83,8 +83,10 @@ def forget_index(collection: str, cfg: Config | None = None) -> None:
         _indexes.pop((cfg or config(), collection), None)
 
 
-def knowledge_index(collection: str, cfg: Config | None = None) -> KnowledgeIndex | None:
+def knowledge_index(collection: str, cfg: Config | None = None, *, create: bool = False) -> KnowledgeIndex | None:
     """The collection's index, cached per process and configuration; None when the collection does not exist.
+
+    With ``create`` a missing collection is created (the ingest graph writes through the same cached index).
 
     A cached index is reopened when its collection was dropped (and maybe re-created) since, or when its BM25
     side is out of step with Chroma (another process ingested since); reopening re-synchronizes it.
@@ -94,7 +96,8 @@ def knowledge_index(collection: str, cfg: Config | None = None) -> KnowledgeInde
     cfg = cfg or config()
     if collection not in KnowledgeIndex.list_collections(cfg):
         forget_index(collection, cfg)
-        return None
+        if not create:
+            return None
     index = _cached_index(cfg, collection)
     try:
         stale = index.count() != index.bm25.count()
