@@ -32,7 +32,7 @@ from typing_extensions import TypedDict
 
 from graphs.context import AgenticRagContext
 from graphs.state import Counter, MessagesInput
-from nodes.agent import agent, available_tools, final_answer, finish, route_after_tools, route_agent, start_turn
+from nodes.agentic_rag import agent, available_tools, final_answer, finish, route_after_tools, route_agent, start_turn
 
 Context = AgenticRagContext
 

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from xmrt.kb.ingest import DEFAULT_BATCH_CHUNKS
+from xmrt.kb.splitting import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from xmrt.schema_check import check_dataclass
 
 T = TypeVar("T")
@@ -75,6 +77,13 @@ ELIZA_INSTRUCTIONS = (
 )
 
 
+ELIZA_PROPOSAL_PROMPT = (
+    "Proposal {id}: {title}\n{description}\n"
+    "Category: {category}. Amount: {amount}. Criteria: {criteria}\n\n"
+    "Knowledge:\n{knowledge}\n\nLessons from past outcomes:\n{lessons}\n\nJSON:"
+)
+
+
 @dataclass(kw_only=True)
 class ElizaContext:
     """Tunables of one Eliza decision cycle (graphs/eliza.py)."""
@@ -104,6 +113,17 @@ class ElizaContext:
     llm_batch: int = knob(4, "Prompts scored together in one forward pass of a local model.", ge=1, le=64)
     llm_concurrency: int = knob(1, "Concurrent verdict requests to a remote (OpenAI-compatible) model.", ge=1, le=32)
     instructions: str = knob(ELIZA_INSTRUCTIONS, "The decision instructions given to the model.", le=PROMPT_MAX)
+    proposal_prompt: str = knob(ELIZA_PROPOSAL_PROMPT, "One proposal as shown to the model; {id}, {title}, "
+                                "{description}, {category}, {amount}, {criteria}, {knowledge} and {lessons} are "
+                                "filled in.", le=PROMPT_MAX)
+
+
+OPTIMIZER_PROMPT = "You improve the instructions of a DAO decision agent. Reply with the new instructions only."
+OPTIMIZER_INPUT = (
+    "Current instructions:\n{instructions}\n\nRecent wrong decisions:\n{mistakes}\n\nMeasured lessons:\n"
+    "{lessons}\n\nRewrite the instructions so these mistakes are avoided. Keep the reply format: "
+    "the agent must still answer with JSON containing \"verdict\" and \"reason\"."
+)
 
 
 @dataclass(kw_only=True)
@@ -130,6 +150,9 @@ class SelfImproveContext:
     prompt_optimizer: str = knob("auto", "Let the model rewrite the decision instructions: 'auto' (only with the "
                                  "openai provider), 'on' or 'off'.", choices=("auto", "on", "off"))
     max_attempts: int = knob(2, "Model calls before the deterministic fallback.", ge=1, le=10)
+    optimizer_prompt: str = knob(OPTIMIZER_PROMPT, "System prompt of the instruction rewrite.", le=PROMPT_MAX)
+    optimizer_input: str = knob(OPTIMIZER_INPUT, "The rewrite's input; {instructions}, {mistakes} and {lessons} are "
+                                "filled in.", le=PROMPT_MAX)
 
 
 def context_of(runtime: Any, schema: type[T]) -> T:
@@ -150,6 +173,7 @@ RAG_REFORMULATE_PROMPT = (
     "Rewrite the user's last question as one standalone question that can be understood without the "
     "conversation. Keep names and numbers. Reply with the question only."
 )
+RAG_REFORMULATE_INPUT = "Conversation:\n{history}\n\nLast question: {question}\n\nStandalone question:"
 RAG_ANSWER_PROMPT = (
     "Answer the question using only the numbered passages from the knowledge base below. "
     "Cite the passages you use as [n], for example [1]. If the passages do not contain the answer, "
@@ -204,7 +228,9 @@ class RetrievalSettings:
         relevance_ratio: Hits below this share of the best hit's similarity are ignored too.
         max_passage_chars: Characters of each passage shown to the model.
         max_attempts: Model calls per node before its deterministic fallback.
-        config: An ``xmrt.config.Config`` (data dir, Chroma, embeddings); None uses ``get_config()``.
+
+    The configuration (data dir, Chroma, embeddings) is the process's, never a context field:
+    ``xmrt.services.config()``.
     """
 
     model: str = model_knob()
@@ -223,7 +249,6 @@ class RetrievalSettings:
     max_unsupported: int = knob(2, "The model is stopped once this many of its answer sentences failed the grounding "
                                 "check (the passages are quoted instead): a rambling model costs little time.",
                                 ge=1, le=50)
-    config: Any = knob(None, "An xmrt.config.Config (Python callers only; refused over the API).")
 
 
 @dataclass(kw_only=True)
@@ -233,12 +258,15 @@ class RagContext(RetrievalSettings):
     Attributes:
         max_history: Earlier messages shown to the question rewriter.
         reformulate_prompt: System prompt of the rewriter.
+        reformulate_input: The rewriter's input message; ``{history}`` and ``{question}`` are filled in.
         answer_prompt: System prompt of the answer; ``{passages}`` is filled in.
         no_answer_message: The reply when nothing relevant was found.
     """
 
     max_history: int = knob(6, "Earlier messages shown to the question rewriter.", ge=0, le=200)
     reformulate_prompt: str = knob(RAG_REFORMULATE_PROMPT, "System prompt of the rewriter.", le=PROMPT_MAX)
+    reformulate_input: str = knob(RAG_REFORMULATE_INPUT, "The rewriter's input; {history} and {question} are "
+                                  "filled in.", le=PROMPT_MAX)
     answer_prompt: str = knob(RAG_ANSWER_PROMPT, "System prompt of the answer; {passages} is filled in.",
                               le=PROMPT_MAX)
     no_answer_message: str = knob(RAG_NO_ANSWER, "The reply when nothing relevant was found.", le=PROMPT_MAX)
@@ -301,6 +329,24 @@ class AgenticRagContext(RetrievalSettings):
     instructions: str = knob(AGENT_INSTRUCTIONS, "The agent's system prompt; {budget} and {remaining}.",
                              le=PROMPT_MAX)
     final_prompt: str = knob(AGENT_FINAL_PROMPT, "System prompt of the answer written without tools.", le=PROMPT_MAX)
+
+
+# --------------------------------------------------------------------------- ingestion
+@dataclass(kw_only=True)
+class IngestContext:
+    """Tunables of an ingest run (graphs/ingest.py)."""
+
+    collection: str = knob("default", "Target knowledge-base collection (3 to 512 characters).")
+    chunk_size: int = knob(DEFAULT_CHUNK_SIZE, "Maximum chunk length in characters (at least 50).")
+    chunk_overlap: int = knob(DEFAULT_CHUNK_OVERLAP, "Characters shared by neighbouring chunks (below the chunk "
+                              "size).")
+    include: list[str] = knob(default_factory=list, description="Globs a file's path (relative to the source) "
+                              "must match, if any are given.")
+    exclude: list[str] = knob(default_factory=list, description="Globs of paths to leave out (a matching "
+                              "directory is pruned).")
+    batch_chunks: int = knob(DEFAULT_BATCH_CHUNKS, "Chunks collected across files before they are embedded and "
+                             "written together.")
+    progress: bool = knob(True, "Show tqdm progress bars on stderr.")
 
 
 # --------------------------------------------------------------------------- orchestrator

@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from graphs.context import ElizaContext
-from nodes.decision import act, assess, decide, learn, load_context, reflect
+from nodes.eliza import act, assess, decide, learn, load_context, reflect
 
 
 class Input(TypedDict):

@@ -6,7 +6,8 @@ only lost files goes to ``remove_files``.
 
 Input: ``{"source": PATH_OR_GIT_URL, "branch": optional, "working_tree": optional}``. Output:
 ``{"summary": {...}}`` with file counts (added/updated/unchanged/removed/skipped), chunks embedded and
-removed, and the skipped files with their reasons. Tunables are on :class:`IngestContext`::
+removed, and the skipped files with their reasons. Tunables are on :class:`graphs.context.IngestContext`
+(no context: its defaults)::
 
     graph.invoke({"source": "docs/"}, context=IngestContext(collection="docs", chunk_size=800))
 """
@@ -14,14 +15,14 @@ removed, and the skipped files with their reasons. Tunables are on :class:`Inges
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired
 
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
+from graphs.context import IngestContext
 from graphs.state import Counter
-from nodes.ingestion import (
+from nodes.ingest import (
     finish,
     index_files_node,
     plan_changes,
@@ -30,33 +31,6 @@ from nodes.ingestion import (
     route_after_plan,
     scan_files,
 )
-from xmrt.kb.ingest import DEFAULT_BATCH_CHUNKS
-from xmrt.kb.splitting import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
-
-
-@dataclass(kw_only=True)
-class IngestContext:
-    """Tunables of an ingest run (``runtime.context``).
-
-    Attributes:
-        collection: Target collection.
-        chunk_size: Maximum chunk length in characters.
-        chunk_overlap: Characters shared by neighbouring chunks.
-        include: Globs a file's path (relative to the source) must match, if any are given.
-        exclude: Globs of paths to leave out (a matching directory is pruned).
-        batch_chunks: Chunks collected across files before they are embedded and written together.
-        progress: Show tqdm progress bars on stderr.
-        config: The ``xmrt.config.Config`` to use; None reads the environment (``get_config()``).
-    """
-
-    collection: str = "default"
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    batch_chunks: int = DEFAULT_BATCH_CHUNKS
-    progress: bool = True
-    config: Any = None
 
 
 class IngestInput(TypedDict):

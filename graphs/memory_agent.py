@@ -16,8 +16,7 @@ from typing_extensions import TypedDict
 
 from graphs.context import MemoryAgentContext
 from graphs.state import MessagesInput
-from nodes.generation import respond_with_memories
-from nodes.memory import recall, remember
+from nodes.memory_agent import recall, remember, respond_with_memories
 
 Context = MemoryAgentContext
 

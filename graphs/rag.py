@@ -28,8 +28,7 @@ from typing_extensions import TypedDict
 
 from graphs.context import RagContext
 from graphs.state import MessagesInput
-from nodes.answering import generate, no_answer, reformulate, route_question, route_retrieval, start_turn
-from nodes.retrieval import retrieve
+from nodes.rag import generate, no_answer, reformulate, retrieve, route_question, route_retrieval, start_turn
 
 Context = RagContext
 

@@ -27,8 +27,15 @@ from typing_extensions import TypedDict
 
 from graphs.context import RatContext
 from graphs.state import Counter
-from nodes.reflection import answer, draft, revise_step, route_after_draft, route_after_revision, score_confidence
-from nodes.retrieval import retrieve_for_step
+from nodes.rat import (
+    answer,
+    draft,
+    retrieve_for_step,
+    revise_step,
+    route_after_draft,
+    route_after_revision,
+    score_confidence,
+)
 
 Context = RatContext
 

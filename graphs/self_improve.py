@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from graphs.context import SelfImproveContext
-from nodes.learning import record_outcomes, report, review, revise_prompt, update_weights, write_lessons
+from nodes.self_improve import record_outcomes, report, review, revise_prompt, update_weights, write_lessons
 
 
 class Input(TypedDict, total=False):

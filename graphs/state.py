@@ -19,12 +19,31 @@ class MessagesInput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
+def last_human_index(messages: list[AnyMessage]) -> int | None:
+    """Position of the most recent human message (where the current turn starts), or None."""
+    for i in range(len(messages) - 1, -1, -1):
+        if getattr(messages[i], "type", None) == "human":
+            return i
+    return None
+
+
 def last_human_text(messages: list[AnyMessage]) -> str:
     """Text of the most recent human message, or ""."""
-    for message in reversed(messages):
-        if getattr(message, "type", None) == "human":
-            return message_text(message)
-    return ""
+    i = last_human_index(messages)
+    return "" if i is None else message_text(messages[i])
+
+
+def loop_cap(config: Any, fixed_supersteps: int) -> int | None:
+    """Most passes of a two-superstep loop that fit the run's recursion limit, or None without a limit.
+
+    Args:
+        config: The run's ``RunnableConfig`` (its ``recursion_limit``).
+        fixed_supersteps: Supersteps of the run outside the loop, plus one spare.
+    """
+    limit = (config or {}).get("recursion_limit")
+    if not limit:
+        return None
+    return max(0, (int(limit) - fixed_supersteps) // 2)
 
 
 def message_text(message: Any) -> str:

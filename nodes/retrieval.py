@@ -1,4 +1,4 @@
-"""Retrieval nodes and helpers: search a knowledge-base collection and keep only the relevant passages.
+"""Retrieval helpers the reasoning graphs share: search a collection and keep only the relevant passages.
 
 Hybrid scores are fused per query (the best hit always scores 1.0), so they say nothing about whether anything
 relevant was found. Relevance is therefore decided on each hit's cosine similarity to the query, against a
@@ -12,55 +12,22 @@ guessing); the ratio drops the tail of weak hits when there is a strong one. Bot
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from langgraph.runtime import Runtime
-
-from graphs.context import RagContext, RatContext, context_of
 from nodes.citations import number_passages
-from xmrt.config import Config, get_config
+from xmrt import services
+from xmrt.config import Config
 from xmrt.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def kb_config(ctx: Any) -> Config:
-    """The configuration a run uses: the Context's ``config`` when set, else the process configuration."""
-    config = getattr(ctx, "config", None)
-    return config if isinstance(config, Config) else get_config()
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_index(config: Config, collection: str):
-    from xmrt.kb.index import KnowledgeIndex
-
-    return KnowledgeIndex(config, collection)
-
-
-def open_index(config: Config, collection: str):
-    """The collection's index, cached per process; None when the collection does not exist.
-
-    A cached index whose BM25 side is out of step with Chroma (another process ingested since) is reopened,
-    which re-synchronizes it.
-    """
-    from xmrt.kb.index import KnowledgeIndex
-
-    if collection not in KnowledgeIndex.list_collections(config):
-        return None
-    index = _cached_index(config, collection)
-    try:
-        stale = index.count() != index.bm25.count()
-    except Exception:  # noqa: BLE001 - a dropped and re-created collection: reopen
-        stale = True
-    if stale:
-        index.close()
-        _cached_index.cache_clear()
-        index = _cached_index(config, collection)
-    return index
+def embedder():
+    """``texts -> vectors`` with the knowledge base's embeddings (for the grounding check)."""
+    return services.embeddings().embed_documents
 
 
 def missing_collection_message(config: Config, collection: str) -> str:
@@ -122,7 +89,7 @@ def search_passages(
     if not query.strip():
         info["error"] = "empty query"
         return info
-    index = open_index(config, collection)
+    index = services.knowledge_index(collection, config)
     if index is None:
         info["error"] = missing_collection_message(config, collection)
         return info
@@ -133,8 +100,8 @@ def search_passages(
         raise
     except Exception as exc:  # noqa: BLE001 - a stale cached handle: reopen once
         log.warning("search failed (%s); reopening the collection", exc)
-        _cached_index.cache_clear()
-        index = open_index(config, collection)
+        services.forget_index(collection, config)
+        index = services.knowledge_index(collection, config)
         if index is None:
             info["error"] = missing_collection_message(config, collection)
             return info
@@ -153,9 +120,7 @@ def similarities(config: Config, query: str, texts: Sequence[str]) -> list[float
     """Cosine similarity of each text to the query, with the configured embeddings."""
     if not texts:
         return []
-    from xmrt.embeddings import get_embeddings
-
-    model = get_embeddings(config)
+    model = services.embeddings(config)
     qvec = model.embed_query(query)
     return [_cosine(qvec, vec) for vec in model.embed_documents(list(texts))]
 
@@ -171,26 +136,3 @@ def keep_relevant(config: Config, query: str, passages: Sequence[dict[str, Any]]
     kept = [{**p, "similarity": round(s, 4)} for p, s in zip(passages, sims, strict=True)
             if s >= threshold or (p.get("path") and p["path"] in keep_paths)]
     return number_passages(kept)
-
-
-def retrieve(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """RAG: search the collection for the (standalone) question; keep the passages above the threshold."""
-    ctx = context_of(runtime, RagContext)
-    query = state.get("standalone_question") or state.get("question") or ""
-    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
-                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
-    passages = info.pop("passages")
-    log.debug("retrieved %d relevant of %d hits for %r", len(passages), info["candidates"], query[:60])
-    return {"passages": passages, "retrieval": info}
-
-
-def retrieve_for_step(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """RAT: search with the question plus the step under revision."""
-    ctx = context_of(runtime, RatContext)
-    steps = state["steps"]
-    index = state.get("reflection_count", 0) % len(steps)
-    query = f"{state['question']} {steps[index]}".strip()
-    info = search_passages(kb_config(ctx), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
-                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
-    passages = info.pop("passages")
-    return {"step_passages": passages, "step_retrieval": info}

@@ -70,8 +70,15 @@ def session_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def config(redis_server, tmp_path) -> Config:
-    """Configuration pointing at the session's Redis, with a fresh data directory and key prefix."""
-    return make_config(tmp_path / "data", redis_server.port, XMRT_KEY_PREFIX=f"t{os.getpid()}-{tmp_path.name}"[:60])
+    """Configuration pointing at the session's Redis, with a fresh data directory and key prefix.
+
+    The graphs the test runs use it too (``xmrt.services.use_config``: a run's context carries no configuration).
+    """
+    from xmrt.services import use_config
+
+    with use_config(make_config(tmp_path / "data", redis_server.port,
+                                XMRT_KEY_PREFIX=f"t{os.getpid()}-{tmp_path.name}"[:60])) as cfg:
+        yield cfg
 
 
 @pytest.fixture

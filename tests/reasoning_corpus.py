@@ -70,7 +70,7 @@ def ingest(config, root, collection: str = "ingested") -> str:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n", encoding="utf-8")
-    ingest_graph.invoke({"source": str(root)}, context=IngestContext(config=config, collection=collection,
+    ingest_graph.invoke({"source": str(root)}, context=IngestContext(collection=collection,
                                                                      progress=False))
     return collection
 

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 
 from graphs import agentic_rag
 from graphs.context import AgenticRagContext
-from nodes.agent import route_after_tools, route_agent
+from nodes.agentic_rag import route_after_tools, route_agent
 from nodes.models import scripted_model
 from tests.reasoning_corpus import DOCS, INJECTION, ScriptedToolChat, call, fill, ingest, local_llm  # noqa: F401
 from xmrt.kb.index import KnowledgeIndex
@@ -35,7 +35,7 @@ def kb(config):
 
 def ctx(kb, **kw) -> AgenticRagContext:
     config, collection = kb
-    return AgenticRagContext(config=config, collection=collection, **kw)
+    return AgenticRagContext(collection=collection, **kw)
 
 
 def tool_messages(messages) -> list[ToolMessage]:
@@ -205,7 +205,7 @@ def test_real_local_model_calls_a_tool_and_answers_within_budget(config, tmp_pat
     graph = redis_graph(agentic_rag.builder, config)
     cfg = {"configurable": {"thread_id": "slow-agent"}}
     out = graph.invoke({"messages": [("user", "How much XMR does the treasury hold?")]}, cfg, context=AgenticRagContext(
-        config=config, collection=collection, max_new_tokens=48, max_tool_calls=2, tools=("search_knowledge",),
+        collection=collection, max_new_tokens=48, max_tool_calls=2, tools=("search_knowledge",),
         first_tool="search_knowledge"))
     state = graph.get_state(cfg).values
     results = tool_messages(state["messages"])

@@ -9,8 +9,8 @@ import pytest
 
 from graphs.eliza import builder as eliza_builder
 from graphs.self_improve import builder as improve_builder
-from nodes.decision import parse_verdict
 from nodes.models import scripted_model
+from nodes.verdicts import parse_verdict
 from tests.conftest import ROOT, subprocess_env
 from tests.fakes import ScriptedChat
 from xmrt.bench.proposals import generate
@@ -442,8 +442,8 @@ def test_local_model_scores_verdicts_in_one_forward_pass(app_config):
     from langchain_core.messages import HumanMessage, SystemMessage
 
     from graphs.context import ELIZA_INSTRUCTIONS
-    from nodes.decision import score_verdicts
     from nodes.models import chat_model
+    from nodes.verdicts import score_verdicts
 
     model = chat_model()
     conversations = [[SystemMessage(ELIZA_INSTRUCTIONS), HumanMessage(f"Proposal {t}\nJSON:")]

@@ -91,7 +91,7 @@ def test_rag_shows_only_what_its_passages_support(config, reply, expected):
     collection = fill(config)
     with scripted_model(ScriptedChat(replies=[AIMessage(reply)])):
         out = rag.graph.invoke({"messages": [("user", QUESTION)]},
-                               context=rag.RagContext(config=config, collection=collection))
+                               context=rag.RagContext(collection=collection))
     assert out["final_response"].split("\n\nSources:")[0] == expected
     assert out["grounding"]["mode"] == ("extractive" if expected.startswith("The knowledge base") else "generated")
 

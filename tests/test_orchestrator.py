@@ -5,7 +5,7 @@ import pytest
 from graphs.context import OrchestratorContext
 from graphs.orchestrator import builder
 from nodes.models import scripted_model
-from nodes.orchestration import classify_request, question_route
+from nodes.orchestrator import classify_request, question_route
 from tests.fakes import ScriptedChat
 from xmrt.coordination import AgentLock
 from xmrt.eliza import DecisionLedger

@@ -27,7 +27,7 @@ def kb(config):
 
 def ctx(kb, **kw) -> RagContext:
     config, collection = kb
-    return RagContext(config=config, collection=collection, **kw)
+    return RagContext(collection=collection, **kw)
 
 
 def ask(graph, question, context, thread="t"):
@@ -110,7 +110,7 @@ def test_missing_collection_is_named(kb):
     config, _ = kb
     with scripted_model(ScriptedChat(replies=["x"])):
         out = rag.graph.invoke({"messages": [("user", "treasury?")]},
-                               context=RagContext(config=config, collection="nope-missing"))
+                               context=RagContext(collection="nope-missing"))
     assert "no knowledge-base collection named 'nope-missing'" in out["final_response"]
     assert "reasoning" in out["final_response"]
 
@@ -187,7 +187,7 @@ def test_real_local_model_answers_and_rewrites_a_follow_up(config, tmp_path):
     """SmolLM2 on an ingested corpus: structure, not wording."""
     collection = ingest(config, tmp_path / "corpus")
     graph = redis_graph(rag.builder, config)
-    context = RagContext(config=config, collection=collection, max_new_tokens=32, k=3)
+    context = RagContext(collection=collection, max_new_tokens=32, k=3)
     first = ask(graph, "How much XMR does the treasury hold?", context, "slow-rag")
     second = ask(graph, "Who approves spending it?", context, "slow-rag")
     for out in (first, second):

@@ -11,7 +11,7 @@ import pytest
 from graphs import rat
 from graphs.context import RatContext
 from nodes.models import scripted_model
-from nodes.reflection import route_after_revision
+from nodes.rat import route_after_revision
 from tests.fakes import ScriptedChat
 from tests.reasoning_corpus import DOCS, fill, ingest, local_llm  # noqa: F401 - fixture
 from xmrt.persistence import redis_graph
@@ -31,7 +31,7 @@ def kb(config):
 
 def ctx(kb, **kw) -> RatContext:
     config, collection = kb
-    return RatContext(config=config, collection=collection, **kw)
+    return RatContext(collection=collection, **kw)
 
 
 def run(kb, replies, question=QUESTION, config=None, **kw):
@@ -165,7 +165,7 @@ def test_real_local_model_drafts_revises_and_scores(config, tmp_path):
     """SmolLM2 on an ingested corpus, one pass over a two-step draft: structure, not wording."""
     collection = ingest(config, tmp_path / "corpus")
     out = rat.graph.invoke({"question": "How much XMR does the treasury hold?"}, context=RatContext(
-        config=config, collection=collection, max_new_tokens=40, reflection_steps=1, max_steps=2))
+        collection=collection, max_new_tokens=40, reflection_steps=1, max_steps=2))
     assert out["final_response"].strip()
     assert 1 <= len(out["reflections"]) <= 2
     for r in out["reflections"]:

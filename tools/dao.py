@@ -23,7 +23,7 @@ from typing import Any
 
 from langchain_core.tools import tool
 
-from xmrt.config import get_config
+from xmrt import services
 from xmrt.eliza import DecisionLedger
 from xmrt.policy import Principal, current_principal
 
@@ -31,7 +31,7 @@ MAX_ITEMS = 10_000
 
 
 def _key(kind: str, principal: Principal | None = None) -> str:
-    config = get_config()
+    config = services.config()
     return f"{(principal or current_principal()).redis_root(config)}:dao:{kind}"
 
 
@@ -39,7 +39,7 @@ def _append(kind: str, record: dict[str, Any]) -> int:
     from xmrt.clients import redis_client
 
     key = _key(kind)
-    pipe = redis_client(get_config()).pipeline(transaction=True)
+    pipe = redis_client(services.config()).pipeline(transaction=True)
     pipe.rpush(key, json.dumps({**record, "at": time.time()}))
     pipe.ltrim(key, -MAX_ITEMS, -1)
     length, _ = pipe.execute()
@@ -50,7 +50,7 @@ def list_records(kind: str, n: int = 20, principal: Principal | None = None) -> 
     """The newest ``n`` records of ``tasks`` or ``applications``, newest last."""
     from xmrt.clients import redis_client
 
-    return [json.loads(v) for v in redis_client(get_config()).lrange(_key(kind, principal), -n, -1)]
+    return [json.loads(v) for v in redis_client(services.config()).lrange(_key(kind, principal), -n, -1)]
 
 
 @tool
@@ -80,7 +80,7 @@ def analyze_repository(url: str, collection: str = "default") -> str:
     from xmrt.kb.ingest import ingest_path
 
     try:
-        summary = ingest_path(get_config(), url, collection=collection, progress=False)
+        summary = ingest_path(services.config(), url, collection=collection, progress=False)
     except Exception as exc:  # noqa: BLE001 - reported to the agent as the action's outcome
         return f"error: {exc}"
     return json.dumps({k: summary.get(k) for k in ("added", "updated", "unchanged", "removed", "chunks_embedded")})

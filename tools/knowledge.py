@@ -1,22 +1,22 @@
 """Knowledge-base tools: search the knowledge base, search code signatures, list collections.
 
 The tools open the knowledge base lazily on first use (nothing happens at import). Inside a graph, a
-``config`` (an ``xmrt.config.Config``) or ``collection`` field on the run's context is used when present;
-otherwise the configuration comes from ``xmrt.config.get_config()`` (``create_config()``, read once) and the
-collection is "default". :func:`knowledge_tools` builds the same tools bound to an explicit configuration.
+``collection`` field on the run's context is used when present, else "default"; the configuration is the
+process's (:func:`xmrt.services.config`). :func:`knowledge_tools` builds the same tools bound to an explicit
+configuration.
 
 Results are compact JSON: source path, score, position and (shortened) text, so an agent can cite them.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langgraph.prebuilt import ToolRuntime
 
+from xmrt import services
 from xmrt.config import Config
 from xmrt.errors import XmrtError
 
@@ -26,16 +26,6 @@ MAX_TEXT = 700
 MAX_K = 50
 
 
-def _runtime_config(runtime: ToolRuntime | None) -> Config:
-    ctx = getattr(runtime, "context", None) if runtime is not None else None
-    config = getattr(ctx, "config", None)
-    if isinstance(config, Config):
-        return config
-    from xmrt.config import get_config
-
-    return get_config()
-
-
 def _runtime_collection(runtime: ToolRuntime | None, collection: str | None) -> str:
     if collection:
         return collection
@@ -43,23 +33,15 @@ def _runtime_collection(runtime: ToolRuntime | None, collection: str | None) -> 
     return getattr(ctx, "collection", None) or DEFAULT_COLLECTION
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_index(config: Config, collection: str):
-    from xmrt.kb.index import KnowledgeIndex
-
-    return KnowledgeIndex(config, collection)
-
-
 def _index(config: Config, collection: str):
-    """The collection's index (cached per configuration); an error string when it does not exist."""
+    """The collection's index (:func:`xmrt.services.knowledge_index`); an error string when it does not exist."""
     from xmrt.kb.index import KnowledgeIndex
 
-    names = KnowledgeIndex.list_collections(config)
-    if collection not in names:
-        _cached_index.cache_clear()  # it may have been dropped since it was cached
-        available = ", ".join(names) or "none; ingest something first"
+    index = services.knowledge_index(collection, config)
+    if index is None:
+        available = ", ".join(KnowledgeIndex.list_collections(config)) or "none; ingest something first"
         return f"error: no knowledge-base collection named {collection!r} (available: {available})"
-    return _cached_index(config, collection)
+    return index
 
 
 def _search(config: Config, collection: str, query: str, k: int, **kwargs: Any):
@@ -71,7 +53,7 @@ def _search(config: Config, collection: str, query: str, k: int, **kwargs: Any):
     except XmrtError:
         raise
     except Exception:  # the cached handle went stale (collection dropped and re-created): reopen once
-        _cached_index.cache_clear()
+        services.forget_index(collection, config)
         index = _index(config, collection)
         return index if isinstance(index, str) else index.search(query, k=k, **kwargs)
 
@@ -166,7 +148,7 @@ def search_knowledge(query: str, k: int = 5, mode: str = "hybrid", source_glob: 
     Returns:
         JSON list of hits with source path, score, start line and text.
     """
-    return search_knowledge_impl(_runtime_config(runtime), query, k, mode, source_glob, file_type,
+    return search_knowledge_impl(services.config(), query, k, mode, source_glob, file_type,
                                  _runtime_collection(runtime, collection))
 
 
@@ -185,14 +167,14 @@ def search_code_signatures(query: str, k: int = 10, source_glob: str | None = No
     Returns:
         JSON list of signatures with symbol, kind, source path, line and score.
     """
-    return search_signatures_impl(_runtime_config(runtime), query, k, source_glob,
+    return search_signatures_impl(services.config(), query, k, source_glob,
                                   _runtime_collection(runtime, collection))
 
 
 @tool
 def list_knowledge_collections(runtime: ToolRuntime = None) -> str:
     """List the knowledge-base collections and how many chunks each holds (JSON)."""
-    return list_collections_impl(_runtime_config(runtime))
+    return list_collections_impl(services.config())
 
 
 KNOWLEDGE_TOOLS: list[BaseTool] = [search_knowledge, search_code_signatures, list_knowledge_collections]

@@ -21,15 +21,15 @@ DEFAULT_AGENT = "eliza"
 
 
 def _memory_and_agent(runtime: ToolRuntime | None) -> tuple[AgentMemory, str]:
-    from xmrt.config import get_config
+    from xmrt import services
 
     store = getattr(runtime, "store", None) if runtime is not None else None
     agent = getattr(getattr(runtime, "context", None), "agent_id", None)
     if not agent and runtime is not None:
         agent = ((getattr(runtime, "config", None) or {}).get("configurable") or {}).get("agent_id")
     principal = current_principal(getattr(runtime, "config", None) if runtime is not None else None)
-    memory = AgentMemory(get_config(), store=store if store is not None else shared_memory(get_config()).store,
-                         principal=principal)
+    config = services.config()
+    memory = AgentMemory(config, store=store if store is not None else shared_memory(config).store, principal=principal)
     return memory, agent or DEFAULT_AGENT
 
 

@@ -107,7 +107,7 @@ def run(config, source, **kwargs):
         if key in kwargs:
             payload[key] = kwargs.pop(key)
     kwargs.setdefault("progress", False)
-    return graph.invoke(payload, context=IngestContext(config=config, **kwargs))["summary"]
+    return graph.invoke(payload, context=IngestContext(**kwargs))["summary"]
 
 
 def all_chunks(config, collection="default", where=None):
@@ -278,8 +278,7 @@ def test_incremental_reingest(config, tmp_path):
     ids_before = set(all_chunks(config)["ids"])
 
     # unchanged: no embedding, the graph goes from the plan straight to the report
-    nodes = [list(u)[0] for u in graph.stream({"source": str(root)}, context=IngestContext(config=config,
-                                                                                           progress=False),
+    nodes = [list(u)[0] for u in graph.stream({"source": str(root)}, context=IngestContext(progress=False),
                                                stream_mode="updates")]
     assert "index_files" not in nodes and "remove_files" not in nodes and nodes[-1] == "finish"
     again = run(config, root)
@@ -467,3 +466,11 @@ def test_cli_ingest(cli_env, tmp_path, capsys):
     assert err.startswith("xmrt: error: cannot reach git repository") and "\n" not in err
     assert main(["ingest", str(root), "--collection", "x"]) == 2  # invalid collection name
     assert "collection name" in capsys.readouterr().err
+
+
+def test_graph_runs_without_a_context_on_the_defaults(app_config, tmp_path):
+    """``graph.invoke({"source": ...})`` with no ``context=`` ingests into the default collection."""
+    root = write_tree(tmp_path / "plain", {"notes.md": "# Notes\n\nThe treasury holds XMR.\n"})
+    summary = graph.invoke({"source": str(root)})["summary"]
+    assert summary["files"]["added"] == 1
+    assert all_chunks(app_config, "default")["ids"]

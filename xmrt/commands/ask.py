@@ -35,7 +35,7 @@ def build_context(mode: str, args: argparse.Namespace, config) -> Any:
     """The Context of the mode's graph from the command-line options."""
     from graphs.context import AgenticRagContext, RagContext, RatContext
 
-    kwargs: dict[str, Any] = {"collection": args.collection, "config": config}
+    kwargs: dict[str, Any] = {"collection": args.collection}
     if args.k:
         kwargs["k"] = args.k
     if args.model:

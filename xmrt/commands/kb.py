@@ -29,14 +29,16 @@ def run_ingest(config, source: str, *, branch: str | None = None, working_tree: 
                ) -> dict[str, Any]:
     """Run the ingestion graph once; returns its summary."""
     from graphs.ingest import IngestContext, graph
+    from xmrt.services import use_config
 
-    ctx = IngestContext(config=config, **context)
+    ctx = IngestContext(**context)
     payload: dict[str, Any] = {"source": source}
     if branch:
         payload["branch"] = branch
     if working_tree:
         payload["working_tree"] = True
-    return graph.invoke(payload, context=ctx)["summary"]
+    with use_config(config):
+        return graph.invoke(payload, context=ctx)["summary"]
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -629,7 +629,12 @@ class KnowledgeIndex:
             candidates = lexical
         else:
             candidates = self._hybrid(query, qvec, dense, lexical, n_cand)
-        hits = self._mmr(candidates, k, mmr_lambda) if mmr and candidates else candidates[:k]
+        if mmr and candidates:
+            if qvec is None:  # bm25 ranked the candidates; MMR measures relevance to the query's embedding
+                qvec = np.asarray(self.embed_query(query), np.float32)
+            hits = self._mmr(candidates, k, mmr_lambda, qvec)
+        else:
+            hits = candidates[:k]
         return self._fill(hits)
 
     def _fill(self, hits: list[Hit]) -> list[Hit]:
@@ -748,28 +753,17 @@ class KnowledgeIndex:
             out.append(hit)
         return out
 
-    def _mmr(self, candidates: list[Hit], k: int, lam: float) -> list[Hit]:
+    def _mmr(self, candidates: list[Hit], k: int, lam: float, qvec: Any) -> list[Hit]:
+        """The k candidates chosen by maximal marginal relevance (LangChain's) over their stored embeddings."""
+        from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
         got = self._collection.get(ids=[h.id for h in candidates], include=["embeddings"])
         vec_of = {doc_id: np.asarray(v, np.float32) for doc_id, v in zip(got["ids"], got["embeddings"], strict=True)}
         cands = [h for h in candidates if h.id in vec_of]
         if not cands:
             return candidates[:k]
-        mat = np.stack([vec_of[h.id] for h in cands])
-        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-        rel = np.array([h.score for h in cands], dtype=np.float64)
-        span = rel.max() - rel.min()
-        rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
-        chosen: list[int] = []
-        remaining = list(range(len(cands)))
-        while remaining and len(chosen) < k:
-            if chosen:
-                redundancy = (mat[remaining] @ mat[chosen].T).max(axis=1)
-            else:
-                redundancy = np.zeros(len(remaining))
-            gain = lam * rel[remaining] - (1.0 - lam) * redundancy
-            best = remaining[int(np.argmax(gain))]
-            chosen.append(best)
-            remaining.remove(best)
+        chosen = maximal_marginal_relevance(np.asarray(qvec, np.float32), [vec_of[h.id] for h in cands],
+                                            lambda_mult=lam, k=k)
         return [cands[i] for i in chosen]
 
     def record_shared(self, key: str, value: dict) -> None:

@@ -1,15 +1,17 @@
-"""Memory nodes: recall relevant long-term memories before answering, store what was learned after."""
+"""The memory_agent graph's nodes (graphs/memory_agent.py): recall memories, answer with them, remember the exchange."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from langchain_core.messages import AIMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
-from xmrt.config import get_config
+from nodes.models import ask_text, chat_model
+from xmrt import services
 from xmrt.memory import AgentMemory
 from xmrt.policy import current_principal
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 def _memory(runtime: Runtime) -> AgentMemory:
     if runtime.store is None:
         raise RuntimeError("this graph needs a store: compile it with xmrt.persistence.redis_graph or serve it")
-    return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
+    return services.agent_memory(runtime.store, current_principal())
 
 
 def recall(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -32,6 +34,28 @@ def recall(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     kept = [m.to_dict() for m in found if (m.score or 0.0) >= ctx.min_similarity]
     log.debug("recalled %d of %d memories for %r", len(kept), len(found), question[:60])
     return {"recalled": kept}
+
+
+def format_memories(memories: list[dict[str, Any]]) -> str:
+    """Memories as a bulleted list for a prompt ("(none)" when empty)."""
+    if not memories:
+        return "(none)"
+    return "\n".join(f"- {m['text']}" for m in memories)
+
+
+def respond_with_memories(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Answer the conversation, with the recalled memories in the system prompt."""
+    ctx = context_of(runtime, MemoryAgentContext)
+    system = SystemMessage(ctx.system_prompt.format(memories=format_memories(state.get("recalled") or [])))
+    history = state["messages"][-ctx.max_history :]
+    text, _calls = ask_text(chat_model(ctx.model), [system, *history], ctx.max_attempts)
+    if not text:
+        recalled = state.get("recalled") or []
+        text = (
+            "I could not generate an answer (the model returned nothing usable). "
+            + (f"Here is what I remember that may help:\n{format_memories(recalled)}" if recalled else "")
+        ).strip()
+    return {"messages": [AIMessage(text)]}
 
 
 def remember(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Agentic RAG nodes: a tool-calling agent with a step budget counted in state.
+"""The agentic RAG graph's nodes (graphs/agentic_rag.py): a tool-calling agent with a step budget in state.
 
 * ``start_turn`` resets the turn: the budget (``max_tool_calls``, capped so the run always fits its recursion
   limit) and the tool-call counter.
@@ -29,12 +29,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import AgenticRagContext, context_of
-from graphs.state import message_text
-from nodes.answering import ask_text, bounded_model, embedder
+from graphs.state import last_human_index, loop_cap, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
 from nodes.grounding import ground, passage_units, stream_answer
-from nodes.models import chat_model
-from nodes.retrieval import kb_config, keep_relevant
+from nodes.models import ask, ask_text, bounded_model, chat_model
+from nodes.retrieval import embedder, keep_relevant
+from xmrt import services
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +55,13 @@ def _selected_tools(ctx: AgenticRagContext) -> list[Any]:
     return [t for t in available_tools() if t.name in wanted]
 
 
-def _turn_start(messages: list) -> int:
-    for i in range(len(messages) - 1, -1, -1):
-        if getattr(messages[i], "type", None) == "human":
-            return i
-    return 0
-
-
-def _budget_cap(config: RunnableConfig | None) -> int | None:
-    limit = (config or {}).get("recursion_limit")
-    if not limit:
-        return None
-    return max(0, (int(limit) - _FIXED_SUPERSTEPS) // 2)
-
-
 def start_turn(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> dict[str, Any]:
     """Reset the budget and counter for the new question."""
     ctx = context_of(runtime, AgenticRagContext)
     messages = state.get("messages") or []
-    start = _turn_start(messages)
+    start = last_human_index(messages) or 0
     budget = max(0, int(ctx.max_tool_calls))
-    cap = _budget_cap(config)
+    cap = loop_cap(config, _FIXED_SUPERSTEPS)
     if cap is not None and cap < budget:
         log.warning("recursion limit allows %d of %d tool calls", cap, budget)
         budget = cap
@@ -124,13 +110,9 @@ def agent(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     start = int(state.get("turn_start") or 0)
     prompt = [SystemMessage(ctx.instructions.format(budget=budget, remaining=remaining)),
               *_history(messages, start, ctx.max_history), *messages[start:]]
-    attempts = max(1, int(ctx.max_attempts))
-    for attempt in range(1, attempts + 1):
-        try:
-            reply = model.invoke(prompt)
-        except Exception as exc:  # noqa: BLE001 - provider errors count as a failed attempt
-            log.warning("agent call %d/%d failed: %s", attempt, attempts, exc)
-            continue
+
+    def step(reply: Any) -> dict[str, Any] | None:
+        """The state update for a usable reply (valid tool calls, or a plain answer); None for an unusable one."""
         calls = [c for c in (getattr(reply, "tool_calls", None) or []) if c.get("name") in allowed]
         text = message_text(reply).strip()
         if calls:
@@ -143,8 +125,11 @@ def agent(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
             return {"messages": [message], "tool_calls_used": len(keep), "agent_outcome": "tools"}
         if text and not _looks_like_failed_call(reply, text) and not getattr(reply, "tool_calls", None):
             return {"messages": [AIMessage(text)], "agent_outcome": "answer"}
-        log.info("agent reply %d/%d unusable: %r", attempt, attempts, text[:120] or getattr(reply, "tool_calls", ""))
-    return {"agent_outcome": "no_reply", "fallbacks": [*(state.get("fallbacks") or []), "agent: no usable reply"]}
+        return None
+
+    update, _calls = ask(model, prompt, ctx.max_attempts, step)
+    return update or {"agent_outcome": "no_reply",
+                      "fallbacks": [*(state.get("fallbacks") or []), "agent: no usable reply"]}
 
 
 def route_agent(state: dict[str, Any]) -> Literal["tools", "finish", "final_answer"]:
@@ -203,7 +188,7 @@ def _final(text: str, passages: list[dict[str, Any]], ctx: AgenticRagContext, qu
            runtime: Runtime) -> tuple[str, list[dict]]:
     """The grounded answer (nodes.grounding) with its sources footer, streamed word by word."""
     answer, _ = clean_citations(text, (p["n"] for p in passages))
-    result = ground(answer, question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+    result = ground(answer, question, passage_units(passages), embedder(), threshold=ctx.grounding_threshold,
                     min_coverage=ctx.min_coverage,
                     dont_know="I don't know: the tools returned nothing that answers this.")
     stream_answer(runtime, result.answer)
@@ -216,7 +201,7 @@ def _relevant_gathered(state: dict[str, Any], ctx: AgenticRagContext, answer: st
     passages = gathered_passages(state["messages"], int(state.get("turn_start") or 0), ctx.max_tool_result_chars)
     if not passages:
         return []
-    return keep_relevant(kb_config(ctx), state.get("question") or "", passages, ctx.min_similarity,
+    return keep_relevant(services.config(), state.get("question") or "", passages, ctx.min_similarity,
                          ctx.relevance_ratio, keep_paths=answer)
 
 

@@ -1,4 +1,4 @@
-"""Orchestrator nodes that need no other graph: take the requests, classify them, route, and finish.
+"""The orchestrator graph's own nodes (graphs/orchestrator.py): take the requests, classify, route, finish.
 
 A request is a JSON object. Its ``type`` says what it is; when it has none, :func:`classify_request` decides
 from its fields, deterministically. Routes:
@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import OrchestratorContext, context_of
+from nodes.routing import Route, register_components, run_route
 
 REQUEST_TYPES = ("question", "proposal", "event", "ingest", "feedback")
 QUESTION_ROUTES = ("rag", "rat", "agentic_rag")
 COMPONENTS = ("rag", "rat", "agentic_rag", "eliza", "ingest", "self_improve")
 MODE_ALIASES = {"rag": "rag", "rat": "rat", "agentic": "agentic_rag", "agentic_rag": "agentic_rag"}
-Route = Literal["rag", "rat", "agentic_rag", "eliza", "ingest", "self_improve", "reject"]
+RouteName = Literal["rag", "rat", "agentic_rag", "eliza", "ingest", "self_improve", "reject"]
 
 _AGENTIC = re.compile(r"\b(code|function|class|method|module|signature|repo(sitory)?|remember|memory|memories|"
                       r"my|we discussed|earlier)\b", re.I)
@@ -175,6 +178,20 @@ def prepare(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def start(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Register the components in the Redis registry, then queue the requests."""
+    register_components({name: available(name) for name in COMPONENTS})
+    return prepare(state, runtime)
+
+
+def handle(state: dict[str, Any], config: RunnableConfig, runtime: Runtime, *,
+           routes: Mapping[str, Route]) -> dict[str, Any]:
+    """Run the current batch on its route's graph (``routes``: the route table, graphs/orchestrator.py)."""
+    ctx = _ctx(runtime)
+    name = state["route"]
+    return run_route(name, routes[name], state, config, ctx, agent_of(state["batch"][0]["request"], ctx))
+
+
 def classify(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Classify the next request into ``route``; consecutive Eliza (or feedback) requests for one agent batch up."""
     ctx = _ctx(runtime)
@@ -195,7 +212,7 @@ def classify(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     return {"route": route, "route_reason": why, "batch": batch}
 
 
-def route_request(state: dict[str, Any]) -> Route:
+def route_request(state: dict[str, Any]) -> RouteName:
     """Pure router: the handler named by ``route``."""
     route = state.get("route")
     return route if route in ("rag", "rat", "agentic_rag", "eliza", "ingest", "self_improve") else "reject"

@@ -1,4 +1,4 @@
-"""RAG nodes: start a turn, rewrite a follow-up question, answer from passages with citations, or decline.
+"""The RAG graph's nodes (graphs/rag.py): start a turn, rewrite, retrieve, answer with citations, or decline.
 
 Every node that calls the model retries a bounded number of times (``max_attempts``) and then falls back
 deterministically; no model reply can crash a run.
@@ -13,37 +13,15 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import RagContext, context_of
-from graphs.state import last_human_text, message_text
+from graphs.state import last_human_index, last_human_text, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
-from nodes.generation import invoke_with_retries
 from nodes.grounding import Checker, ground_stream, hidden, passage_units, stream_answer
-from nodes.models import chat_model
+from nodes.models import ask_text, bounded_model
 from nodes.parsing import first_line, parse_text_reply
+from nodes.retrieval import embedder, search_passages
+from xmrt import services
 
 log = logging.getLogger(__name__)
-
-
-def bounded_model(ctx: Any):
-    """The node's chat model, with the Context's per-reply token limit bound when one is set."""
-    model = chat_model(getattr(ctx, "model", ""))
-    limit = int(getattr(ctx, "max_new_tokens", 0) or 0)
-    return model.bind(max_tokens=limit) if limit > 0 else model
-
-
-def ask_text(model, messages: list, attempts: int, parse=None) -> tuple[str | None, int]:
-    """Call the model until ``parse(reply)`` gives a value; returns (value or None, calls made).
-
-    ``parse`` defaults to "non-empty text". Exceptions from the provider count as failed attempts.
-    """
-    parse = parse or (lambda text: text.strip() or None)
-    attempts = max(1, int(attempts))
-    for attempt in range(1, attempts + 1):
-        text = invoke_with_retries(model, messages, 1)
-        value = parse(text) if text else None
-        if value is not None:
-            return value, attempt
-        log.info("model reply %d/%d unusable: %r", attempt, attempts, (text or "")[:120])
-    return None, attempts
 
 
 def stream_checked(model, messages: list, checker: Checker, emit, *, attempts: int, clean,
@@ -65,10 +43,8 @@ def stream_checked(model, messages: list, checker: Checker, emit, *, attempts: i
 
 def _prior_messages(messages: list) -> list:
     """Messages before the last human message (the conversation so far)."""
-    for i in range(len(messages) - 1, -1, -1):
-        if getattr(messages[i], "type", None) == "human":
-            return messages[:i]
-    return []
+    start = last_human_index(messages)
+    return [] if start is None else messages[:start]
 
 
 def start_turn(state: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +80,7 @@ def reformulate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     history = "\n".join(f"{'User' if m.type == 'human' else 'Assistant'}: {message_text(m).strip()[:500]}"
                         for m in prior)
     prompt = [SystemMessage(ctx.reformulate_prompt),
-              HumanMessage(f"Conversation:\n{history}\n\nLast question: {question}\n\nStandalone question:")]
+              HumanMessage(ctx.reformulate_input.format(history=history, question=question))]
     rewritten, _calls = ask_text(bounded_model(ctx), prompt, ctx.max_attempts, _standalone(question))
     if rewritten is None:
         earlier = [message_text(m).strip() for m in prior if m.type == "human"]
@@ -113,17 +89,20 @@ def reformulate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     return {"standalone_question": rewritten, "reformulated": True}
 
 
+def retrieve(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Search the collection for the (standalone) question; keep the passages above the threshold."""
+    ctx = context_of(runtime, RagContext)
+    query = state.get("standalone_question") or state.get("question") or ""
+    info = search_passages(services.config(), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
+                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
+    passages = info.pop("passages")
+    log.debug("retrieved %d relevant of %d hits for %r", len(passages), info["candidates"], query[:60])
+    return {"passages": passages, "retrieval": info}
+
+
 def route_retrieval(state: dict[str, Any]) -> Literal["generate", "no_answer"]:
     """Answer when something relevant was retrieved; otherwise say so."""
     return "generate" if state.get("passages") else "no_answer"
-
-
-def embedder(ctx: Any):
-    """``texts -> vectors`` with the knowledge base's embeddings (for the grounding check)."""
-    from nodes.retrieval import kb_config
-    from xmrt.embeddings import get_embeddings
-
-    return get_embeddings(kb_config(ctx)).embed_documents
 
 
 def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -139,7 +118,7 @@ def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     question = state.get("standalone_question") or state["question"]
     prompt = [SystemMessage(ctx.answer_prompt.format(passages=format_passages(passages, ctx.max_passage_chars))),
               HumanMessage(question)]
-    checker = Checker(question, passage_units(passages), embedder(ctx), threshold=ctx.grounding_threshold,
+    checker = Checker(question, passage_units(passages), embedder(), threshold=ctx.grounding_threshold,
                       min_coverage=ctx.min_coverage)
     numbers = [p["n"] for p in passages]
     stream_checked(hidden(bounded_model(ctx)), prompt, checker, lambda s: stream_answer(runtime, s + " "),

@@ -1,8 +1,9 @@
-"""Ingestion nodes: resolve a source, scan it, plan the changes, index changed files, remove stale ones, report.
+"""The ingest graph's nodes (graphs/ingest.py): resolve, scan, plan, index changed files, remove stale ones, report.
 
 Each node is a thin step over :mod:`xmrt.kb.ingest` and returns only the keys it changes. Tunables come from
-``runtime.context`` (see ``graphs.ingest.IngestContext``): collection, chunk size and overlap, include and
-exclude globs, batch size, progress bar, and optionally the :class:`~xmrt.config.Config` to use.
+``runtime.context`` (see ``graphs.context.IngestContext``; its defaults when the caller passes none): collection,
+chunk size and overlap, include and exclude globs, batch size and progress bar. The configuration is the
+process's (:func:`xmrt.services.config`).
 """
 
 from __future__ import annotations
@@ -14,28 +15,17 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from xmrt.config import Config, get_config
-from xmrt.kb.ingest import (
-    IngestSettings,
-    finish_ingest,
-    index_files,
-    now_iso,
-    plan_ingest,
-    remove_files,
-    scan_source,
-)
+from graphs.context import IngestContext, context_of
+from xmrt import services
+from xmrt.kb.ingest import IngestSettings, finish_ingest, index_files, now_iso, plan_ingest, remove_files, scan_source
 from xmrt.kb.sources import ResolvedSource
 from xmrt.kb.sources import resolve_source as resolve
 
 log = logging.getLogger(__name__)
 
 
-def _config(runtime: Runtime) -> Config:
-    return getattr(runtime.context, "config", None) or get_config()
-
-
 def _settings(runtime: Runtime) -> IngestSettings:
-    ctx = runtime.context
+    ctx = context_of(runtime, IngestContext)
     return IngestSettings(
         collection=ctx.collection,
         chunk_size=ctx.chunk_size,
@@ -53,10 +43,9 @@ def _resolved(state: dict[str, Any]) -> ResolvedSource:
     return ResolvedSource(**data)
 
 
-def _open_index(runtime: Runtime):
-    from xmrt.kb.index import KnowledgeIndex
-
-    return KnowledgeIndex(_config(runtime), runtime.context.collection)
+def _index(runtime: Runtime):
+    """The collection's index, shared by the run's steps (and the process): nothing reconnects per step."""
+    return services.knowledge_index(_settings(runtime).collection, create=True)
 
 
 def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -66,7 +55,7 @@ def resolve_source(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     settings = _settings(runtime)
     settings.validate()
     validate_collection_name(settings.collection)
-    resolved = resolve(_config(runtime), state["source"], state.get("branch"), bool(state.get("working_tree")))
+    resolved = resolve(services.config(), state["source"], state.get("branch"), bool(state.get("working_tree")))
     data = asdict(resolved)
     data["root"] = str(resolved.root)
     return {"resolved": data, "started_at": now_iso()}
@@ -80,11 +69,7 @@ def scan_files(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
 def plan_changes(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Compare file hashes with what the collection holds (one metadata read) and sort files by what to do."""
-    index = _open_index(runtime)
-    try:
-        plan = plan_ingest(index, state["resolved"]["source_root"], state["files"], _settings(runtime).chunker)
-    finally:
-        index.close()
+    plan = plan_ingest(_index(runtime), state["resolved"]["source_root"], state["files"], _settings(runtime).chunker)
     return {"plan": plan}
 
 
@@ -101,12 +86,8 @@ def route_after_plan(state: dict[str, Any]) -> Literal["index_files", "remove_fi
 def index_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Load, split, embed (in large batches) and write the added and updated files."""
     plan = state["plan"]
-    index = _open_index(runtime)
-    try:
-        result = index_files(index, _resolved(state), plan["add"] + plan["update"], plan["old_ids"],
-                             _settings(runtime), ingested_at=state.get("started_at"))
-    finally:
-        index.close()
+    result = index_files(_index(runtime), _resolved(state), plan["add"] + plan["update"], plan["old_ids"],
+                         _settings(runtime), ingested_at=state.get("started_at"))
     return {
         "indexed": result["indexed"],
         "skipped": result["skipped"],
@@ -120,23 +101,15 @@ def remove_files_node(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]
     plan = state["plan"]
     if not plan["remove"]:
         return {}
-    index = _open_index(runtime)
-    try:
-        removed = remove_files(index, plan["remove"], plan["old_ids"])
-    finally:
-        index.close()
+    removed = remove_files(_index(runtime), plan["remove"], plan["old_ids"])
     return {"chunks_removed": removed}
 
 
 def finish(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Build the summary (files added/updated/unchanged/removed/skipped, chunks) and record the ingest time."""
-    index = _open_index(runtime)
-    try:
-        total = index.count()
-    finally:
-        index.close()
+    total = _index(runtime).count()
     summary = finish_ingest(
-        _config(runtime), runtime.context.collection, _resolved(state), state["plan"], state.get("indexed") or (),
+        services.config(), _settings(runtime).collection, _resolved(state), state["plan"], state.get("indexed") or (),
         state.get("skipped") or (), state.get("chunks_embedded", 0), state.get("chunks_removed", 0), total,
         state.get("started_at") or now_iso(),
     )

@@ -1,8 +1,8 @@
-"""RAT nodes (Retrieval-Augmented Thoughts, Wang et al. 2024): draft, revise each step against retrieval, answer.
+"""The RAT graph's nodes (graphs/rat.py; Retrieval-Augmented Thoughts, Wang et al. 2024): draft, revise, answer.
 
 * ``draft``: a step-by-step draft. A reply that is not a step list is retried; then its sentences become the
   steps; with no usable reply at all the question itself is the one step.
-* ``retrieve_for_step`` (in :mod:`nodes.retrieval`) searches with the question plus the step under revision.
+* ``retrieve_for_step`` searches with the question plus the step under revision.
 * ``revise_step``: the model revises that step against the retrieved passages and the reflection (query,
   sources, before, after, changed) is recorded. A step with no relevant passages, or whose revision is
   unusable after the retries, stays as it was.
@@ -26,7 +26,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from graphs.context import RatContext, context_of
-from nodes.answering import ask_text, bounded_model, embedder
+from graphs.state import loop_cap
 from nodes.citations import (
     clean_citations,
     format_passages,
@@ -37,8 +37,10 @@ from nodes.citations import (
     with_footer,
 )
 from nodes.grounding import ground, hidden, passage_units, stream_answer
+from nodes.models import ask_text, bounded_model
 from nodes.parsing import parse_steps, parse_text_reply, sentence_steps
-from nodes.retrieval import kb_config
+from nodes.retrieval import embedder, search_passages
+from xmrt import services
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +51,9 @@ _FIXED_SUPERSTEPS = 4
 
 def _embed(ctx: Any, texts: list[str]) -> np.ndarray:
     """Unit-length embeddings of ``texts`` with the configured model."""
-    from xmrt.embeddings import get_embeddings
-
-    vectors = np.asarray(get_embeddings(kb_config(ctx)).embed_documents(texts), dtype=np.float32)
+    vectors = np.asarray(services.embeddings().embed_documents(texts), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
-
-
-def _reflection_cap(config: RunnableConfig | None) -> int | None:
-    """Most reflections that fit the run's recursion limit (2 supersteps each), or None without a limit."""
-    limit = (config or {}).get("recursion_limit")
-    if not limit:
-        return None
-    return max(0, (int(limit) - _FIXED_SUPERSTEPS) // 2)
 
 
 def draft(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> dict[str, Any]:
@@ -90,11 +82,23 @@ def draft(state: dict[str, Any], runtime: Runtime, config: RunnableConfig) -> di
         fallbacks.append("draft: not a step list, used its sentences" if last.strip()
                          else "draft: no reply, the question is the only step")
     budget = max(0, int(ctx.reflection_steps)) * len(steps)
-    cap = _reflection_cap(config)
+    cap = loop_cap(config, _FIXED_SUPERSTEPS)
     if cap is not None and cap < budget:
         log.warning("recursion limit allows %d of %d reflections", cap, budget)
         budget = cap
     return {**reset, "steps": steps, "draft": list(steps), "max_reflections": budget, "fallbacks": fallbacks}
+
+
+def retrieve_for_step(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Search with the question plus the step under revision."""
+    ctx = context_of(runtime, RatContext)
+    steps = state["steps"]
+    index = state.get("reflection_count", 0) % len(steps)
+    query = f"{state['question']} {steps[index]}".strip()
+    info = search_passages(services.config(), ctx.collection, query, k=ctx.k, mode=ctx.search_mode,
+                           min_similarity=ctx.min_similarity, relevance_ratio=ctx.relevance_ratio)
+    passages = info.pop("passages")
+    return {"step_passages": passages, "step_retrieval": info}
 
 
 def route_after_draft(state: dict[str, Any]) -> Literal["retrieve_for_step", "answer"]:
@@ -207,7 +211,7 @@ def answer(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
         fallbacks.append("answer: no reply, grounded on the revised steps")
         text = " ".join(steps)
     text, _ = clean_citations(text, (p["n"] for p in evidence))
-    result = ground(text, state["question"], passage_units(evidence), embedder(ctx),
+    result = ground(text, state["question"], passage_units(evidence), embedder(),
                     threshold=ctx.grounding_threshold, min_coverage=ctx.min_coverage)
     if not result.grounded:
         fallbacks.append(f"answer: no supported sentence, {result.mode} answer")

@@ -1,4 +1,4 @@
-"""Self-improvement nodes: record outcomes, review, update the criteria weights, write lessons, revise the prompt.
+"""The self_improve graph's nodes (graphs/self_improve.py): record outcomes, review, train, lessons, prompt.
 
 Learning is measured, never simulated: weights move only by gradient steps on recorded outcomes, and
 every metric is computed from the decision ledger.
@@ -13,9 +13,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graphs.context import ELIZA_INSTRUCTIONS, SelfImproveContext, context_of
-from nodes.generation import invoke_with_retries
-from nodes.models import chat_model
-from xmrt.config import get_config
+from nodes.models import ask_text, chat_model
+from xmrt import services
 from xmrt.eliza import DecisionLedger, Example, history_point, is_correct, outcome_from_dict
 from xmrt.errors import UserError
 from xmrt.policy import current_principal
@@ -28,7 +27,7 @@ def _ctx(runtime: Runtime) -> SelfImproveContext:
 
 
 def _ledger(ctx: SelfImproveContext) -> DecisionLedger:
-    return DecisionLedger(get_config(), ctx.agent_id, principal=current_principal())
+    return services.ledger(ctx.agent_id, current_principal())
 
 
 def record_outcomes(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -105,11 +104,9 @@ def write_lessons(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     ctx = _ctx(runtime)
     if not ctx.learn or runtime.store is None:
         return {"lessons": []}
-    from xmrt.memory import AgentMemory
-
     judged = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None]
     lessons = _lessons_from(judged, ctx)
-    memory = AgentMemory(get_config(), store=runtime.store, principal=current_principal())
+    memory = services.agent_memory(runtime.store, current_principal())
     for lesson in lessons:
         memory.remember(ctx.agent_id, lesson["text"], key=f"lesson-{lesson['criterion']}",
                         data={"kind": "lesson", "criterion": lesson["criterion"], "gap": lesson["gap"]})
@@ -119,7 +116,7 @@ def write_lessons(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 def _optimizer_enabled(ctx: SelfImproveContext) -> tuple[bool, str]:
     if ctx.prompt_optimizer == "off":
         return False, "prompt optimizer is off"
-    if ctx.prompt_optimizer == "auto" and get_config().llm_provider != "openai":
+    if ctx.prompt_optimizer == "auto" and services.config().llm_provider != "openai":
         return False, "the local model is too small to rewrite instructions (set prompt_optimizer='on' to force)"
     return True, ""
 
@@ -141,13 +138,9 @@ def revise_prompt(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
         f"outcome {'success' if d['outcome']['success'] else 'failure'}" for d in mistakes
     )
     lessons = "\n".join(f"- {x['text']}" for x in state.get("lessons", [])) or "(none)"
-    messages = [
-        SystemMessage("You improve the instructions of a DAO decision agent. Reply with the new instructions only."),
-        HumanMessage(f"Current instructions:\n{current}\n\nRecent wrong decisions:\n{cases}\n\nMeasured lessons:\n"
-                     f"{lessons}\n\nRewrite the instructions so these mistakes are avoided. Keep the reply format: "
-                     "the agent must still answer with JSON containing \"verdict\" and \"reason\"."),
-    ]
-    text = invoke_with_retries(chat_model(ctx.model), messages, ctx.max_attempts)
+    messages = [SystemMessage(ctx.optimizer_prompt),
+                HumanMessage(ctx.optimizer_input.format(instructions=current, mistakes=cases, lessons=lessons))]
+    text, _calls = ask_text(chat_model(ctx.model), messages, ctx.max_attempts)
     if not text or "verdict" not in text or "json" not in text.lower() or len(text) > 4000:
         return {"prompt_update": {"skipped": "the model's rewrite was empty or broke the JSON reply contract",
                                   "kept_version": version}}
