@@ -54,6 +54,10 @@ MEMORY_AGENT_PROMPT = (
 )
 
 
+NO_MEMORY_MESSAGE = ("I don't remember anything about that yet, so I won't guess. Tell me, and I will remember "
+                     "it for next time.")
+
+
 @dataclass(kw_only=True)
 class MemoryAgentContext:
     """Tunables of the memory agent."""
@@ -67,6 +71,16 @@ class MemoryAgentContext:
     max_answer_chars: int = knob(600, "Characters of the answer stored in the exchange's memory.", ge=0, le=20_000)
     remember: bool = knob(True, "Store each exchange as a new long-term memory.")
     system_prompt: str = knob(MEMORY_AGENT_PROMPT, "System prompt; {memories} is filled in.", le=PROMPT_MAX)
+    grounded: bool = knob(True, "Show only answer sentences that what the user said (recalled memories, earlier "
+                          "messages of the thread) supports; otherwise quote it, or say that nothing is remembered.")
+    grounding_threshold: float = knob(0.6, "An answer sentence is shown only when at least this similar to "
+                                      "something the user said.", ge=0, le=1)
+    min_coverage: float = knob(0.75, "Least share of an answer sentence's content words found in what the user "
+                               "said or the question.", ge=0, le=1)
+    max_unsupported: int = knob(2, "The model is stopped once this many of its answer sentences failed the "
+                                "grounding check.", ge=1, le=50)
+    no_memory_message: str = knob(NO_MEMORY_MESSAGE, "The answer when nothing the user said bears on the question.",
+                                  ge=1, le=PROMPT_MAX)
 
 
 ELIZA_INSTRUCTIONS = (

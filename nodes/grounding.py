@@ -22,6 +22,7 @@ graph can write it into state.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from graphs.state import message_text
 from nodes.citations import normalized, shorten, split_sentences
+
+log = logging.getLogger(__name__)
 
 Embed = Callable[[list[str]], Any]
 
@@ -48,6 +52,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 _NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _NOT_PROSE = re.compile(r"```|\*\*|::=|^\s*#|^\s*(?:def|class|import|returns?)\b|[{};:]\s*$", re.I)
 _NOT_QUOTABLE = re.compile(r"```|::=|^\s*#|[{};:]\s*$")  # code, grammar, headings, lead-ins to a block
+_TWO_PARTS = re.compile(r"\?.*\S.*\?|\b(?:and|or)\s+(?:who|whom|what|when|where|which|why|how)\b", re.I | re.S)
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
 _ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
 DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
@@ -310,6 +315,23 @@ def ground_stream(pieces: Iterable[str], checker: Checker, emit: Callable[[str],
     return came
 
 
+def stream_checked(model: Any, messages: list, checker: Checker, emit: Callable[[str], None], *, attempts: int,
+                   clean: Callable[[str], str] = lambda text: text, max_unsupported: int = 2) -> None:
+    """Stream the model's reply through ``checker`` (:func:`ground_stream`).
+
+    A reply that brought no sentence (empty, or the provider failed first) is retried up to ``attempts`` calls.
+    """
+    for attempt in range(1, max(1, int(attempts)) + 1):
+        try:
+            ground_stream((message_text(chunk) for chunk in model.stream(messages)), checker, emit,
+                          clean=clean, max_unsupported=max_unsupported)
+        except Exception as exc:  # noqa: BLE001 - any provider failure is a failed attempt
+            log.warning("model call %d/%d failed: %s", attempt, attempts, exc)
+        if checker.support:
+            return
+        log.info("model reply %d/%d brought no sentence", attempt, attempts)
+
+
 def _extractive(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: np.ndarray, extract: int,
                 max_chars: int, intro: str, support: list[dict[str, Any]]) -> Grounded:
     """The evidence sentences that best answer ``question``, quoted with their citations."""
@@ -324,13 +346,14 @@ def _extractive(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: n
         brevity = 0.05 if len(unit.text) > max_chars else 0.0  # prefer a sentence to a whole passage
         scored.append((float(unit_v[i] @ q_v) + 0.5 * overlap - brevity, i))
     chosen, seen, covered = [], set(), set()
+    two_parts = bool(_TWO_PARTS.search(question))
     ranked = sorted(scored, reverse=True)
     # A further quote when it answers nearly as well, or when it holds words of the question the quotes so far
     # lack (a question of two parts) and still answers reasonably well.
     floor = ranked[0][0] - 0.15 if ranked else 0.0
     for score, i in ranked:
         words = content_words(units[i].text) & wanted
-        if chosen and score < floor and not (words - covered and score >= floor - 0.25):
+        if chosen and score < floor and not (two_parts and words - covered and score >= floor - 0.25):
             continue
         key = normalized(units[i].text)
         if key in seen or any(key in s or s in key for s in seen):

@@ -10,7 +10,9 @@ from langgraph.runtime import Runtime
 
 from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
+from nodes.grounding import Checker, Unit, hidden, prose_sentences, stream_answer, stream_checked
 from nodes.models import ask_text, chat_model
+from nodes.retrieval import embedder
 from xmrt import services
 from xmrt.memory import AgentMemory
 from xmrt.policy import current_principal
@@ -44,18 +46,59 @@ def format_memories(memories: list[dict[str, Any]]) -> str:
 
 
 def respond_with_memories(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Answer the conversation, with the recalled memories in the system prompt."""
+    """Answer the conversation, with the recalled memories in the system prompt.
+
+    With ``grounded`` (the default) the model's tokens are kept off the stream and its reply is checked sentence
+    by sentence against what the user said (recalled memories and earlier messages of the thread; never the
+    agent's own earlier answers): supported sentences are streamed at once, and when none is supported the
+    answer quotes what the user said, or says that nothing is remembered (nodes.grounding).
+    """
     ctx = context_of(runtime, MemoryAgentContext)
-    system = SystemMessage(ctx.system_prompt.format(memories=format_memories(state.get("recalled") or [])))
+    recalled = state.get("recalled") or []
+    system = SystemMessage(ctx.system_prompt.format(memories=format_memories(recalled)))
     history = state["messages"][-ctx.max_history :]
-    text, _calls = ask_text(chat_model(ctx.model), [system, *history], ctx.max_attempts)
+    if ctx.grounded:
+        units = memory_units(recalled, state["messages"])
+        if not units:  # nothing to ground an answer in: do not spend a model call on a guess
+            stream_answer(runtime, ctx.no_memory_message)
+            return {"messages": [AIMessage(ctx.no_memory_message)]}
+        checker = Checker(last_human_text(state["messages"]), units, embedder(), threshold=ctx.grounding_threshold,
+                          min_coverage=ctx.min_coverage)
+        stream_checked(hidden(chat_model(ctx.model)), [system, *history], checker,
+                       lambda sentence: stream_answer(runtime, sentence + " "), attempts=ctx.max_attempts,
+                       max_unsupported=ctx.max_unsupported)
+        if checker.support:
+            result = checker.result(intro="From what I remember:", dont_know=ctx.no_memory_message)
+            if not result.grounded:
+                stream_answer(runtime, result.answer)
+            return {"messages": [AIMessage(result.answer)]}
+        text = None
+    else:
+        text, _calls = ask_text(chat_model(ctx.model), [system, *history], ctx.max_attempts)
     if not text:
-        recalled = state.get("recalled") or []
         text = (
             "I could not generate an answer (the model returned nothing usable). "
             + (f"Here is what I remember that may help:\n{format_memories(recalled)}" if recalled else "")
         ).strip()
+        if ctx.grounded:
+            stream_answer(runtime, text)
     return {"messages": [AIMessage(text)]}
+
+
+def memory_units(recalled: list[dict[str, Any]], messages: list) -> list[Unit]:
+    """What the user said that an answer may state: in recalled memories, and earlier in this thread.
+
+    The agent's own earlier answers (stored in an exchange's memory, or in the thread) are not evidence: they
+    are model output.
+    """
+    units: list[Unit] = []
+    for memory in recalled:
+        said = str(memory.get("text") or "").split("\nAssistant answered:", 1)[0].removeprefix("User said:")
+        units.extend(Unit(s, "memory") for s in prose_sentences(said.strip()))
+    for message in messages[:-1]:
+        if getattr(message, "type", None) == "human":
+            units.extend(Unit(s, "you said") for s in prose_sentences(message_text(message)))
+    return units
 
 
 def remember(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:

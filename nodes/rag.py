@@ -15,30 +15,13 @@ from langgraph.runtime import Runtime
 from graphs.context import RagContext, context_of
 from graphs.state import last_human_index, last_human_text, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
-from nodes.grounding import Checker, ground_stream, hidden, passage_units, stream_answer
+from nodes.grounding import Checker, hidden, passage_units, stream_answer, stream_checked
 from nodes.models import ask_text, bounded_model
 from nodes.parsing import first_line, parse_text_reply
 from nodes.retrieval import embedder, search_passages
 from xmrt import services
 
 log = logging.getLogger(__name__)
-
-
-def stream_checked(model, messages: list, checker: Checker, emit, *, attempts: int, clean,
-                   max_unsupported: int) -> None:
-    """Stream the model's reply through ``checker`` (nodes.grounding.ground_stream).
-
-    A reply that brought no sentence (empty, or the provider failed first) is retried up to ``attempts`` calls.
-    """
-    for attempt in range(1, max(1, int(attempts)) + 1):
-        try:
-            ground_stream((message_text(chunk) for chunk in model.stream(messages)), checker, emit,
-                          clean=clean, max_unsupported=max_unsupported)
-        except Exception as exc:  # noqa: BLE001 - any provider failure is a failed attempt
-            log.warning("model call %d/%d failed: %s", attempt, attempts, exc)
-        if checker.support:
-            return
-        log.info("model reply %d/%d brought no sentence", attempt, attempts)
 
 
 def _prior_messages(messages: list) -> list:

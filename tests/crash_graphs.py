@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 
 from graphs.context import ElizaContext
 from graphs.eliza import State as ElizaState
-from nodes import decision
+from nodes import eliza as decision
 
 
 class CrashState(ElizaState, total=False):

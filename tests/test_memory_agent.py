@@ -26,8 +26,10 @@ def test_graph_exports_builder_and_graph_without_checkpointer():
 
 
 def test_answers_remembers_and_recalls_on_a_new_thread(config):
+    from graphs.context import NO_MEMORY_MESSAGE
+
     graph = redis_graph(builder, config)
-    model = ScriptedChat(replies=["Fund the node operators first.", "It holds 1,200 XMR."])
+    model = ScriptedChat(replies=["It holds 1,200 XMR."])
     ctx = {"agent_id": "recall-agent"}
     with scripted_model(model):
         first = graph.invoke(
@@ -38,16 +40,53 @@ def test_answers_remembers_and_recalls_on_a_new_thread(config):
             {"messages": [("user", "How much XMR is in our treasury?")]},
             {"configurable": {"thread_id": "t-2"}}, context=ctx,
         )
-    assert first["messages"][-1].content == "Fund the node operators first."
+    # Nothing remembered yet: no guess (and no model call), an honest answer.
+    assert first["messages"][-1].content == NO_MEMORY_MESSAGE
     assert first["recalled"] == []
     assert len(second["recalled"]) == 1 and "1,200 XMR" in second["recalled"][0]["text"]
     assert second["recalled"][0]["score"] >= 0.3
-    # The recalled memory reached the model's system prompt.
-    assert "1,200 XMR" in model.calls[1][0].content and model.calls[1][0].type == "system"
+    # The recalled memory reached the model's system prompt, and the answer it supports is shown.
+    assert len(model.calls) == 1
+    assert "1,200 XMR" in model.calls[0][0].content and model.calls[0][0].type == "system"
+    assert second["messages"][-1].content == "It holds 1,200 XMR."
     # Threads are separate conversations; memories are shared by the agent.
     assert len(graph.get_state({"configurable": {"thread_id": "t-2"}}).values["messages"]) == 2
     stored = AgentMemory(config, store=graph.store).list("recall-agent")
     assert len(stored) == 2 and all(m.data["kind"] == "exchange" for m in stored)
+
+
+def test_an_answer_what_the_user_said_does_not_support_becomes_a_quote_of_it(config):
+    graph = redis_graph(builder, config)
+    ctx = {"agent_id": "quote-agent"}
+    with scripted_model(ScriptedChat(replies=["Noted.", "The community requests 5 million USD per year."])):
+        graph.invoke({"messages": [("user", "Our DAO treasury holds 1,200 XMR and the community wants to fund "
+                                            "node operators.")]}, {"configurable": {"thread_id": "q-1"}},
+                     context=ctx)
+        tokens = []
+        for kind, chunk in graph.stream({"messages": [("user", "What does the community want to fund?")]},
+                                        {"configurable": {"thread_id": "q-2"}}, context=ctx,
+                                        stream_mode=["custom", "values"]):
+            if kind == "custom":
+                tokens.append(chunk["token"])
+            else:
+                out = chunk
+    answer = out["messages"][-1].content
+    assert answer.startswith("From what I remember: “Our DAO treasury holds 1,200 XMR and the community wants "
+                             "to fund node operators.”"), answer
+    assert "5 million" not in answer and "".join(tokens).strip() == answer and len(tokens) > 5
+
+
+def test_the_agents_own_earlier_answers_are_not_evidence():
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from nodes.memory_agent import memory_units
+
+    recalled = [{"text": "User said: The treasury holds 1,200 XMR.\nAssistant answered: It holds 9,999 XMR."}]
+    messages = [HumanMessage("Spending needs a vote."), AIMessage("Dragons approve spending."),
+                HumanMessage("Who approves spending?")]
+    units = memory_units(recalled, messages)
+    assert [(u.text, u.cite) for u in units] == [("The treasury holds 1,200 XMR.", "memory"),
+                                                 ("Spending needs a vote.", "you said")]
 
 
 def test_conversation_history_persists_per_thread(config):
@@ -55,8 +94,8 @@ def test_conversation_history_persists_per_thread(config):
     model = ScriptedChat(replies=["one", "two"])
     cfg = {"configurable": {"thread_id": "history"}}
     with scripted_model(model):
-        graph.invoke({"messages": [("user", "first question")]}, cfg, context={"remember": False})
-        graph.invoke({"messages": [("user", "second question")]}, cfg, context={"remember": False})
+        graph.invoke({"messages": [("user", "first question")]}, cfg, context={"remember": False, "grounded": False})
+        graph.invoke({"messages": [("user", "second question")]}, cfg, context={"remember": False, "grounded": False})
     contents = [m.content for m in graph.get_state(cfg).values["messages"]]
     assert contents == ["first question", "one", "second question", "two"]
     # The second call saw the first exchange (the history went to the model).
@@ -69,7 +108,7 @@ def test_empty_model_replies_fall_back_after_bounded_retries(config):
     model = ScriptedChat(replies=["", "   ", "never reached"])
     with scripted_model(model):
         out = graph.invoke({"messages": [("user", "hello?")]}, {"configurable": {"thread_id": "empty"}},
-                           context={"max_attempts": 2})
+                           context={"max_attempts": 2, "grounded": False})
     assert len(model.calls) == 2
     assert out["messages"][-1].content.startswith("I could not generate an answer")
 
@@ -80,7 +119,8 @@ def test_answers_stream_token_by_token(config):
     chunks = []
     with scripted_model(model):
         for chunk, meta in graph.stream({"messages": [("user", "who governs the treasury?")]},
-                                        {"configurable": {"thread_id": "stream"}}, stream_mode="messages"):
+                                        {"configurable": {"thread_id": "stream"}}, stream_mode="messages",
+                                        context={"grounded": False}):
             if isinstance(chunk, AIMessageChunk) and meta["langgraph_node"] == "respond":
                 chunks.append(chunk.content)
     assert len(chunks) > 5

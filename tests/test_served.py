@@ -18,7 +18,7 @@ def test_served_memory_agent_streams_tokens_and_checkpoints_in_redis(config, red
             async for part in client.runs.stream(
                 thread["thread_id"], "memory_agent",
                 input={"messages": [{"role": "user", "content": "What is the XMRT DAO?"}]},
-                stream_mode="messages-tuple", context={"agent_id": "served"},
+                stream_mode="messages-tuple", context={"agent_id": "served", "grounded": False},
             ):
                 if part.event == "messages" and part.data[1].get("langgraph_node") == "respond":
                     chunks.append(part.data[0].get("content") or "")

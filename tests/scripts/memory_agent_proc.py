@@ -16,7 +16,7 @@ from xmrt.persistence import redis_graph
 mode, thread = sys.argv[1], sys.argv[2]
 graph = redis_graph(builder)
 config = {"configurable": {"thread_id": thread}}
-context = {"agent_id": "resume-agent"}
+context = {"agent_id": "resume-agent", "grounded": False}  # the model's own words, as scripted
 
 if mode == "first":
     model = ScriptedChat(replies=["The treasury holds 1200 XMR.", "never sent"], on_call=sleep_on(2, 600))

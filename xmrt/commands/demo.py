@@ -173,8 +173,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Redis: {describe(config.redis_url)}   LLM: {llm.get('provider')} {llm.get('model')}   "
           f"data: {config.data_dir}", file=sys.stderr)
     if config.llm_provider == "huggingface":
-        print("The local 135M model loads in ~20 s and its answers are poor; set OPENAI_API_KEY or "
-              "OPENAI_BASE_URL for real ones.", file=sys.stderr)
+        print("The local 135M model is small: answers show only what the passages or your own words support, "
+              "quoted when its sentences are not; set OPENAI_API_KEY or OPENAI_BASE_URL for a real model.",
+              file=sys.stderr)
     run = uuid.uuid4().hex[:6]
     _ingest(config)
     _ask(run)
