@@ -104,7 +104,7 @@ def route_retrieval(state: dict[str, Any]) -> Literal["generate", "no_answer"]:
 def embedder(ctx: Any):
     """``texts -> vectors`` with the knowledge base's embeddings (for the grounding check)."""
     from nodes.retrieval import kb_config
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     return get_embeddings(kb_config(ctx)).embed_documents
 

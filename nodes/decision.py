@@ -50,7 +50,7 @@ def _ledger(ctx: ElizaContext) -> DecisionLedger:
 
 
 def _memory(runtime: Runtime):
-    from xmrt.memory import AgentMemory
+    from xmrt.eliza.memory import AgentMemory
 
     return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
 

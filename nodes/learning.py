@@ -105,7 +105,7 @@ def write_lessons(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     ctx = _ctx(runtime)
     if not ctx.learn or runtime.store is None:
         return {"lessons": []}
-    from xmrt.memory import AgentMemory
+    from xmrt.eliza.memory import AgentMemory
 
     judged = [d for d in _ledger(ctx).with_outcomes() if d.get("features") is not None]
     lessons = _lessons_from(judged, ctx)

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
 from xmrt.config import get_config
-from xmrt.memory import AgentMemory
+from xmrt.eliza.memory import AgentMemory
 from xmrt.policy import current_principal
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def _memory(runtime: Runtime) -> AgentMemory:
     if runtime.store is None:
-        raise RuntimeError("this graph needs a store: compile it with xmrt.persistence.redis_graph or serve it")
+        raise RuntimeError("this graph needs a store: compile it with xmrt.redis.persistence.redis_graph or serve it")
     return AgentMemory(get_config(), store=runtime.store, principal=current_principal())
 
 

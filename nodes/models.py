@@ -31,6 +31,6 @@ def chat_model(model_name: str = "") -> BaseChatModel:
     if scripted is not None:
         return scripted
     from xmrt.config import get_config
-    from xmrt.llm import get_chat_model
+    from xmrt.llm.providers import get_chat_model
 
     return get_chat_model(get_config(), model=model_name or None)

@@ -49,7 +49,7 @@ _FIXED_SUPERSTEPS = 4
 
 def _embed(ctx: Any, texts: list[str]) -> np.ndarray:
     """Unit-length embeddings of ``texts`` with the configured model."""
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     vectors = np.asarray(get_embeddings(kb_config(ctx)).embed_documents(texts), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

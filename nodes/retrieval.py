@@ -153,7 +153,7 @@ def similarities(config: Config, query: str, texts: Sequence[str]) -> list[float
     """Cosine similarity of each text to the query, with the configured embeddings."""
     if not texts:
         return []
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     model = get_embeddings(config)
     qvec = model.embed_query(query)

@@ -33,14 +33,14 @@ from tests.checkpoint_graphs import (
     parent_with_subgraph,
 )
 from tests.conftest import free_port, make_config
-from xmrt.checkpoint import (
+from xmrt.errors import UserError
+from xmrt.redis.checkpoint import (
     CheckpointStoreError,
     RedisCheckpointSaver,
     async_checkpointer,
     make_checkpointer,
 )
-from xmrt.errors import UserError
-from xmrt.redis_server import EmbeddedRedis, RedisSetupError, server_binary
+from xmrt.redis.server import EmbeddedRedis, RedisSetupError, server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +244,7 @@ def test_delete_thread_removes_every_key(config, saver, redis_client):
 
 def _racing(saver, name: str, attempts: list, change) -> None:
     """Make ``saver.<name>`` run ``change()`` right after its WATCHed read, on the first attempt only."""
-    from xmrt.checkpoint import _Watch
+    from xmrt.redis.checkpoint import _Watch
 
     original = getattr(saver, name)
 
@@ -409,7 +409,7 @@ def test_async_saver_runs_graphs_and_resumes(config):
 
 
 def test_the_sync_factory_saver_also_serves_ainvoke_on_any_event_loop(config):
-    from xmrt.persistence import redis_graph
+    from xmrt.redis.persistence import redis_graph
 
     graph = redis_graph(linear_graph(None).builder, config)  # the graph Python callers get
     out = asyncio.run(graph.ainvoke({"log": []}, _cfg("ainvoke")))  # NotImplementedError before issue 13
@@ -550,7 +550,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from typing import Annotated, TypedDict
     from langgraph.graph import END, START, StateGraph
-    from xmrt.checkpoint import make_checkpointer
+    from xmrt.redis.checkpoint import make_checkpointer
     from xmrt.config import create_config
 
     class S(TypedDict):
@@ -722,9 +722,9 @@ def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys)
     import argparse
 
     from xmrt.cli import COMMAND_MODULES, CommandTree
-    from xmrt.commands import bench_checkpoint
+    from xmrt.cli.commands import bench_checkpoint
 
-    assert "xmrt.commands.bench_checkpoint" in COMMAND_MODULES
+    assert "xmrt.cli.commands.bench_checkpoint" in COMMAND_MODULES
     parser = argparse.ArgumentParser(prog="xmrt")
     bench_checkpoint.register(CommandTree(parser))  # only this command: others may be mid-edit
     monkeypatch.chdir(tmp_path)  # no .env from the checkout

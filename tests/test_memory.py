@@ -6,8 +6,8 @@ from langchain_core.messages import AIMessage, ToolCall
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
+from xmrt.eliza.memory import AgentMemory, agent_label
 from xmrt.errors import UserError
-from xmrt.memory import AgentMemory, agent_label
 
 EDGE_LABELS = ["a", "Z", "7", ":", "-", "@", ".", "a b", "user:42", "x-y", "me@example.com", "ünïcødé 日本語 🚀",
                "is", "the", "{*}|()", "ab", "abc", "*", "%"]
@@ -15,7 +15,7 @@ EDGE_LABELS = ["a", "Z", "7", ":", "-", "@", ".", "a b", "user:42", "x-y", "me@e
 
 @pytest.fixture
 def memory(config):
-    from xmrt.persistence import make_store
+    from xmrt.redis.persistence import make_store
 
     return AgentMemory(config, store=make_store(config))
 
@@ -114,7 +114,7 @@ def test_bad_input_is_rejected_and_nothing_is_lost(memory):
 
 def test_memory_tools_inside_a_graph_use_the_graph_store(config):
     from tools.memory import MEMORY_TOOLS
-    from xmrt.persistence import make_store
+    from xmrt.redis.persistence import make_store
 
     store = make_store(config)
     script = iter([

@@ -86,7 +86,8 @@ def test_module_tools_read_the_configuration_lazily(kb, monkeypatch):
 
 def test_importing_the_modules_does_no_io(tmp_path):
     data = tmp_path / "never-created"
-    code = "import tools.knowledge, graphs.ingest, nodes.ingestion, xmrt.commands.kb, xmrt.kb.stats, xmrt.kb.transfer"
+    code = ("import tools.knowledge, graphs.ingest, nodes.ingestion, xmrt.cli.commands.kb, xmrt.kb.stats, "
+            "xmrt.kb.transfer")
     env = {"XMRT_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout, not whichever one is installed
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(tmp_path),

@@ -6,7 +6,7 @@
 * ``none`` (no checkpointer), ``InMemorySaver``, and ``SqliteSaver`` on a file in a temp dir (WAL,
   the saver's default ``synchronous=FULL``: an fsync per commit) and on ``:memory:`` (persists
   nothing; the fastest SQLite can be); both skipped when ``langgraph-checkpoint-sqlite`` is absent,
-* the library's ``RedisSaver`` and ours, :class:`~xmrt.checkpoint.RedisCheckpointSaver`, each in
+* the library's ``RedisSaver`` and ours, :class:`~xmrt.redis.checkpoint.RedisCheckpointSaver`, each in
   langgraph's durability modes ``sync``, ``async`` and ``exit``, and the library's
   ``ShallowRedisSaver`` (``sync``),
 * :class:`RoundTripsOnlySaver`: one ``PING`` per ``put`` and per ``put_writes``, nothing stored, the
@@ -224,7 +224,7 @@ class _CountingConnection(Connection):
 
 
 def _counting_client(url: str, counter: _Counter) -> redis.Redis:
-    from xmrt.checkpoint import client_options
+    from xmrt.redis.checkpoint import client_options
 
     connection_class = type("CountingConnection", (_CountingConnection,), {"counter": counter})
     pool = redis.ConnectionPool.from_url(url, connection_class=connection_class, **client_options())
@@ -252,7 +252,7 @@ class _Target:
 @contextlib.contextmanager
 def _redis_target(config: Config, workdir: Path) -> Iterator[_Target]:
     """The configured external Redis (a throw-away prefix), or a temporary embedded server."""
-    from xmrt.redis_server import EmbeddedRedis, connect
+    from xmrt.redis.server import EmbeddedRedis, connect
 
     tag = f"{config.key_prefix}-bench-{uuid.uuid4().hex[:8]}"
     if config.redis_external:
@@ -300,7 +300,7 @@ class RoundTripsOnlySaver(BaseCheckpointSaver):
     """A saver that stores nothing and sends one ``PING`` per ``put`` and per ``put_writes``.
 
     Through the same client and code path as a single-command save of
-    :class:`~xmrt.checkpoint.RedisCheckpointSaver` (``execute_command``), it makes the round trips
+    :class:`~xmrt.redis.checkpoint.RedisCheckpointSaver` (``execute_command``), it makes the round trips
     ours makes per super-step and does nothing else: the least any saver that waits for a Redis
     acknowledgement can cost under langgraph's executor. Every thread looks new to it.
     """
@@ -351,7 +351,7 @@ class _Savers:
         return self._made[kind]
 
     def _make(self, kind: str) -> Any:
-        from xmrt.checkpoint import RedisCheckpointSaver
+        from xmrt.redis.checkpoint import RedisCheckpointSaver
 
         if kind == "none":
             return None

@@ -121,8 +121,8 @@ def build_code(root: Path, n_corpus: int = 2500, n_queries: int = 300, seed: int
 
 def _seed_cache(config: Config, subset: BeirDataset, full: BeirDataset) -> None:
     """Write the embedding cache entry of ``subset`` from the cached embeddings of ``full`` (same texts)."""
-    from xmrt.embeddings import embedding_cache_id
     from xmrt.kb.evaluate import embedding_cache_path
+    from xmrt.llm.embeddings import embedding_cache_id
 
     path = embedding_cache_path(config, embedding_cache_id(config), subset.corpus_sha256)
     if path.is_file():
@@ -138,7 +138,7 @@ def _seed_cache(config: Config, subset: BeirDataset, full: BeirDataset) -> None:
 
 def per_query_table(config: Config, dataset: BeirDataset, scratch: Path) -> dict[str, dict]:
     """nDCG@10 of dense, BM25 and every (method, weight) for every judged query."""
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     matrix, _ = corpus_embeddings(config, dataset, progress=True)
     model = get_embeddings(config)

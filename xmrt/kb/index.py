@@ -192,8 +192,8 @@ class KnowledgeIndex:
     """
 
     def __init__(self, config: Config, collection: str = "default", *, fusion: FusionParams = DEFAULT_FUSION) -> None:
-        from xmrt.embeddings import embedding_model_id
         from xmrt.kb.chroma import chroma_client
+        from xmrt.llm.embeddings import embedding_model_id
 
         self.config = config
         self.name = validate_collection_name(collection)
@@ -245,7 +245,7 @@ class KnowledgeIndex:
         from dataclasses import replace
 
         from xmrt.config import EMBEDDING_ENGINES
-        from xmrt.embeddings import embedding_model_id, engine_of_model_id
+        from xmrt.llm.embeddings import embedding_model_id, engine_of_model_id
 
         engine = engine_of_model_id(built_with)
         if self.config.embedding_engine is None and engine in EMBEDDING_ENGINES:
@@ -391,7 +391,7 @@ class KnowledgeIndex:
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed texts with the configured model, in batches."""
-        from xmrt.embeddings import get_embeddings
+        from xmrt.llm.embeddings import get_embeddings
 
         model = get_embeddings(self.config)
         vectors: list[list[float]] = []
@@ -406,7 +406,7 @@ class KnowledgeIndex:
         nothing, and on a busy 2-core machine two threads waiting on each other made the p50 10x slower
         (measured 236 ms with 2 threads against 17 ms with 1; see BENCHMARKS.md).
         """
-        from xmrt.embeddings import embedding_engine, get_embeddings
+        from xmrt.llm.embeddings import embedding_engine, get_embeddings
 
         model = get_embeddings(self.config)
         if embedding_engine(self.config) != "torch":  # OpenAI, or ONNX (its query session has one thread)
