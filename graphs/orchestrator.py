@@ -111,9 +111,9 @@ def _child_config(config: RunnableConfig, ctx: OrchestratorContext) -> tuple[Run
     LangGraph 1.2 waits on a checkpoint save that never happens when a checkpointer-less graph inherits
     ``durability="sync"`` from its parent (AttributeError ``_put_checkpoint_fut``). "exit" saves nothing.
     """
-    from langgraph._internal._constants import CONFIG_KEY_DURABILITY
+    from xmrt.compat.langgraph import durability_configurable
 
-    configurable = {**(config.get("configurable") or {}), CONFIG_KEY_DURABILITY: "exit"}
+    configurable = {**(config.get("configurable") or {}), **durability_configurable("exit")}
     callbacks = config.get("callbacks")
     if not ctx.monitor:
         return {"callbacks": callbacks, "configurable": configurable}, None

@@ -61,6 +61,8 @@ from typing import Any
 
 from starlette.authentication import BaseUser
 
+from xmrt.compat import CompatError
+
 log = logging.getLogger(__name__)
 
 #: The versions this compatibility layer was written for and the suite has passed with (pyproject.toml pins them).
@@ -71,7 +73,7 @@ TESTED_VERSIONS: dict[str, str] = {
 }
 
 
-class RuntimeCompatError(RuntimeError):
+class RuntimeCompatError(CompatError):
     """The installed langgraph-api / langgraph-runtime-pg / langgraph-sdk are not the combination tested here."""
 
 

@@ -44,6 +44,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, run_in_executor
 from langchain_huggingface import ChatHuggingFace
 
+from xmrt.compat.langchain_core import astream_in_thread
 from xmrt.errors import XmrtError
 from xmrt.llm.tools import (
     ToolSpec,
@@ -353,7 +354,7 @@ class LocalChatModel(ChatHuggingFace):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         # ChatHuggingFace._astream only knows inference endpoints: use the generic thread bridge.
-        async for chunk in BaseChatModel._astream(self, messages, stop, run_manager, **kwargs):
+        async for chunk in astream_in_thread(self, messages, stop, run_manager, **kwargs):
             yield chunk
 
 

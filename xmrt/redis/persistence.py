@@ -147,12 +147,10 @@ def redis_graph(builder: StateGraph, config: Config | None = None, **compile_kwa
     ``XMRT_DURABILITY`` ("sync": every super-step is persisted before the next starts, so a killed
     process resumes from its last finished step).
     """
-    # LangGraph has no public way to give a compiled graph a default durability; it reads this key from the
-    # graph's config when a call passes none. "sync" (XMRT_DURABILITY) writes each super-step's checkpoint
-    # before the next one starts, which is what resume-after-kill needs; a call may still pass durability=.
-    from langgraph._internal._constants import CONFIG_KEY_DURABILITY
+    # LangGraph has no public way to give a compiled graph a default durability (xmrt.compat.langgraph).
+    from xmrt.compat.langgraph import durability_configurable
 
     config = config or get_config()
     saver, long_term = _shared_resources(config)
     graph = builder.compile(checkpointer=saver, store=long_term, **compile_kwargs)
-    return graph.with_config(configurable={CONFIG_KEY_DURABILITY: config.durability})
+    return graph.with_config(configurable=durability_configurable(config.durability))
