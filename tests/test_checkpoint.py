@@ -632,7 +632,7 @@ def test_resume_after_kill_in_a_new_process(config, tmp_path):
 
 
 def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path, redis_client):
-    from xmrt.bench.checkpoint import Mode, format_report, run_checkpoint_bench, sqlite_available
+    from benchmarks.checkpoint import Mode, format_report, run_checkpoint_bench, sqlite_available
 
     config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchtest")
     modes = [Mode("none", "none"), Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
@@ -676,7 +676,7 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
 def test_bench_one_cpu_pins_the_graph_and_its_pool_then_restores(redis_server, tmp_path):
     import langgraph.graph as lg
 
-    from xmrt.bench.checkpoint import BenchState, Mode, _Runner, one_cpu, run_checkpoint_bench
+    from benchmarks.checkpoint import BenchState, Mode, _Runner, one_cpu, run_checkpoint_bench
 
     allowed = os.sched_getaffinity(0)
     seen: dict[str, set[int]] = {}
@@ -721,10 +721,10 @@ def test_bench_one_cpu_pins_the_graph_and_its_pool_then_restores(redis_server, t
 def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys):
     import argparse
 
+    from benchmarks.commands import checkpoint as bench_checkpoint
     from xmrt.cli import COMMAND_MODULES, CommandTree
-    from xmrt.cli.commands import bench_checkpoint
 
-    assert "xmrt.cli.commands.bench_checkpoint" in COMMAND_MODULES
+    assert "benchmarks.commands.checkpoint" in COMMAND_MODULES
     parser = argparse.ArgumentParser(prog="xmrt")
     bench_checkpoint.register(CommandTree(parser))  # only this command: others may be mid-edit
     monkeypatch.chdir(tmp_path)  # no .env from the checkout

@@ -20,15 +20,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "xmrt.cli.commands.postgres",
     "xmrt.cli.commands.demo",
     "xmrt.cli.commands.ask",
-    "xmrt.cli.commands.bench_eliza",
+    "benchmarks.commands.eliza",
     "xmrt.cli.commands.eliza",
     "xmrt.cli.commands.kb",
-    "xmrt.cli.commands.bench_checkpoint",
+    "benchmarks.commands.checkpoint",
     "xmrt.cli.commands.migrate",
     "xmrt.cli.commands.retrieval",
     "xmrt.cli.commands.run",
     "xmrt.cli.commands.serve",
-    "xmrt.cli.commands.bench_api",
+    "benchmarks.commands.api",
     "xmrt.cli.commands.eval_answers",
 )
 

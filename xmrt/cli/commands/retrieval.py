@@ -52,7 +52,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from xmrt.kb.benchmark import DEFAULT_DATASET, bench_search
+    from benchmarks.search import DEFAULT_DATASET, bench_search
     from xmrt.kb.evaluate import evaluate_retrieval, format_results
 
     def status(msg: str) -> None:
@@ -79,8 +79,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _fusion(args: argparse.Namespace) -> int:
-    from xmrt.kb.benchmark import DEFAULT_DATASET
-    from xmrt.kb.fusion_study import WEIGHTS, study
+    from benchmarks.fusion_study import WEIGHTS, study
+    from benchmarks.search import DEFAULT_DATASET
 
     report = study(_config(), args.dataset or DEFAULT_DATASET)
     print(f"chosen on the tuning half: {report['chosen']}")
@@ -152,6 +152,6 @@ def register(cli: CommandTree) -> None:
                     handler=_fusion, description="Choose the fusion (method, dense weight) on a tuning half of\n"
                     "shared/eval/msmarco, report it on the held-out half, on 500 random splits, and untuned on\n"
                     "two datasets built on the fly (passage-to-passage on MS MARCO; code search over the Python\n"
-                    "standard library). See xmrt/kb/fusion_study.py.")
+                    "standard library). See benchmarks/fusion_study.py.")
     p.add_argument("--dataset", metavar="DIR", help="MS MARCO BEIR directory (default: shared/eval/msmarco)")
     p.add_argument("--json", action="store_true", help="end the output with one JSON line")

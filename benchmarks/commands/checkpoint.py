@@ -12,7 +12,7 @@ from xmrt.cli import CommandTree
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xmrt.bench.checkpoint import format_report, run_checkpoint_bench
+    from benchmarks.checkpoint import format_report, run_checkpoint_bench
     from xmrt.config import create_config
     from xmrt.errors import UserError
 

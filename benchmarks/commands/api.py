@@ -62,8 +62,8 @@ def bench_langgraph_config(directory: Path) -> Path:
         return f"{(PROJECT_ROOT / path).resolve()}:{name}" if path.startswith("./") else spec
 
     graphs = {k: fix(v) for k, v in data.get("graphs", {}).items()}
-    graphs[BENCH_GRAPH] = fix("./xmrt/bench/api_graph.py:graph")
-    graphs[RAG_GRAPH] = fix("./xmrt/bench/api_graph.py:rag_scripted")
+    graphs[BENCH_GRAPH] = fix("./benchmarks/api_graph.py:graph")
+    graphs[RAG_GRAPH] = fix("./benchmarks/api_graph.py:rag_scripted")
     if "ingest" not in graphs and (PROJECT_ROOT / "graphs" / "ingest.py").exists():
         graphs["ingest"] = fix("./graphs/ingest.py:graph")
     data["graphs"] = graphs
@@ -80,7 +80,7 @@ def seed_knowledge_base(config: Any) -> int:
     """Ingest the sample documents (xmrt/sample) into the bench collection of ``config``'s knowledge base."""
     from xmrt.kb.ingest import ingest_path
 
-    sample = Path(__file__).resolve().parents[2] / "sample"
+    sample = Path(__file__).resolve().parents[2] / "xmrt" / "sample"
     summary = ingest_path(config, str(sample), collection=RAG_COLLECTION, progress=False)
     return int(summary.get("chunks_embedded") or 0)
 
@@ -181,7 +181,7 @@ def own_server(*, dev: bool, workers: int, jobs: int):
 
             scratch = scratch_database(ensure_postgres(config))
             env["DATABASE_URI"] = scratch[0]
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[3]),
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[2]),
                                                              env.get("PYTHONPATH", "")) if p)
             cmd = [sys.executable, "-m", "xmrt.cli", "serve", "--port", str(port), "--workers", str(workers),
                    "--jobs", str(jobs), "--config", str(config_path)]

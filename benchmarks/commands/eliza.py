@@ -1,6 +1,6 @@
 """``xmrt bench eliza``: the proof that the Eliza agent learns from feedback.
 
-A stream of synthetic proposals (xmrt/bench/proposals.py) has true outcomes that follow a hidden rule
+A stream of synthetic proposals (benchmarks/proposals.py) has true outcomes that follow a hidden rule
 plus noise. In batches, each agent decides (the real Eliza graph), gets the outcomes as feedback and
 self-improves (the real self-improvement graph), all on Redis. Three agents see the same stream:
 
@@ -68,7 +68,7 @@ def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bo
 
 
 def _stream(args: argparse.Namespace, rule: str) -> list[tuple[dict, bool, bool]]:
-    from xmrt.bench.proposals import generate_with_oracle
+    from benchmarks.proposals import generate_with_oracle
 
     return generate_with_oracle(args.proposals, rule=rule, noise=args.noise, seed=args.seed)
 
@@ -209,7 +209,7 @@ def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: 
 
 
 def _bench_model_only(args: argparse.Namespace) -> int:
-    from xmrt.bench.proposals import generate_with_oracle
+    from benchmarks.proposals import generate_with_oracle
 
     low, _, high = args.seeds.partition("-")
     seeds = range(int(low), int(high or low) + 1)
@@ -280,7 +280,7 @@ RULE_NAMES = ("linear", "contrarian", "interaction", "amount", "category", "cate
 
 
 def _rules():
-    from xmrt.bench.proposals import RULES
+    from benchmarks.proposals import RULES
 
     return RULES
 
