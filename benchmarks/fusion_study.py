@@ -1,9 +1,9 @@
 """The measurement behind the hybrid fusion default (run it with ``xmrt bench fusion [--json]``).
 
-1. On ``shared/eval/msmarco`` the judged queries are split deterministically (by SHA-1 of the query id) into a
-   tuning half (22) and a held-out half (21). Every method of :mod:`xmrt.kb.fusion` (max-normalised convex,
-   min-max convex at depth 10 and 100, weighted RRF k=60) is scored at dense weights 0.50..0.95 on the tuning
-   half; the best (method, weight) is reported on the held-out half and on all queries.
+1. On MS MARCO (``$XMRT_EVAL_DIR/msmarco``) the judged queries are split deterministically (by SHA-1 of the
+   query id) into a tuning half (22) and a held-out half (21). Every method of :mod:`xmrt.kb.fusion`
+   (max-normalised convex, min-max convex at depth 10 and 100, weighted RRF k=60) is scored at dense weights
+   0.50..0.95 on the tuning half; the best (method, weight) is reported on the held-out half and on all queries.
 2. The same selection is repeated on 500 random 22/21 splits, to show how the procedure itself generalises.
 3. The chosen setting is checked, untuned, on two datasets built here:
 

@@ -1,6 +1,6 @@
 """Search latency benchmark: p50/p95 per mode over a synthetic collection of N chunks, query embedding included.
 
-The collection is synthesised from a BEIR corpus (by default ``shared/eval/msmarco``, 5,000 passages) so that
+The collection is synthesised from a BEIR corpus (by default ``$XMRT_EVAL_DIR/msmarco``, 5,000 passages) so that
 50,000 chunks need no 50,000 embeddings:
 
 * copy 0 of every passage is the passage itself with its real embedding (from the evaluator's cache);
@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import eval_dir
 from xmrt.config import Config
 from xmrt.errors import UserError
 from xmrt.kb.beir import load_beir
 from xmrt.kb.index import SEARCH_MODES, KnowledgeIndex
-
-DEFAULT_DATASET = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "msmarco"
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -87,7 +86,7 @@ def bench_search(
         raise UserError(f"--chunks {chunks} must be at least 1")
     if rounds < 1:
         raise UserError(f"--rounds {rounds} must be at least 1")
-    dataset = load_beir(dataset_dir or DEFAULT_DATASET)
+    dataset = load_beir(dataset_dir or eval_dir("msmarco"))
     queries = [dataset.queries[q] for q in dataset.queries]
     scratch = Path(tempfile.mkdtemp(prefix="xmrt-bench-search-"))
     bench_config = config.with_overrides(data_dir=scratch, vector_store_dir=scratch / "chroma", chroma_host=None)

@@ -23,7 +23,6 @@ from xmrt.redis.server import EmbeddedRedis  # noqa: E402
 from xmrt.server.postgres import EmbeddedPostgres  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_DIR = ROOT.parent / "shared" / "eval" / "msmarco"
 
 
 def free_port() -> int:

@@ -23,14 +23,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "benchmarks.commands.eliza",
     "xmrt.cli.commands.eliza",
     "xmrt.cli.commands.kb",
+    "benchmarks.commands.ingest",
     "benchmarks.commands.checkpoint",
     "xmrt.cli.commands.migrate",
     "xmrt.cli.commands.retrieval",
+    "benchmarks.commands.search",
     "xmrt.cli.commands.run",
     "xmrt.cli.commands.serve",
     "benchmarks.commands.api",
     "xmrt.cli.commands.eval_answers",
 )
+#: The benchmarks (``xmrt bench ...``) live outside the runtime package, in the repository's ``benchmarks/``:
+#: without it (an install that left it out) the other commands still work.
+OPTIONAL_PACKAGES = ("benchmarks",)
 
 
 class CommandTree:
@@ -92,7 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     tree = CommandTree(parser)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(tree)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name in OPTIONAL_PACKAGES:
+                continue
+            raise
+        module.register(tree)
     return parser
 
 
