@@ -836,10 +836,6 @@ class DecisionLedger:
             pipe.set(f"{self.k_verdicts}:{key}", json.dumps(value), ex=self.VERDICT_TTL)
         pipe.execute()
 
-    def model_versions(self, n: int = 10) -> list[dict[str, Any]]:
-        """The latest model versions, newest first."""
-        return [json.loads(v) for v in self.r.lrange(self.k_versions, 0, n - 1)]
-
     # -- decisions -----------------------------------------------------------------------
     def record(self, decisions: Sequence[dict[str, Any]]) -> list[str]:
         """Store decisions (each with ``id``), atomically; returns the ids that were *not* stored.

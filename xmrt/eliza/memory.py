@@ -2,9 +2,7 @@
 
 * Long-term memories per agent (set/get/delete/list, optional TTL) with semantic search,
   stored in the :class:`~langgraph.store.redis.RedisStore` with its vector index.
-* Agent state save/load (one JSON document per agent, in the same store).
-* A TTL cache for application data (plain Redis strings under ``<prefix>:cache:``).
-* Server statistics.
+* The agent's state (one JSON document per agent, in the same store), saved by the Eliza graph.
 
 Namespaces: ``(<owner>, "memories", <agent>)`` and ``(<owner>, "agentstate", <agent>)``, where the owner is
 the user for a tenant of the served API and ``local`` for the CLI and Python callers (a name no API key may
@@ -27,7 +25,7 @@ import redis
 from xmrt.config import Config
 from xmrt.errors import UserError, XmrtError
 from xmrt.policy import LOCAL, Principal
-from xmrt.redis.server import describe, server_status
+from xmrt.redis.server import describe
 
 MEMORY_NS = "memories"
 STATE_NS = "agentstate"
@@ -102,17 +100,15 @@ def _memory_from_item(item) -> Memory:
 
 
 class AgentMemory:
-    """Memories, agent state, a TTL cache and statistics, all in Redis.
+    """Memories and agent state, in the Redis store.
 
     Args:
         config: Settings (Redis URL, key prefix, embeddings, default TTL).
         store: A store to use instead of building one (e.g. the graph runtime's store).
-        client: A Redis client to use for the cache and stats.
         principal: Whose memories these are (:mod:`xmrt.policy`); the local user's by default.
     """
 
-    def __init__(self, config: Config, store=None, client: redis.Redis | None = None,
-                 principal: Principal | None = None) -> None:
+    def __init__(self, config: Config, store=None, principal: Principal | None = None) -> None:
         self.config = config
         self.principal = principal or LOCAL
         if store is None:
@@ -120,18 +116,8 @@ class AgentMemory:
 
             store = make_store(config)
         self.store = store
-        self._client = client
 
     # -- plumbing ---------------------------------------------------------------------------
-    @property
-    def client(self) -> redis.Redis:
-        """Redis client for the cache and statistics (decoded responses)."""
-        if self._client is None:
-            from xmrt.redis.server import connect
-
-            self._client = connect(self.config)
-        return self._client
-
     def where(self) -> str:
         """Address of the Redis server behind the store, for messages."""
         return describe(self.config.redis_url)
@@ -215,58 +201,6 @@ class AgentMemory:
         except (TypeError, ValueError) as exc:
             raise UserError(f"agent state must be JSON-serialisable: {exc}") from None
         self.store.put(self._ns(STATE_NS, agent_id), STATE_KEY, {"state": state, "saved_at": time.time()}, index=False)
-
-    @_guarded("load agent state")
-    def load_state(self, agent_id: str) -> dict[str, Any] | None:
-        """The agent's last saved state, or None."""
-        item = self.store.get(self._ns(STATE_NS, agent_id), STATE_KEY)
-        return dict(item.value["state"]) if item else None
-
-    # -- cache ------------------------------------------------------------------------------
-    def _cache_key(self, key: str) -> str:
-        return f"{self.config.key_prefix}:cache:{self._check_key(key)}"
-
-    @_guarded("write the cache")
-    def cache_set(self, key: str, value: Any, ttl_seconds: float = 300) -> None:
-        """Cache a JSON-serialisable value for ``ttl_seconds``."""
-        if ttl_seconds <= 0:
-            raise UserError(f"cache TTL must be positive, got {ttl_seconds}")
-        try:
-            payload = json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"cached values must be JSON-serialisable: {exc}") from None
-        self.client.set(self._cache_key(key), payload, px=max(1, int(ttl_seconds * 1000)))
-
-    @_guarded("read the cache")
-    def cache_get(self, key: str, default: Any = None) -> Any:
-        """The cached value, or ``default`` when absent or expired."""
-        raw = self.client.get(self._cache_key(key))
-        return default if raw is None else json.loads(raw)
-
-    @_guarded("delete from the cache")
-    def cache_delete(self, key: str) -> bool:
-        """Remove a cached value. Returns whether it existed."""
-        return bool(self.client.delete(self._cache_key(key)))
-
-    @_guarded("scan the cache")
-    def cache_keys(self, pattern: str = "*") -> list[str]:
-        """Cached keys matching a glob ``pattern`` (uses SCAN, never KEYS)."""
-        head = f"{self.config.key_prefix}:cache:"
-        return sorted(
-            (k.decode() if isinstance(k, bytes) else k)[len(head) :]
-            for k in self.client.scan_iter(match=head + pattern, count=500)
-        )
-
-    def cache_clear(self, pattern: str = "*") -> int:
-        """Delete cached keys matching ``pattern``; returns how many were deleted."""
-        keys = [self._cache_key(k) for k in self.cache_keys(pattern)]
-        return int(self.client.delete(*keys)) if keys else 0
-
-    # -- stats ------------------------------------------------------------------------------
-    @_guarded("read server stats")
-    def stats(self) -> dict[str, Any]:
-        """Server figures: used_memory, connected_clients, keyspace hits/misses, uptime, keys."""
-        return server_status(self.client)
 
 
 @functools.lru_cache(maxsize=4)
