@@ -336,10 +336,13 @@ def _missing_key_message() -> str:
 
 @functools.lru_cache(maxsize=16)
 def _openai_chat(key: OpenAIModelKey) -> BaseChatModel:
-    from langchain_openai import ChatOpenAI
+    # LangChain's provider factory: "openai" builds a ChatOpenAI, which also speaks to any OpenAI-compatible
+    # server through base_url (vLLM, Ollama, LM Studio, llama.cpp server).
+    from langchain.chat_models import init_chat_model
 
-    return ChatOpenAI(
-        model=key.model,
+    return init_chat_model(
+        key.model,
+        model_provider="openai",
         api_key=key.api_key,
         base_url=key.base_url,
         temperature=key.temperature,
