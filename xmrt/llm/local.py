@@ -21,6 +21,7 @@ The module imports langchain-huggingface but not torch or transformers; those lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -167,7 +168,7 @@ class LocalChatModel(ChatHuggingFace):
             prompt = self._apply_template(dicts)
         if self._count_tokens(prompt) > budget:
             logger.warning("prompt exceeds %d tokens even with one turn; keeping its last tokens", budget)
-            with self.generation_lock or _NO_LOCK:
+            with self.generation_lock or contextlib.nullcontext():
                 ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"][-budget:]
                 prompt = self.tokenizer.decode(ids)
         return prompt
@@ -181,7 +182,7 @@ class LocalChatModel(ChatHuggingFace):
             return text + "<|im_start|>assistant\n"
 
     def _count_tokens(self, text: str) -> int:
-        with self.generation_lock or _NO_LOCK:  # the tokenizer is shared with the generating thread
+        with self.generation_lock or contextlib.nullcontext():  # the tokenizer is shared with the generating thread
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _to_chat_prompt(self, messages: list[BaseMessage]) -> str:
@@ -238,7 +239,7 @@ class LocalChatModel(ChatHuggingFace):
         def work() -> None:
             finished = False
             try:
-                with self.generation_lock or _NO_LOCK:
+                with self.generation_lock or contextlib.nullcontext():
                     if not abort.is_set():
                         pipe(prompt, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Control()]),
                              **params)
@@ -356,17 +357,6 @@ class LocalChatModel(ChatHuggingFace):
         # ChatHuggingFace._astream only knows inference endpoints: use the generic thread bridge.
         async for chunk in astream_in_thread(self, messages, stop, run_manager, **kwargs):
             yield chunk
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 def _chunk(text: str) -> ChatGenerationChunk:

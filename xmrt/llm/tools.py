@@ -292,7 +292,13 @@ def _decode(s: str) -> tuple[Any, str | None]:
 
 
 def _close_truncated(s: str) -> Any:
-    """Complete JSON that was cut short (open strings, objects, lists); ``None`` if it is broken otherwise."""
+    """Complete JSON that was cut short (open strings, objects, lists); ``None`` if it is broken otherwise.
+
+    Not ``langchain_core.utils.json.parse_partial_json``: when closing is not enough, that one drops characters
+    from the end until something parses, so ``{"name": "search", "arguments": {"query": `` becomes a call with
+    empty arguments and ``{{"query": "x"}}`` a call with none. Here a reply is only ever closed, never cut, and
+    a malformed one stays plain text (tests/test_llm.py, test_garbage_becomes_plain_text).
+    """
     closers: list[str] = []
     in_string = escaped = False
     for ch in s:
