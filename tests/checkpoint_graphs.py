@@ -136,7 +136,7 @@ def assert_consistent(client, prefix: str, *, ttl: bool | None = None, orphan_wr
     """
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    from xmrt.redis.checkpoint import _decode_record, _Keys
+    from xmrt.redis.checkpoint.format import _decode_record, _Keys
 
     keys = _Keys(prefix)
     serde = JsonPlusSerializer()

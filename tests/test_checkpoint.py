@@ -244,7 +244,7 @@ def test_delete_thread_removes_every_key(config, saver, redis_client):
 
 def _racing(saver, name: str, attempts: list, change) -> None:
     """Make ``saver.<name>`` run ``change()`` right after its WATCHed read, on the first attempt only."""
-    from xmrt.redis.checkpoint import _Watch
+    from xmrt.redis.checkpoint.format import _Watch
 
     original = getattr(saver, name)
 
