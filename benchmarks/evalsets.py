@@ -249,7 +249,7 @@ def build_manpages(root: Path, n_corpus: int = 5000, n_queries: int = 300, seed:
 
 def build_code(root: Path, n_corpus: int = 2500, n_queries: int = 300, seed: int = 13) -> Path:
     """The ``code`` set: xmrt bench fusion's code-search set over this interpreter's standard library."""
-    from xmrt.kb import fusion_study
+    from benchmarks import fusion_study
 
     fusion_study.build_code(Path(root), n_corpus=n_corpus, n_queries=n_queries, seed=seed)
     corpus_path = Path(root) / "corpus.jsonl"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from xmrt.kb.ingest import DEFAULT_BATCH_CHUNKS
 from xmrt.kb.splitting import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
-from xmrt.schema_check import check_dataclass
+from xmrt.server.schema_check import check_dataclass
 
 T = TypeVar("T")
 PROMPT_MAX = 20_000
@@ -173,7 +173,8 @@ def context_of(runtime: Any, schema: type[T]) -> T:
     """The run's context, checked against ``schema``; the schema's defaults when the caller passed none.
 
     Raises:
-        xmrt.schema_check.FieldError: (a ``ValueError``) naming the first unknown, mistyped or out-of-range field.
+        xmrt.server.schema_check.FieldError: (a ``ValueError``) naming the first unknown, mistyped or
+            out-of-range field.
     """
     ctx = getattr(runtime, "context", None)
     if ctx is None:
@@ -382,7 +383,7 @@ class OrchestratorContext:
         max_batch: Consecutive proposals (or feedback) for one agent handled together in one Eliza cycle.
         lock_wait: Seconds to wait for the agent's lock before answering that the agent is busy.
         lock_ttl: Expiry of the agent's lock (renewed while a cycle runs).
-        monitor: Record node, LLM and retrieval latencies of the graphs it runs in Redis (xmrt.monitoring).
+        monitor: Record node, LLM and retrieval latencies of the graphs it runs in Redis (xmrt.redis.monitoring).
     """
 
     agent_id: str = agent_knob("The Eliza agent that decides and learns (a request's 'agent' wins):")

@@ -7,21 +7,21 @@
   (``question``, ``proposal``, ``event``, ``ingest``, ``feedback``), otherwise a deterministic classification
   from the request's fields (:mod:`nodes.orchestrator`). ``route_request`` is a pure router on ``route``.
 * Questions go to ``rag``, ``rat`` or ``agentic_rag`` (``mode``: auto, rag, rat, agentic_rag); proposals and
-  events to the Eliza cycle, under the agent's lock (:mod:`xmrt.coordination`); ingest requests to ``ingest``;
+  events to the Eliza cycle, under the agent's lock (:mod:`xmrt.redis.coordination`); ingest requests to ``ingest``;
   feedback to ``self_improve``, also under the agent's lock. An unknown type gets an error result. A failing
   handler gives an error result for its requests; the run goes on.
 * Each route is a row of :data:`ROUTES`: the graph, its context class, and how a request maps onto the graph's
   input, context and output (:class:`nodes.routing.Route`). One node, :func:`nodes.orchestrator.handle`, runs
   a batch on its route's graph (compiled without a checkpointer of its own: the orchestrator's checkpoint
   records each handled batch) and updates the component's record in the Redis registry
-  (:mod:`xmrt.registry`: status, last_run_at, last_error, runs, avg_ms).
+  (:mod:`xmrt.redis.registry`: status, last_run_at, last_error, runs, avg_ms).
 * An ingest request obeys the access policy (:mod:`xmrt.policy`): over the served API, remote git URLs, or
   local paths inside ``XMRT_INGEST_ROOTS``, as a run of the ``ingest`` graph does.
 * ``route_more`` loops until every request has a result; the loop is bounded (``max_requests``, and a batch
   budget derived from the recursion limit), and ``finish`` gives the leftovers an error result.
 
 With ``monitor`` on (the default), the graphs it runs record their node, LLM and retrieval latencies in Redis
-(:class:`xmrt.monitoring.PerfMonitor`), unless the caller already passed a monitor in ``callbacks``.
+(:class:`xmrt.redis.monitoring.PerfMonitor`), unless the caller already passed a monitor in ``callbacks``.
 
 Output: ``{"results": [{"index", "type", "route", "ok", ...}], "summary": {...}}``::
 

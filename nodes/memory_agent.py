@@ -14,7 +14,7 @@ from nodes.grounding import Checker, Unit, hidden, prose_sentences, stream_answe
 from nodes.models import ask_text, chat_model
 from nodes.retrieval import embedder
 from xmrt import services
-from xmrt.memory import AgentMemory
+from xmrt.eliza.memory import AgentMemory
 from xmrt.policy import current_principal
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def _memory(runtime: Runtime) -> AgentMemory:
     if runtime.store is None:
-        raise RuntimeError("this graph needs a store: compile it with xmrt.persistence.redis_graph or serve it")
+        raise RuntimeError("this graph needs a store: compile it with xmrt.redis.persistence.redis_graph or serve it")
     return services.agent_memory(runtime.store, current_principal())
 
 

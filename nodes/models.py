@@ -40,7 +40,7 @@ def chat_model(model_name: str = "") -> BaseChatModel:
     if scripted is not None:
         return scripted
     from xmrt import services
-    from xmrt.llm import get_chat_model
+    from xmrt.llm.providers import get_chat_model
 
     return get_chat_model(services.config(), model=model_name or None)
 

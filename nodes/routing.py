@@ -104,13 +104,13 @@ def child_config(config: RunnableConfig, ctx: OrchestratorContext) -> tuple[Runn
     LangGraph 1.2 waits on a checkpoint save that never happens when a checkpointer-less graph inherits
     ``durability="sync"`` from its parent (AttributeError ``_put_checkpoint_fut``). "exit" saves nothing.
     """
-    from langgraph._internal._constants import CONFIG_KEY_DURABILITY
+    from xmrt.compat.langgraph import durability_configurable
 
-    configurable = {**(config.get("configurable") or {}), CONFIG_KEY_DURABILITY: "exit"}
+    configurable = {**(config.get("configurable") or {}), **durability_configurable("exit")}
     callbacks = config.get("callbacks")
     if not ctx.monitor:
         return {"callbacks": callbacks, "configurable": configurable}, None
-    from xmrt.monitoring import PerfMonitor, monitor_for
+    from xmrt.redis.monitoring import PerfMonitor, monitor_for
 
     handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", []) or []
     if any(isinstance(h, PerfMonitor) for h in handlers):
@@ -127,7 +127,7 @@ def child_config(config: RunnableConfig, ctx: OrchestratorContext) -> tuple[Runn
 
 
 def _registry():
-    from xmrt.registry import Registry
+    from xmrt.redis.registry import Registry
 
     return Registry(services.config(), client=services.redis())
 
@@ -152,8 +152,8 @@ def _record(component: str, ok: bool, ms: float, error: str | None) -> None:
 @contextlib.contextmanager
 def agent_lock(ctx: OrchestratorContext, agent: str, purpose: str):
     """Hold the agent's lock (in the caller's tenancy) while its requests run."""
-    from xmrt.coordination import AgentLock
     from xmrt.policy import current_principal
+    from xmrt.redis.coordination import AgentLock
 
     lock = AgentLock(services.config(), agent, ttl=ctx.lock_ttl, client=services.redis(), principal=current_principal())
     with lock.hold(wait=ctx.lock_wait, purpose=purpose):

@@ -128,7 +128,7 @@ def chat_graph(checkpointer):
 
 
 def assert_consistent(client, prefix: str, *, ttl: bool | None = None, orphan_writes: bool = False) -> dict:
-    """Check what :class:`xmrt.checkpoint.RedisCheckpointSaver` left under ``prefix``, straight from Redis.
+    """Check what :class:`xmrt.redis.checkpoint.RedisCheckpointSaver` left under ``prefix``, straight from Redis.
 
     Every namespace's latest pointer names its highest checkpoint, every record decodes, and (unless
     ``orphan_writes``) every writes hash belongs to a saved checkpoint. With ``ttl`` True every key
@@ -136,7 +136,7 @@ def assert_consistent(client, prefix: str, *, ttl: bool | None = None, orphan_wr
     """
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    from xmrt.checkpoint import _decode_record, _Keys
+    from xmrt.redis.checkpoint.format import _decode_record, _Keys
 
     keys = _Keys(prefix)
     serde = JsonPlusSerializer()

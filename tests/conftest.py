@@ -16,14 +16,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LANGSMITH_TRACING", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see xmrt/cli.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see xmrt/cli/__init__.py
 
 from xmrt.config import Config, create_config  # noqa: E402
-from xmrt.postgres_server import EmbeddedPostgres  # noqa: E402
-from xmrt.redis_server import EmbeddedRedis  # noqa: E402
+from xmrt.redis.server import EmbeddedRedis  # noqa: E402
+from xmrt.server.postgres import EmbeddedPostgres  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_DIR = ROOT.parent / "shared" / "eval" / "msmarco"
 
 
 def free_port() -> int:

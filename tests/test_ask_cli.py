@@ -35,7 +35,7 @@ def env(config, monkeypatch, tmp_path):
     monkeypatch.setenv("XMRT_KEY_PREFIX", config.key_prefix)
     monkeypatch.chdir(tmp_path)  # no .env file
     # Only this module's commands: the test does not depend on the other command modules.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("xmrt.commands.ask",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("xmrt.cli.commands.ask",))
     get_config.cache_clear()
     fill(get_config(), "default")
     yield get_config()
@@ -50,7 +50,7 @@ def run(argv, model, capsys):
 
 
 def test_the_commands_are_registered():
-    assert "xmrt.commands.ask" in cli.COMMAND_MODULES
+    assert "xmrt.cli.commands.ask" in cli.COMMAND_MODULES
 
 
 def test_ask_rag_json(env, capsys):

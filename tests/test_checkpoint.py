@@ -33,14 +33,14 @@ from tests.checkpoint_graphs import (
     parent_with_subgraph,
 )
 from tests.conftest import free_port, make_config
-from xmrt.checkpoint import (
+from xmrt.errors import UserError
+from xmrt.redis.checkpoint import (
     CheckpointStoreError,
     RedisCheckpointSaver,
     async_checkpointer,
     make_checkpointer,
 )
-from xmrt.errors import UserError
-from xmrt.redis_server import EmbeddedRedis, RedisSetupError, server_binary
+from xmrt.redis.server import EmbeddedRedis, RedisSetupError, server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +244,7 @@ def test_delete_thread_removes_every_key(config, saver, redis_client):
 
 def _racing(saver, name: str, attempts: list, change) -> None:
     """Make ``saver.<name>`` run ``change()`` right after its WATCHed read, on the first attempt only."""
-    from xmrt.checkpoint import _Watch
+    from xmrt.redis.checkpoint.format import _Watch
 
     original = getattr(saver, name)
 
@@ -409,7 +409,7 @@ def test_async_saver_runs_graphs_and_resumes(config):
 
 
 def test_the_sync_factory_saver_also_serves_ainvoke_on_any_event_loop(config):
-    from xmrt.persistence import redis_graph
+    from xmrt.redis.persistence import redis_graph
 
     graph = redis_graph(linear_graph(None).builder, config)  # the graph Python callers get
     out = asyncio.run(graph.ainvoke({"log": []}, _cfg("ainvoke")))  # NotImplementedError before issue 13
@@ -536,7 +536,7 @@ def test_redis_restart_within_the_retry_window_is_ridden_out(tmp_path):
         builder.add_edge("c", END)
         graph = builder.compile(checkpointer=saver)
         assert graph.invoke({"log": []}, _cfg("blip")) == {"steps": 3, "log": ["a", "b", "c"]}
-        assert restarted.is_set()
+        assert restarted.wait(timeout=30)  # the restart thread sets it just after start() returns: no race
         assert [s.metadata["step"] for s in graph.get_state_history(_cfg("blip"))] == [3, 2, 1, 0, -1]
         assert len(assert_consistent(server.client(), "blip")["blip"][""]) == 5
     finally:
@@ -550,7 +550,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from typing import Annotated, TypedDict
     from langgraph.graph import END, START, StateGraph
-    from xmrt.checkpoint import make_checkpointer
+    from xmrt.redis.checkpoint import make_checkpointer
     from xmrt.config import create_config
 
     class S(TypedDict):
@@ -632,7 +632,7 @@ def test_resume_after_kill_in_a_new_process(config, tmp_path):
 
 
 def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path, redis_client):
-    from xmrt.bench.checkpoint import Mode, format_report, run_checkpoint_bench, sqlite_available
+    from benchmarks.checkpoint import Mode, format_report, run_checkpoint_bench, sqlite_available
 
     config = make_config(tmp_path, redis_server.port, REDIS_URL=redis_server.url, XMRT_KEY_PREFIX="benchtest")
     modes = [Mode("none", "none"), Mode("SqliteSaver file (WAL)", "sqlite", "sync"),
@@ -676,7 +676,7 @@ def test_bench_on_an_external_redis_reports_and_cleans_up(redis_server, tmp_path
 def test_bench_one_cpu_pins_the_graph_and_its_pool_then_restores(redis_server, tmp_path):
     import langgraph.graph as lg
 
-    from xmrt.bench.checkpoint import BenchState, Mode, _Runner, one_cpu, run_checkpoint_bench
+    from benchmarks.checkpoint import BenchState, Mode, _Runner, one_cpu, run_checkpoint_bench
 
     allowed = os.sched_getaffinity(0)
     seen: dict[str, set[int]] = {}
@@ -721,10 +721,10 @@ def test_bench_one_cpu_pins_the_graph_and_its_pool_then_restores(redis_server, t
 def test_bench_cli_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capsys):
     import argparse
 
+    from benchmarks.commands import checkpoint as bench_checkpoint
     from xmrt.cli import COMMAND_MODULES, CommandTree
-    from xmrt.commands import bench_checkpoint
 
-    assert "xmrt.commands.bench_checkpoint" in COMMAND_MODULES
+    assert "benchmarks.commands.checkpoint" in COMMAND_MODULES
     parser = argparse.ArgumentParser(prog="xmrt")
     bench_checkpoint.register(CommandTree(parser))  # only this command: others may be mid-edit
     monkeypatch.chdir(tmp_path)  # no .env from the checkout

@@ -1,4 +1,4 @@
-"""langgraph's public conformance suite (langgraph-checkpoint-conformance) on every saver xmrt.persistence
+"""langgraph's public conformance suite (langgraph-checkpoint-conformance) on every saver xmrt.redis.persistence
 hands out, on a single Redis and on a local 3-master Redis Cluster, plus graphs run on the cluster."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from langgraph.types import Command
 from tests.checkpoint_graphs import assert_consistent, interrupt_graph, linear_graph
 from tests.conftest import ROOT, free_port, make_config
 from tests.redis_cluster import LocalCluster
-from xmrt import persistence
+from xmrt.redis import persistence
 
 #: Every capability the suite knows: put, put_writes, get_tuple, list, delete_thread (base) and
 #: delete_for_runs, copy_thread, prune (extended). Custom metadata filters are part of ``list``.

@@ -23,8 +23,8 @@ from langgraph.graph import END, START, StateGraph
 from tests.checkpoint_graphs import LogState, _step, assert_consistent
 from tests.conftest import free_port
 from tests.fault_proxy import FaultProxy, Rule
-from xmrt.checkpoint import CheckpointStoreError, RedisCheckpointSaver, client_options, ttl_settings
-from xmrt.redis_server import EmbeddedRedis
+from xmrt.redis.checkpoint import CheckpointStoreError, RedisCheckpointSaver, client_options, ttl_settings
+from xmrt.redis.server import EmbeddedRedis
 
 PREFIX = "faults"
 #: b's writes and the checkpoint after b hold this channel (b's edge to c), no other save does.

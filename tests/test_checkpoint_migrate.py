@@ -22,7 +22,7 @@ from tests.checkpoint_graphs import (
     linear_graph,
     parent_with_subgraph,
 )
-from xmrt.checkpoint import make_checkpointer
+from xmrt.redis.checkpoint import make_checkpointer
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "legacy_checkpoints.json").read_text())
 PREFIX = FIXTURE["prefix"]  # "legacy": the fixture's keys and pointers name it
@@ -75,9 +75,9 @@ def _history(graph, saver, thread: str) -> list[dict]:
 
 def _migrate_cli(monkeypatch, tmp_path, redis_server, *argv: str) -> int:
     from xmrt.cli import COMMAND_MODULES, CommandTree
-    from xmrt.commands import migrate
+    from xmrt.cli.commands import migrate
 
-    assert "xmrt.commands.migrate" in COMMAND_MODULES
+    assert "xmrt.cli.commands.migrate" in COMMAND_MODULES
     parser = argparse.ArgumentParser(prog="xmrt")
     migrate.register(CommandTree(parser))  # only this command: others may be mid-edit
     monkeypatch.chdir(tmp_path)  # no .env from the checkout
@@ -97,7 +97,7 @@ def test_legacy_threads_are_migrated_by_one_command_and_read_as_before(redis_ser
     _load_fixture(redis_client)
     config = create_config({"REDIS_URL": redis_server.url, "XMRT_KEY_PREFIX": PREFIX,
                             "XMRT_DATA_DIR": str(tmp_path / "data")}, env_file=None)
-    with caplog.at_level(logging.WARNING, logger="xmrt.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="xmrt.redis.checkpoint"):
         saver = make_checkpointer(config)
     assert "31 checkpoints under the prefix 'legacy' are in the previous format" in caplog.text
     assert "xmrt migrate checkpoints" in caplog.text
@@ -148,7 +148,7 @@ def test_legacy_threads_are_migrated_by_one_command_and_read_as_before(redis_ser
     assert not list(redis_client.scan_iter(match="write_keys_zset:legacy-*"))
     assert len(list(saver.list({"configurable": {"thread_id": "legacy-linear"}}))) == 10
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="xmrt.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="xmrt.redis.checkpoint"):
         make_checkpointer(config).close()
     assert "previous format" not in caplog.text  # nothing left to migrate, no warning
     saver.delete_thread("legacy-chat")  # leave less behind on the shared server

@@ -1,4 +1,4 @@
-"""xmrt/compat_runtime_pg.py against the installed packages: the version guard, and JSON-safe auth users.
+"""xmrt/compat/runtime_pg.py against the installed packages: the version guard, and JSON-safe auth users.
 
 The fixes run in real servers in tests/test_production.py and tests/test_production_app.py; these tests pin what
 they rely on, so that an upgrade of langgraph-api, langgraph-runtime-pg or langgraph-sdk fails here first.
@@ -13,7 +13,7 @@ import json
 import pytest
 from starlette.authentication import BaseUser
 
-from xmrt import compat_runtime_pg as compat
+from xmrt.compat import runtime_pg as compat
 
 
 def test_the_installed_packages_are_the_tested_combination():
@@ -32,7 +32,7 @@ def test_another_version_is_refused_in_one_line(monkeypatch):
 
 
 def test_the_sdk_still_has_what_served_auth_uses():
-    from xmrt.auth import auth as project_auth
+    from xmrt.server.auth import auth as project_auth
 
     assert compat.shape_problems(project_auth) == []
 
@@ -72,7 +72,7 @@ def test_langgraph_api_keeps_a_json_user_as_the_request_user_and_rebuilds_it_in_
 
 
 def test_served_auth_shares_the_handlers_and_keeps_the_authenticate_signature():
-    from xmrt.auth import auth as project_auth
+    from xmrt.server.auth import auth as project_auth
 
     served = compat.served_auth(project_auth)
     assert served is not project_auth

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from graphs import agentic_rag, eliza, ingest, memory_agent, orchestrator, rag, rat, self_improve
-from xmrt.schema_check import check_dataclass
+from xmrt.server.schema_check import check_dataclass
 
 GRAPHS = [agentic_rag, eliza, ingest, memory_agent, orchestrator, rag, rat, self_improve]
 

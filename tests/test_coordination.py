@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, subprocess_env
-from xmrt.coordination import AgentBusy, AgentLock, LockLost
+from xmrt.redis.coordination import AgentBusy, AgentLock, LockLost
 
 XMRT = [sys.executable, "-m", "xmrt.cli"]
 SCRIPT = ROOT / "tests" / "scripts" / "agent_cycle_proc.py"

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.proposals import generate
 from graphs.eliza import builder as eliza_builder
 from graphs.self_improve import builder as improve_builder
 from nodes.models import scripted_model
 from nodes.verdicts import parse_verdict
 from tests.conftest import ROOT, subprocess_env
 from tests.fakes import ScriptedChat
-from xmrt.bench.proposals import generate
 from xmrt.eliza import DecisionLedger, DecisionModel, proposal_from_dict
-from xmrt.memory import AgentMemory
-from xmrt.persistence import redis_graph
+from xmrt.eliza.memory import AgentMemory
+from xmrt.redis.persistence import redis_graph
 
 XMRT = [sys.executable, "-m", "xmrt.cli"]
 
@@ -265,7 +265,7 @@ def test_many_concurrent_async_runs_with_the_served_store_never_stall(app_config
     the store the server uses; they must never wait on each other (the async store's sync bridge did)."""
     import asyncio
 
-    from xmrt.persistence import async_store
+    from xmrt.redis.persistence import async_store
 
     async def scenario():
         async with async_store(app_config) as store:
@@ -406,7 +406,7 @@ def test_rationale_names_what_moved_the_decision_and_how_sure_it_is(app_config):
 
 def test_learns_an_amount_by_category_rule_through_the_graphs(app_config):
     """Decide in batches, feed back, self-improve: the last 100 beat the first 100 on a rule it was never told."""
-    from xmrt.bench.proposals import generate_with_oracle
+    from benchmarks.proposals import generate_with_oracle
     from xmrt.eliza import is_correct
 
     eliza, improve = redis_graph(eliza_builder), redis_graph(improve_builder)
@@ -425,7 +425,7 @@ def test_learns_an_amount_by_category_rule_through_the_graphs(app_config):
     assert last >= first + 0.1 and last >= oracle - 0.12, (first, last, oracle)
     metrics = DecisionLedger(app_config, "learner-ca").metrics()
     assert len(metrics["learning_curve"]) == 8 and metrics["brier_score"] < 0.25
-    from xmrt.http import eliza_part
+    from xmrt.server.http import eliza_part
 
     part = eliza_part(app_config, "learner-ca", history=20)  # what the dashboard draws
     assert [p["to"] for p in part["metrics"]["learning_curve"]] == [50 * i for i in range(1, 9)]
@@ -461,8 +461,8 @@ def test_local_model_scores_verdicts_in_one_forward_pass(app_config):
 
 
 def test_bench_model_only_learns_a_category_rule_in_process():
-    from xmrt.bench.proposals import generate_with_oracle
-    from xmrt.commands.bench_eliza import model_only
+    from benchmarks.commands.eliza import model_only
+    from benchmarks.proposals import generate_with_oracle
 
     run = model_only(generate_with_oracle(300, rule="category", seed=5), batch=50)
     assert run["last"] >= run["first"] + 0.1 and run["last"] >= run["oracle"] - 0.1, run

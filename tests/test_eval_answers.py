@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT, subprocess_env
 from tests.fake_openai import FakeOpenAI
-from xmrt.commands.eval_answers import is_correct, normalize
+from xmrt.cli.commands.eval_answers import is_correct, normalize
 
 XMRT = [sys.executable, "-m", "xmrt.cli"]
 

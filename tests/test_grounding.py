@@ -17,7 +17,7 @@ QUESTION = "How much XMR does the treasury hold?"
 @pytest.fixture(scope="module")
 def embed():
     from xmrt.config import create_config
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     return get_embeddings(create_config({}, env_file=None)).embed_documents
 

@@ -1,6 +1,6 @@
 """Chat-model providers: OpenAI client settings, local model resolution and caching, prompted tool calls.
 
-Most tests drive :class:`xmrt.llm_local.LocalChatModel` with a scripted text source and a small
+Most tests drive :class:`xmrt.llm.local.LocalChatModel` with a scripted text source and a small
 ChatML tokenizer, so the prompt, streaming and tool-call parsing are checked without loading a
 model. The tests marked ``slow`` load the real SmolLM2 GGUF once and check structure, not wording.
 """
@@ -26,12 +26,12 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import BaseModel
 
-from xmrt import llm
 from xmrt.config import create_config
 from xmrt.errors import XmrtError
-from xmrt.llm import LLMSetupError, describe_llm, get_chat_model, local_model_key, resolve_local_model
-from xmrt.llm_local import LLMGenerationError, LocalChatModel
-from xmrt.llm_tools import (
+from xmrt.llm import providers as llm
+from xmrt.llm.local import LLMGenerationError, LocalChatModel
+from xmrt.llm.providers import LLMSetupError, describe_llm, get_chat_model, local_model_key, resolve_local_model
+from xmrt.llm.tools import (
     MAX_TOOL_CALLS,
     ToolSpec,
     classify_reply_start,
@@ -155,7 +155,7 @@ def test_default_local_model_is_the_packaged_smollm2_gguf(tmp_path):
 def test_import_and_resolution_load_nothing_heavy():
     code = (
         "import sys\n"
-        "import xmrt.llm as m\n"
+        "import xmrt.llm.providers as m\n"
         "from xmrt.config import create_config\n"
         "m.resolve_local_model(None)\n"
         "m.describe_llm(create_config({'XMRT_DATA_DIR': '/nonexistent'}, env_file=None))\n"

@@ -141,7 +141,7 @@ def test_every_route_of_the_real_table_needs_a_key_and_nobody_reaches_another_us
 
 def test_development_routes_are_refused_and_every_refusal_is_audited(locked):
     server, config, *_ = locked
-    from xmrt.audit import tail
+    from xmrt.redis.audit import tail
 
     assert _call(server, "POST", "/internal/truncate").status_code == 401
     assert _call(server, "POST", "/internal/truncate", BOB).status_code == 404

@@ -6,8 +6,8 @@ from langchain_core.messages import AIMessage, ToolCall
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
+from xmrt.eliza.memory import AgentMemory, agent_label
 from xmrt.errors import UserError
-from xmrt.memory import AgentMemory, agent_label
 
 EDGE_LABELS = ["a", "Z", "7", ":", "-", "@", ".", "a b", "user:42", "x-y", "me@example.com", "ünïcødé 日本語 🚀",
                "is", "the", "{*}|()", "ab", "abc", "*", "%"]
@@ -15,7 +15,7 @@ EDGE_LABELS = ["a", "Z", "7", ":", "-", "@", ".", "a b", "user:42", "x-y", "me@e
 
 @pytest.fixture
 def memory(config):
-    from xmrt.persistence import make_store
+    from xmrt.redis.persistence import make_store
 
     return AgentMemory(config, store=make_store(config))
 
@@ -85,28 +85,17 @@ def test_memory_ttl_expires(memory):
     assert memory.recall("eliza", "long") is not None
 
 
-def test_agent_state_and_cache_and_stats(memory, redis_client, config):
-    assert memory.load_state("agent 1") is None
+def test_agent_state_is_saved_in_the_store(memory):
     memory.save_state("agent 1", {"cycle": 3, "weights": {"alignment": 0.4}})
-    assert memory.load_state("agent 1") == {"cycle": 3, "weights": {"alignment": 0.4}}
-    memory.cache_set("prices:xmr", {"usd": 150.5}, ttl_seconds=1)
-    memory.cache_set("prices:btc", {"usd": 1}, ttl_seconds=60)
-    assert memory.cache_get("prices:xmr") == {"usd": 150.5}
-    assert memory.cache_keys("prices:*") == ["prices:btc", "prices:xmr"]
-    assert 0 < redis_client.pttl(f"{config.key_prefix}:cache:prices:xmr") <= 1000
-    time.sleep(1.2)
-    assert memory.cache_get("prices:xmr", "gone") == "gone"
-    assert memory.cache_clear() == 1
-    stats = memory.stats()
-    for field in ("used_memory", "connected_clients", "keyspace_hits", "keyspace_misses", "uptime_in_seconds"):
-        assert isinstance(stats[field], int), field
+    item = memory.store.get(("local", "agentstate", "agent 1"), "state")
+    assert item.value["state"] == {"cycle": 3, "weights": {"alignment": 0.4}}
 
 
 def test_bad_input_is_rejected_and_nothing_is_lost(memory):
     memory.remember("eliza", "keep me", key="keep")
     for bad in (lambda: memory.remember("eliza", "  "), lambda: memory.remember("", "text"),
                 lambda: memory.remember("eliza", "x", data={"obj": object()}), lambda: memory.search("eliza", ""),
-                lambda: memory.save_state("eliza", ["not", "a", "dict"]), lambda: memory.cache_set("k", 1, 0)):
+                lambda: memory.save_state("eliza", ["not", "a", "dict"])):
         with pytest.raises(UserError):
             bad()
     assert memory.recall("eliza", "keep").text == "keep me"
@@ -114,7 +103,7 @@ def test_bad_input_is_rejected_and_nothing_is_lost(memory):
 
 def test_memory_tools_inside_a_graph_use_the_graph_store(config):
     from tools.memory import MEMORY_TOOLS
-    from xmrt.persistence import make_store
+    from xmrt.redis.persistence import make_store
 
     store = make_store(config)
     script = iter([

@@ -13,9 +13,9 @@ from graphs.memory_agent import builder
 from nodes.models import scripted_model
 from tests.conftest import ROOT, free_port, make_config
 from tests.fakes import ScriptedChat
-from xmrt.memory import AgentMemory
-from xmrt.persistence import redis_graph
-from xmrt.redis_server import EmbeddedRedis
+from xmrt.eliza.memory import AgentMemory
+from xmrt.redis.persistence import redis_graph
+from xmrt.redis.server import EmbeddedRedis
 
 
 def test_graph_exports_builder_and_graph_without_checkpointer():

@@ -9,7 +9,7 @@ from redis.retry import Retry
 from typing_extensions import TypedDict
 
 from tests.fakes import ScriptedChat
-from xmrt.monitoring import PerfMonitor, PerfRecorder, percentile, read_node_latencies, read_perf
+from xmrt.redis.monitoring import PerfMonitor, PerfRecorder, percentile, read_node_latencies, read_perf
 
 
 class S(TypedDict, total=False):
@@ -112,7 +112,7 @@ def test_monitor_never_breaks_a_run_when_redis_is_down(config):
 def test_orchestrator_does_not_add_a_second_monitor(app_config, redis_client):
     from graphs.context import OrchestratorContext
     from graphs.orchestrator import builder
-    from xmrt.persistence import redis_graph
+    from xmrt.redis.persistence import redis_graph
 
     monitor = PerfMonitor(app_config, redis_client)
     request = {"type": "proposal", "id": "m1", "title": "Fund monitoring", "criteria": {"alignment": 0.9}}

@@ -7,11 +7,11 @@ from graphs.orchestrator import builder
 from nodes.models import scripted_model
 from nodes.orchestrator import classify_request, question_route
 from tests.fakes import ScriptedChat
-from xmrt.coordination import AgentLock
 from xmrt.eliza import DecisionLedger
-from xmrt.monitoring import read_node_latencies
-from xmrt.persistence import redis_graph
-from xmrt.registry import read_registry
+from xmrt.redis.coordination import AgentLock
+from xmrt.redis.monitoring import read_node_latencies
+from xmrt.redis.persistence import redis_graph
+from xmrt.redis.registry import read_registry
 
 
 def proposal(pid, **criteria):

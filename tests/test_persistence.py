@@ -3,7 +3,7 @@ from typing import TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from tests.conftest import make_config
-from xmrt.persistence import make_checkpointer, redis_graph
+from xmrt.redis.persistence import make_checkpointer, redis_graph
 
 
 class S(TypedDict, total=False):

@@ -1,4 +1,4 @@
-"""The embedded Postgres (xmrt/postgres_server.py) and ``xmrt postgres start|stop|status``: real servers only."""
+"""The embedded Postgres (xmrt/server/postgres.py) and ``xmrt postgres start|stop|status``: real servers only."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import free_port, subprocess_env
-from xmrt.postgres_server import EmbeddedPostgres, PostgresSetupError, connect_check, describe, ensure_postgres
+from xmrt.server.postgres import EmbeddedPostgres, PostgresSetupError, connect_check, describe, ensure_postgres
 
 
 def test_the_session_server_answers_with_a_password_and_on_loopback_only(postgres_server):

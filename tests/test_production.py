@@ -222,7 +222,7 @@ def _start_replica(directory, port: int, primary_port: int) -> None:
     """A second Redis 8 with the same modules, replicating the primary (what compose.yaml's redis-replica is)."""
     import subprocess
 
-    from xmrt.redis_server import module_paths, server_binary
+    from xmrt.redis.server import module_paths, server_binary
 
     directory.mkdir(parents=True, exist_ok=True)
     args = [str(server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
@@ -240,7 +240,7 @@ def test_after_the_redis_primary_is_lost_a_promoted_replica_serves_the_threads(p
     import redis
 
     from tests.conftest import free_port, make_config
-    from xmrt.redis_server import EmbeddedRedis
+    from xmrt.redis.server import EmbeddedRedis
 
     primary = EmbeddedRedis(tmp_path / "redis-primary", free_port())
     primary.start()

@@ -70,7 +70,7 @@ def test_an_api_ingest_outside_the_allowed_roots_is_refused_and_audited(served):
     res = httpx.post(f"{server.url}/threads/{thread}/runs/wait", headers=headers, timeout=60,
                      json={"assistant_id": "ingest", "input": {"source": "../../../../etc"}})
     assert res.status_code == 400 and "outside the allowed roots" in res.text, res.text
-    from xmrt.audit import tail
+    from xmrt.redis.audit import tail
 
     denied = [e for e in tail(100, config) if e["action"] == "kb.ingest" and e["outcome"] == "denied"]
     assert denied and denied[-1]["who"] == "bob"
@@ -90,7 +90,7 @@ def test_one_thread_is_served_by_both_processes_and_its_runs_are_audited(served)
     tid, outs, states = asyncio.run(scenario())
     assert [o["runs"] for o in outs] == [1, 2, 3, 4, 5, 6]
     assert all(s["values"]["runs"] == 6 and s["values"]["echo"] == "echo: turn 5" for s in states)
-    from xmrt.audit import tail
+    from xmrt.redis.audit import tail
 
     runs = [e for e in tail(200, config) if e["action"] == "run.create" and e["details"]["thread_id"] == tid]
     assert [(e["who"], e["details"]["graph"]) for e in runs] == [("alice", "echo")] * 6

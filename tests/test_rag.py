@@ -17,7 +17,7 @@ from nodes.parsing import parse_steps, parse_text_reply
 from nodes.retrieval import relevance_threshold
 from tests.fakes import ScriptedChat
 from tests.reasoning_corpus import DOCS, fill, ingest, local_llm  # noqa: F401 - fixture
-from xmrt.persistence import redis_graph
+from xmrt.redis.persistence import redis_graph
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from nodes.models import scripted_model
 from nodes.rat import route_after_revision
 from tests.fakes import ScriptedChat
 from tests.reasoning_corpus import DOCS, fill, ingest, local_llm  # noqa: F401 - fixture
-from xmrt.persistence import redis_graph
+from xmrt.redis.persistence import redis_graph
 
 QUESTION = "How much XMR does the DAO treasury hold and who approves spending from it?"
 DRAFT = "1. The treasury holds some XMR.\n2. Spending from the treasury needs an approval."

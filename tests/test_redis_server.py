@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.conftest import free_port, make_config
-from xmrt.redis_server import EmbeddedRedis, RedisSetupError, connect, server_binary
+from xmrt.redis.server import EmbeddedRedis, RedisSetupError, connect, server_binary
 
 XMRT = [sys.executable, "-m", "xmrt.cli"]
 
@@ -90,7 +90,7 @@ def test_redis_without_modules_fails_with_one_clear_line(plain_redis, tmp_path):
     out = run_cli("redis", "start", env_extra={"XMRT_DATA_DIR": str(tmp_path), "REDIS_URL": config.redis_url})
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr and "RediSearch" in out.stderr
-    from xmrt.persistence import make_store
+    from xmrt.redis.persistence import make_store
 
     with pytest.raises(RedisSetupError):
         make_store(config)

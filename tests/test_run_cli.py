@@ -9,10 +9,10 @@ from graphs.eliza import builder as eliza_builder
 from graphs.self_improve import builder as improve_builder
 from tests.conftest import ROOT, subprocess_env
 from xmrt.eliza import DecisionLedger
-from xmrt.monitoring import read_node_latencies
-from xmrt.persistence import redis_graph
-from xmrt.registry import read_registry
-from xmrt.runner import DirectorySource, JsonlSource, RedisInbox, SystemRunner, inbox_key, push_inbox
+from xmrt.eliza.runner import DirectorySource, JsonlSource, RedisInbox, SystemRunner, inbox_key, push_inbox
+from xmrt.redis.monitoring import read_node_latencies
+from xmrt.redis.persistence import redis_graph
+from xmrt.redis.registry import read_registry
 
 XMRT = [sys.executable, "-m", "xmrt.cli"]
 
@@ -136,8 +136,8 @@ def test_jsonl_source_reads_appended_lines(tmp_path):
 
 def test_status_command_shows_registry_agent_and_latencies(app_config, redis_client, capsys):
     from xmrt.cli import main
-    from xmrt.monitoring import PerfRecorder
-    from xmrt.registry import Registry
+    from xmrt.redis.monitoring import PerfRecorder
+    from xmrt.redis.registry import Registry
 
     Registry(app_config).record("eliza", True, 12.5)
     recorder = PerfRecorder(app_config)
@@ -157,7 +157,7 @@ def test_status_command_shows_registry_agent_and_latencies(app_config, redis_cli
 
 
 def test_a_stop_during_a_cycle_finishes_it_and_a_stop_while_waiting_for_the_lock_cancels(config, redis_client):
-    from xmrt.coordination import AgentLock
+    from xmrt.redis.coordination import AgentLock
 
     push_inbox(redis_client, config, "stopper", [proposal("s1"), proposal("s2")])
     seen = []

@@ -80,7 +80,7 @@ def test_a_taken_port_is_one_line(config, postgres_server):
 
 
 def test_the_failure_line_is_the_servers_own_error():
-    from xmrt.commands.serve import failure_line
+    from xmrt.cli.commands.serve import failure_line
 
     bind = ["2026-11-29T23:56:21Z [info     ] Waiting for application startup. [uvicorn.error] a=1",
             "2026-11-29T23:56:21Z [error    ] [Errno 98] error while attempting to bind on address "
@@ -153,7 +153,7 @@ def test_sigterm_during_a_hung_startup_stops_every_process(config, postgres_serv
 
 
 def test_the_environment_the_workers_get(config):
-    from xmrt.commands.serve import PROJECT_ROOT, load_langgraph_config, production_env
+    from xmrt.cli.commands.serve import PROJECT_ROOT, load_langgraph_config, production_env
 
     lg = load_langgraph_config(PROJECT_ROOT / "langgraph.json")
     env = production_env(lg, database_uri="postgresql://u:p@db/x", runtime_redis="redis://r:6379/1", jobs=3,
@@ -161,7 +161,7 @@ def test_the_environment_the_workers_get(config):
     assert env["LANGGRAPH_RUNTIME_EDITION"] == "pg" and env["N_JOBS_PER_WORKER"] == "3"
     assert env["LG_BG_JOB_HEARTBEAT"] == "5" and env["LG_RUNTIME_PG_AUTO_MIGRATE"] == "false"
     assert env["PG_POOL_SIZE"] == "4" and env["PG_MAX_OVERFLOW"] == "10"  # the user's value wins
-    assert json.loads(env["LANGGRAPH_AUTH"])["path"] == "xmrt.compat_runtime_pg:auth"
+    assert json.loads(env["LANGGRAPH_AUTH"])["path"] == "xmrt.compat.runtime_pg:auth"
     assert json.loads(env["LANGGRAPH_CHECKPOINTER"]) == lg["checkpointer"]
     assert json.loads(env["LANGSERVE_GRAPHS"]) == lg["graphs"]
     assert env["PYTHONPATH"].split(":")[0] == str(PROJECT_ROOT)
@@ -170,7 +170,7 @@ def test_the_environment_the_workers_get(config):
 def test_two_hosts_preparing_a_fresh_database_at_once_both_succeed(config, postgres_server):
     # A host blocked in pg_advisory_lock held a snapshot that the other host's CREATE INDEX CONCURRENTLY waited for,
     # while that host held the lock: both hung until the deadline. The lock is now polled.
-    from xmrt.commands.serve import PREPARE_CODE
+    from xmrt.cli.commands.serve import PREPARE_CODE
 
     env = {**server_env(config), "PYTHONPATH": str(ROOT), "DATABASE_URI": fresh_database(postgres_server),
            "REDIS_URI": config.runtime_redis, "LANGGRAPH_RUNTIME_EDITION": "pg", "LG_RUNTIME_PG_AUTO_MIGRATE": "false"}

@@ -77,7 +77,7 @@ def test_every_graph_runs_over_the_api_and_a_thread_resumes_after_restart(config
     assert not problems, problems
     assert results["eliza"][0]["decisions"][0]["id"] == "srv-1"
     assert results["ingest"][0]["summary"]
-    from xmrt.audit import tail
+    from xmrt.redis.audit import tail
 
     actions = {(e["action"], e["details"].get("collection")) for e in tail(200, config)}
     assert ("kb.ingest", "served") in actions and ("eliza.decision", None) in actions

@@ -75,7 +75,7 @@ def test_every_other_route_needs_a_valid_key(served):
 
 def test_auth_failures_are_audited(served):
     server, config = served
-    from xmrt.audit import tail
+    from xmrt.redis.audit import tail
 
     httpx.get(server.url + "/status", headers={"x-api-key": "wrong-key-audited"}, timeout=15)
     entries = [e for e in tail(50, config) if e["action"] == "auth.failure"]
@@ -147,7 +147,7 @@ def test_threads_belong_to_their_creator(served, redis_client):
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{config.key_prefix}:checkpoint:*", count=1000)]
     assert any(tid in k for k in keys), "the checkpoints are not in Redis"
 
-    from xmrt.audit import tail
+    from xmrt.redis.audit import tail
 
     runs = [e for e in tail(100, config) if e["action"] == "run.create" and e["details"]["thread_id"] == tid]
     assert [(e["who"], e["details"]["graph"], e["outcome"]) for e in runs] == [("alice", "echo", "requested")]
@@ -225,7 +225,7 @@ def test_dashboard_in_headless_chromium_shows_and_refreshes_live_values(served, 
     from selenium.webdriver.support.ui import WebDriverWait
 
     from xmrt.eliza import DecisionLedger
-    from xmrt.monitoring import PerfRecorder
+    from xmrt.redis.monitoring import PerfRecorder
 
     server, config = served
     from xmrt.policy import Principal

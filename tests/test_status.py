@@ -21,7 +21,7 @@ from tests.conftest import ROOT, create_config, free_port, subprocess_env
 
 @pytest.fixture
 def client(app_config):
-    from xmrt import http
+    from xmrt.server import http
 
     http._cache.clear()
     with TestClient(http.app) as c:
@@ -46,8 +46,8 @@ def test_status_and_health_with_redis_up(client, app_config):
 
 
 def test_redis_down_status_answers_200_and_health_503_quickly(monkeypatch, tmp_path):
-    from xmrt import http
     from xmrt.config import get_config
+    from xmrt.server import http
 
     dead = free_port()  # nothing listens here
     for name in list(os.environ):
@@ -93,7 +93,7 @@ def test_api_keys_are_parsed_and_validated():
 
 
 def test_key_lookup():
-    from xmrt.auth import key_user
+    from xmrt.server.auth import key_user
 
     config = create_config({"XMRT_API_KEYS": "key-aaaa1:alice"}, env_file=None)
     assert key_user(config, "key-aaaa1") == "alice"
@@ -101,7 +101,7 @@ def test_key_lookup():
 
 
 def test_audit_record_tail_and_trim(config):
-    from xmrt import audit
+    from xmrt.redis import audit
 
     small = config.with_overrides(audit_max_len=100)
     for i in range(500):
@@ -126,8 +126,8 @@ def test_audit_record_tail_and_trim(config):
 
 
 def test_cli_commands_are_audited_with_their_outcome(app_config):
-    from xmrt import audit
     from xmrt.errors import UserError
+    from xmrt.redis import audit
 
     ok = argparse.Namespace(_cmd_root="kb", _cmd_kb="export", collection="docs", verbose=0, _handler=None)
     assert audit.run_cli_command(lambda a: 0, ok) == 0
@@ -156,7 +156,7 @@ def test_cli_commands_are_audited_with_their_outcome(app_config):
 
 
 def test_serve_helpers():
-    from xmrt.commands.serve import choose_host, parse_api_url, serve_command
+    from xmrt.cli.commands.serve import choose_host, parse_api_url, serve_command
     from xmrt.errors import UserError
 
     assert parse_api_url("- \x1b[36mAPI:\x1b[0m http://127.0.0.1:2025\n") == "http://127.0.0.1:2025"
@@ -227,8 +227,8 @@ def test_xmrt_serve_dev_prints_the_real_url_when_the_port_is_taken(config, tmp_p
 
 
 def test_every_decision_and_outcome_is_audited(config):
-    from xmrt import audit
     from xmrt.eliza import DecisionLedger, Outcome
+    from xmrt.redis import audit
 
     ledger = DecisionLedger(config, "auditee")
     ledger.record([{"id": "a1", "decision": "approve", "score": 0.9, "rationale": "r"}])

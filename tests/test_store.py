@@ -9,13 +9,13 @@ import time
 import pytest
 from langgraph.store.memory import InMemoryStore
 
-from xmrt.store import RedisStore, decode_label, encode_label, ns_from_key, ns_key
+from xmrt.redis.store import RedisStore, decode_label, encode_label, item_id, ns_from_key, ns_key
 
 
 @pytest.fixture(scope="module")
 def embeddings():
     from xmrt.config import create_config
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     return get_embeddings(create_config({}, env_file=None))
 
@@ -183,7 +183,7 @@ def test_ttl_refresh_on_read_keeps_an_item_alive(stores):
     for _ in range(4):
         time.sleep(0.8)
         assert ours.get(("ttl2",), "item") is not None  # each read pushes the expiry back
-    ttl = ours.client.ttl(ours._item_key(__import__("xmrt.store").store.item_id(("ttl2",), "item")))
+    ttl = ours.client.ttl(ours._item_key(item_id(("ttl2",), "item")))
     assert 0 < ttl <= 2
 
 
@@ -204,8 +204,8 @@ def test_memories_of_the_previous_release_are_migrated_with_one_command(config, 
     import sys
 
     from tests.conftest import ROOT, subprocess_env
-    from xmrt.memory import AgentMemory
-    from xmrt.persistence import make_store
+    from xmrt.eliza.memory import AgentMemory
+    from xmrt.redis.persistence import make_store
 
     fixture = json.loads((ROOT / "tests" / "fixtures" / "store_v1.json").read_text())
     for entry in fixture["docs"]:
@@ -228,7 +228,7 @@ def test_memories_of_the_previous_release_are_migrated_with_one_command(config, 
     assert memory.recall("eliza", "m1").created_at.startswith("2026-")
     assert store.get(("alice", "notes"), "plan").value == {"text": "buy XMR"}
     assert store.get(("local", "agentstate", "eliza"), "state").value["state"]["metrics"]["decision_accuracy"] == 0.75
-    ttl = redis_client.ttl(store._item_key(__import__("xmrt.store").store.item_id(("alice", "notes"), "plan")))
+    ttl = redis_client.ttl(store._item_key(item_id(("alice", "notes"), "plan")))
     assert 0 < ttl <= 3600
     gone = subprocess.run([*cmd, "--delete-old"], cwd=ROOT, env=subprocess_env(config), capture_output=True,
                           text=True, timeout=300)  # a second run (idempotent), then the old keys go

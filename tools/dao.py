@@ -36,7 +36,7 @@ def _key(kind: str, principal: Principal | None = None) -> str:
 
 
 def _append(kind: str, record: dict[str, Any]) -> int:
-    from xmrt.clients import redis_client
+    from xmrt.redis.clients import redis_client
 
     key = _key(kind)
     pipe = redis_client(services.config()).pipeline(transaction=True)
@@ -48,7 +48,7 @@ def _append(kind: str, record: dict[str, Any]) -> int:
 
 def list_records(kind: str, n: int = 20, principal: Principal | None = None) -> list[dict[str, Any]]:
     """The newest ``n`` records of ``tasks`` or ``applications``, newest last."""
-    from xmrt.clients import redis_client
+    from xmrt.redis.clients import redis_client
 
     return [json.loads(v) for v in redis_client(services.config()).lrange(_key(kind, principal), -n, -1)]
 

@@ -13,8 +13,8 @@ from typing import Any
 from langchain_core.tools import tool
 from langgraph.prebuilt import ToolRuntime
 
+from xmrt.eliza.memory import AgentMemory, shared_memory
 from xmrt.errors import UserError
-from xmrt.memory import AgentMemory, shared_memory
 from xmrt.policy import current_principal
 
 DEFAULT_AGENT = "eliza"

@@ -89,7 +89,7 @@ def setup(force: bool = False) -> None:
 def _build_embedding_model() -> None:
     """Build the default int8 ONNX embedding model from the shipped MiniLM weights (cached; else built on first use)."""
     _say("building the int8 ONNX embedding model from the local MiniLM weights (cached per machine)")
-    code = ("from xmrt.config import create_config; from xmrt.embeddings import build_local_engine; "
+    code = ("from xmrt.config import create_config; from xmrt.llm.embeddings import build_local_engine; "
             "print(build_local_engine(create_config()) or 'no ONNX engine configured')")
     proc = subprocess.run([str(_venv_python()), "-c", code], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -13,7 +13,7 @@ Redis selection:
 ``REDIS_DB`` must be 0: RediSearch only indexes database 0, and the checkpointer and the
 store both need RediSearch. Use ``XMRT_KEY_PREFIX`` to keep deployments apart instead.
 
-The production server (``xmrt serve``, see xmrt/commands/serve.py) also needs Postgres, for its threads, runs
+The production server (``xmrt serve``, see xmrt/cli/commands/serve.py) also needs Postgres, for its threads, runs
 and task queue:
 
 * ``DATABASE_URI`` set: that server is used (``postgresql://user:password@host:5432/db``), nothing is started.

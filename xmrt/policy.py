@@ -1,7 +1,7 @@
 """The one access policy: who is asking, whose data they reach, and which files they may make the system read.
 
-Every entry point goes through here: the served API's gate and auth handlers (:mod:`xmrt.gate`,
-:mod:`xmrt.auth`), the graphs' nodes and tools (through the run's config), and the knowledge base's
+Every entry point goes through here: the served API's gate and auth handlers (:mod:`xmrt.server.gate`,
+:mod:`xmrt.server.auth`), the graphs' nodes and tools (through the run's config), and the knowledge base's
 source resolver (:func:`xmrt.kb.sources.resolve_source`).
 
 **Principal.** A run or request is made by a :class:`Principal`:

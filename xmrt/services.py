@@ -9,7 +9,7 @@ another configuration wraps the call in ``with use_config(config):``.
 * :func:`config`: the process configuration (or the one :func:`use_config` installed for this context).
 * :func:`embeddings`: the configured embedding model (loaded once).
 * :func:`knowledge_index`: a knowledge-base collection's index, cached and reopened when it went stale.
-* :func:`redis`: the shared Redis client (:func:`xmrt.clients.redis_client`).
+* :func:`redis`: the shared Redis client (:func:`xmrt.redis.clients.redis_client`).
 * :func:`ledger`: an agent's decision ledger on the shared Redis client.
 * :func:`agent_memory`: an agent's long-term memory on the run's store.
 """
@@ -27,8 +27,8 @@ from xmrt.config import Config, get_config
 
 if TYPE_CHECKING:
     from xmrt.eliza import DecisionLedger
+    from xmrt.eliza.memory import AgentMemory
     from xmrt.kb.index import KnowledgeIndex
-    from xmrt.memory import AgentMemory
     from xmrt.policy import Principal
 
 #: Open collections kept per process (the least recently used one is dropped beyond it).
@@ -58,7 +58,7 @@ def use_config(cfg: Config) -> Iterator[Config]:
 
 def embeddings(cfg: Config | None = None) -> Any:
     """The configured embedding model, loaded once per process (``embed_query``, ``embed_documents``)."""
-    from xmrt.embeddings import get_embeddings
+    from xmrt.llm.embeddings import get_embeddings
 
     return get_embeddings(cfg or config())
 
@@ -111,7 +111,7 @@ def knowledge_index(collection: str, cfg: Config | None = None, *, create: bool 
 
 def redis() -> Any:
     """The process's shared sync Redis client for the configuration (one timeout and retry policy)."""
-    from xmrt.clients import redis_client
+    from xmrt.redis.clients import redis_client
 
     return redis_client(config())
 
@@ -125,6 +125,6 @@ def ledger(agent_id: str, principal: Principal | None = None) -> DecisionLedger:
 
 def agent_memory(store: Any = None, principal: Principal | None = None) -> AgentMemory:
     """Long-term memory on ``store`` (the run's store; None opens the configured one), in ``principal``'s scope."""
-    from xmrt.memory import AgentMemory
+    from xmrt.eliza.memory import AgentMemory
 
     return AgentMemory(config(), store=store, principal=principal)

@@ -24,7 +24,7 @@ def build(out: Path) -> Path:
     """Write the documents and copy the questions into ``out``; returns it."""
     from pydoc_data.topics import topics
 
-    from xmrt.commands.eval_answers import normalize
+    from xmrt.cli.commands.eval_answers import normalize
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = []

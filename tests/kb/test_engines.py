@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from xmrt.config import ConfigError, create_config
-from xmrt.embeddings import embedding_model_id, get_embeddings
 from xmrt.errors import UserError
 from xmrt.kb.calibration import calibrate, pseudo_query
 from xmrt.kb.index import KnowledgeIndex
+from xmrt.llm.embeddings import embedding_model_id, get_embeddings
 
 TEXTS = [
     "Spending above 100 XMR needs a governance vote of token holders.",

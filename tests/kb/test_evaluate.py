@@ -124,7 +124,7 @@ def test_evaluate_end_to_end_with_cache_and_cleanup(config, tmp_path, capfd):
     assert result["modes"]["semantic"]["ndcg@10"] > 0.8
     assert "eval-e2e" not in KnowledgeIndex.list_collections(config)
     assert "embedding corpus" in capfd.readouterr().err  # the tqdm progress bar, on stderr
-    from xmrt.embeddings import embedding_cache_id
+    from xmrt.llm.embeddings import embedding_cache_id
 
     cache = embedding_cache_path(config, embedding_cache_id(config), load_beir(root).corpus_sha256)
     assert cache.is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,8 +86,10 @@ def test_module_tools_read_the_configuration_lazily(kb, monkeypatch):
 
 def test_importing_the_modules_does_no_io(tmp_path):
     data = tmp_path / "never-created"
-    code = "import tools.knowledge, graphs.ingest, nodes.ingest, xmrt.commands.kb, xmrt.kb.stats, xmrt.kb.transfer"
-    env = {"XMRT_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    code = ("import tools.knowledge, graphs.ingest, nodes.ingest, xmrt.cli.commands.kb, xmrt.kb.stats, "
+            "xmrt.kb.transfer")
+    env = {"XMRT_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout, not whichever one is installed
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(tmp_path),
                    capture_output=True)
     assert not data.exists()

@@ -10,7 +10,7 @@ import sys
 import time
 
 from xmrt.config import get_config
-from xmrt.runner import SystemRunner
+from xmrt.eliza.runner import SystemRunner
 
 agent, seconds, ttl = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 wait = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0

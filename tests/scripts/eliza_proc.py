@@ -10,7 +10,7 @@ import sys
 from graphs.eliza import builder
 from nodes.models import scripted_model
 from tests.fakes import ScriptedChat, sleep_on
-from xmrt.persistence import redis_graph
+from xmrt.redis.persistence import redis_graph
 
 graph = redis_graph(builder)
 config = {"configurable": {"thread_id": "eliza:killed"}}

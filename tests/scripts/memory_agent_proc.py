@@ -11,7 +11,7 @@ import sys
 from graphs.memory_agent import builder
 from nodes.models import scripted_model
 from tests.fakes import ScriptedChat, sleep_on
-from xmrt.persistence import redis_graph
+from xmrt.redis.persistence import redis_graph
 
 mode, thread = sys.argv[1], sys.argv[2]
 graph = redis_graph(builder)

@@ -104,7 +104,7 @@ def corpus_embeddings(config: Config, dataset: BeirDataset, *, progress: bool = 
     Returns:
         ``(matrix, cached)``: one float32 row per passage in corpus order, and whether it came from the cache.
     """
-    from xmrt.embeddings import embedding_cache_id, get_embeddings
+    from xmrt.llm.embeddings import embedding_cache_id, get_embeddings
 
     path = embedding_cache_path(config, embedding_cache_id(config), dataset.corpus_sha256)
     if path.is_file():

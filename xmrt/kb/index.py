@@ -21,18 +21,17 @@ BM25 file is rebuilt from Chroma's texts.
 
 ``search`` runs in three modes: ``semantic`` (cosine similarity), ``bm25`` and ``hybrid`` (the two fused, see
 :mod:`xmrt.kb.fusion`), with metadata filters and optional maximal-marginal-relevance diversification.
+
+**Modules.** This one opens a collection and keeps its lexical index in step; :mod:`xmrt.kb.index_writes` and
+:mod:`xmrt.kb.index_search` hold the writes and the reads/search of :class:`KnowledgeIndex`; :mod:`xmrt.kb.hits`
+the :class:`Hit` type, name and filter checks and the settings.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
-import re
-import shutil
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,144 +40,28 @@ import numpy as np
 from xmrt.config import Config
 from xmrt.errors import UserError
 from xmrt.kb.coordination import RESERVED_PREFIX, ChromaLease
-from xmrt.kb.fusion import DEFAULT_FUSION, FusionParams, fuse
+from xmrt.kb.fusion import DEFAULT_FUSION, FusionParams
+from xmrt.kb.hits import (  # noqa: F401 - Hit, MODEL_KEY and SEARCH_MODES are imported from here too
+    CHUNK_GEN_KEY,
+    GEN_KEY,
+    HNSW_CONFIG,
+    MODEL_KEY,
+    RECONCILE_SECONDS,
+    SEARCH_MODES,
+    TOMBSTONES,
+    WRITE_WAIT,
+    Hit,
+    _chunks,
+    validate_collection_name,
+)
+from xmrt.kb.index_search import _Search
+from xmrt.kb.index_writes import _Writes
 from xmrt.kb.lexical import BM25Index
 
 log = logging.getLogger(__name__)
 
-SEARCH_MODES = ("semantic", "bm25", "hybrid")
-#: Collection metadata key holding the embedding model id.
-MODEL_KEY = "embedding_model"
-#: HNSW settings of new collections. ef_search 100 keeps recall@100 of the HNSW search close to exact search.
-HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 100, "max_neighbors": 16}
-#: Candidates each retriever contributes to a hybrid search (at least; more when k or fetch_k is larger).
-HYBRID_CANDIDATES = 100
-#: Texts embedded per call when upsert has to embed.
-EMBED_BATCH = 256
-#: Collection metadata key: the lexical generation of the last committed write.
-GEN_KEY = "lexical_generation"
-#: Chunk metadata key: the lexical generation that wrote the chunk (hidden from callers).
-CHUNK_GEN_KEY = "xmrt_lexgen"
-#: Hidden collection of deleted ids per (collection, generation).
-TOMBSTONES = RESERVED_PREFIX + "tombstones"
-#: Seconds between two comparisons of the chunk counts of Chroma and the local BM25 index.
-RECONCILE_SECONDS = 5.0
-#: Seconds a writer waits for another writer of the same collection (the lease holder) to finish.
-WRITE_WAIT = 3600.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
-
-def validate_collection_name(name: str) -> str:
-    """Check a collection name against Chroma's rules; returns it, or raises UserError naming the problem."""
-    if not isinstance(name, str) or not name:
-        raise UserError("collection name is empty")
-    if not 3 <= len(name) <= 512:
-        raise UserError(f"collection name {name!r} must be 3 to 512 characters long (it has {len(name)})")
-    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
-    if bad:
-        raise UserError(f"collection name {name!r} may hold only letters, digits, '.', '_' and '-' (not {bad!r})")
-    if not _NAME.match(name):
-        raise UserError(f"collection name {name!r} must start and end with a letter or digit")
-    if ".." in name:
-        raise UserError(f"collection name {name!r} must not contain '..'")
-    if name.startswith(RESERVED_PREFIX):
-        raise UserError(f"collection names starting with {RESERVED_PREFIX!r} are reserved for the knowledge base")
-    return name
-
-
-def _strip(meta: dict | None) -> dict:
-    out = dict(meta or {})
-    out.pop(CHUNK_GEN_KEY, None)
-    return out
-
-
-@dataclass
-class Hit:
-    """One search result.
-
-    Attributes:
-        id: Chunk id.
-        text: Chunk text.
-        metadata: Chunk metadata as stored.
-        score: The mode's score, higher is better: cosine similarity (semantic), BM25 (bm25) or fused (hybrid).
-        dense_score: Cosine similarity to the query, when known.
-        bm25_score: BM25 score, when known (0.0 means no query term occurs in the chunk).
-        dense_rank: 1-based rank in the dense candidate list, None when not in it.
-        bm25_rank: 1-based rank in the BM25 candidate list, None when not in it.
-    """
-
-    id: str
-    text: str
-    metadata: dict
-    score: float
-    dense_score: float | None = None
-    bm25_score: float | None = None
-    dense_rank: int | None = None
-    bm25_rank: int | None = None
-    extra: dict = field(default_factory=dict, repr=False)
-
-
-def _combine_where(where: dict | None, file_type: str | None, kind: str | None, source: str | None) -> dict | None:
-    clauses: list[dict] = []
-    if where:
-        clauses.append(where)
-    if file_type:
-        clauses.append({"file_type": file_type.lstrip(".")})
-    if kind:
-        clauses.append({"kind": kind})
-    if source:
-        clauses.append({"source": source})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-def _clean_metadata(meta: dict | None) -> dict | None:
-    if not meta:
-        return None
-    clean = {k: v for k, v in meta.items() if v is not None}
-    return clean or None
-
-
-_TORCH_THREADS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Run the body with torch limited to one intra-op thread, restoring the previous count afterwards."""
-    import torch
-
-    with _TORCH_THREADS_LOCK:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
-
-
-_QUERY_POOL = None
-_QUERY_POOL_LOCK = threading.Lock()
-
-
-def _query_pool():
-    """One process-wide worker thread pool that embeds hybrid queries (created on first use, not at import)."""
-    global _QUERY_POOL
-    with _QUERY_POOL_LOCK:
-        if _QUERY_POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _QUERY_POOL = ThreadPoolExecutor(2, thread_name_prefix="kb-query-embed")
-        return _QUERY_POOL
-
-
-def _chunks(items: Sequence, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class KnowledgeIndex:
+class KnowledgeIndex(_Writes, _Search):
     """One knowledge-base collection: Chroma vectors plus a BM25 index, kept in step.
 
     Args:
@@ -192,8 +75,8 @@ class KnowledgeIndex:
     """
 
     def __init__(self, config: Config, collection: str = "default", *, fusion: FusionParams = DEFAULT_FUSION) -> None:
-        from xmrt.embeddings import embedding_model_id
         from xmrt.kb.chroma import chroma_client
+        from xmrt.llm.embeddings import embedding_model_id
 
         self.config = config
         self.name = validate_collection_name(collection)
@@ -245,7 +128,7 @@ class KnowledgeIndex:
         from dataclasses import replace
 
         from xmrt.config import EMBEDDING_ENGINES
-        from xmrt.embeddings import embedding_model_id, engine_of_model_id
+        from xmrt.llm.embeddings import embedding_model_id, engine_of_model_id
 
         engine = engine_of_model_id(built_with)
         if self.config.embedding_engine is None and engine in EMBEDDING_ENGINES:
@@ -386,396 +269,6 @@ class KnowledgeIndex:
             return max(1, min(5000, int(self._client.get_max_batch_size())))
         except Exception:  # older servers do not report it
             return 1000
-
-    # -- writes ----------------------------------------------------------------------------------------------
-
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        """Embed texts with the configured model, in batches."""
-        from xmrt.embeddings import get_embeddings
-
-        model = get_embeddings(self.config)
-        vectors: list[list[float]] = []
-        for batch in _chunks(list(texts), EMBED_BATCH):
-            vectors.extend(model.embed_documents(batch))
-        return vectors
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed one query with the configured model.
-
-        A local model runs the query on one torch thread: a query is a few tokens, so intra-op parallelism buys
-        nothing, and on a busy 2-core machine two threads waiting on each other made the p50 10x slower
-        (measured 236 ms with 2 threads against 17 ms with 1; see BENCHMARKS.md).
-        """
-        from xmrt.embeddings import embedding_engine, get_embeddings
-
-        model = get_embeddings(self.config)
-        if embedding_engine(self.config) != "torch":  # OpenAI, or ONNX (its query session has one thread)
-            return model.embed_query(text)
-        with _one_torch_thread():
-            return model.embed_query(text)
-
-    def upsert(
-        self,
-        ids: Sequence[str],
-        texts: Sequence[str],
-        metadatas: Sequence[dict | None] | None = None,
-        embeddings: Sequence[Sequence[float]] | None = None,
-    ) -> None:
-        """Add or replace chunks in Chroma and in the BM25 index.
-
-        Args:
-            ids: Chunk ids; a repeated id keeps its last occurrence.
-            texts: Chunk texts.
-            metadatas: Scalar metadata per chunk (None values are dropped), or None.
-            embeddings: Precomputed vectors from the same model; embedded in batches when None.
-        """
-        n = len(ids)
-        metadatas = list(metadatas) if metadatas is not None else [None] * n
-        if len(texts) != n or len(metadatas) != n or (embeddings is not None and len(embeddings) != n):
-            raise UserError("upsert needs as many texts, metadatas and embeddings as ids")
-        if n == 0:
-            return
-        last = {doc_id: i for i, doc_id in enumerate(ids)}
-        keep = sorted(last.values())
-        ids = [str(ids[i]) for i in keep]
-        texts = [texts[i] for i in keep]
-        metas = [_clean_metadata(metadatas[i]) for i in keep]
-        if embeddings is None:
-            vectors = self.embed_documents(texts)
-        else:
-            vectors = [list(map(float, embeddings[i])) for i in keep]
-        with self.writing("upsert"), self._lock:
-            gen, _ = self._next_generation()
-            metas = [{**(m or {}), CHUNK_GEN_KEY: gen} for m in metas]
-            page = self._page_size()
-            for start in range(0, len(ids), page):
-                end = start + page
-                self._collection.upsert(
-                    ids=ids[start:end], documents=texts[start:end], metadatas=metas[start:end],
-                    embeddings=vectors[start:end],
-                )
-            in_step = self._bm25.sync_marker() == gen - 1
-            self._bm25.add(ids, texts, marker=gen if in_step else None)
-            self._commit_generation(gen)
-
-    def delete(self, ids: Sequence[str]) -> None:
-        """Remove chunks from Chroma and from the BM25 index (unknown ids are ignored)."""
-        ids = list(dict.fromkeys(str(i) for i in ids))
-        if not ids:
-            return
-        import json
-
-        with self.writing("delete"), self._lock:
-            gen, _ = self._next_generation()
-            for batch in _chunks(ids, self._page_size()):
-                self._collection.delete(ids=batch)
-            self._tombstones().upsert(ids=[f"{self._collection.id}:{gen}"], documents=[json.dumps(ids)],
-                                      metadatas=[{"collection": str(self._collection.id), "gen": gen}],
-                                      embeddings=[[0.0]])
-            in_step = self._bm25.sync_marker() == gen - 1
-            self._bm25.delete(ids, marker=gen if in_step else None)
-            self._commit_generation(gen)
-
-    def drop(self) -> None:
-        """Delete the whole collection and its BM25 index."""
-        from chromadb.errors import NotFoundError
-
-        with self._lock:
-            try:
-                self._client.delete_collection(self.name)
-            except (NotFoundError, ValueError):
-                pass
-            with contextlib.suppress(Exception):  # housekeeping: the tombstones of this collection id
-                self._tombstones().delete(where={"collection": str(self._collection.id)})
-            self._bm25.close()
-            shutil.rmtree(self._bm25.path, ignore_errors=True)
-
-    # -- reads -----------------------------------------------------------------------------------------------
-
-    def count(self) -> int:
-        """Number of chunks in the collection."""
-        return self._collection.count()
-
-    def get(
-        self,
-        *,
-        ids: Sequence[str] | None = None,
-        where: dict | None = None,
-        include_embeddings: bool = False,
-        limit: int | None = None,
-    ) -> dict[str, list]:
-        """Fetch chunks by id and/or metadata filter, paging through Chroma.
-
-        Returns:
-            ``{"ids", "documents", "metadatas"}`` (plus ``"embeddings"`` as lists of floats when asked).
-        """
-        include = ["documents", "metadatas"] + (["embeddings"] if include_embeddings else [])
-        out: dict[str, list] = {"ids": [], "documents": [], "metadatas": []}
-        if include_embeddings:
-            out["embeddings"] = []
-
-        def take(batch: dict) -> None:
-            out["ids"].extend(batch["ids"])
-            out["documents"].extend(batch["documents"] or [None] * len(batch["ids"]))
-            out["metadatas"].extend(_strip(m) for m in (batch["metadatas"] or [None] * len(batch["ids"])))
-            if include_embeddings:
-                out["embeddings"].extend([float(x) for x in e] for e in batch["embeddings"])
-
-        page = self._page_size()
-        if ids is not None:
-            for chunk in _chunks(list(dict.fromkeys(ids)), page):
-                take(self._collection.get(ids=list(chunk), where=where, include=include))
-                if limit is not None and len(out["ids"]) >= limit:
-                    break
-        else:
-            offset = 0
-            while limit is None or offset < limit:
-                size = page if limit is None else min(page, limit - offset)
-                batch = self._collection.get(where=where, limit=size, offset=offset, include=include)
-                if not batch["ids"]:
-                    break
-                take(batch)
-                offset += len(batch["ids"])
-                if len(batch["ids"]) < size:
-                    break
-        if limit is not None:
-            for key in out:
-                out[key] = out[key][:limit]
-        return out
-
-    def search(
-        self,
-        query: str,
-        k: int = 5,
-        mode: str = "hybrid",
-        *,
-        source_glob: str | None = None,
-        file_type: str | None = None,
-        kind: str | None = None,
-        where: dict | None = None,
-        mmr: bool = False,
-        fetch_k: int | None = None,
-        mmr_lambda: float = 0.5,
-        query_embedding: Sequence[float] | None = None,
-    ) -> list[Hit]:
-        """Search the collection.
-
-        Args:
-            query: The query text.
-            k: Number of hits.
-            mode: ``semantic``, ``bm25`` or ``hybrid``.
-            source_glob: Keep chunks whose ``source`` matches this fnmatch pattern (``*`` also crosses ``/``).
-            file_type: Keep chunks of this file type (extension without dot).
-            kind: Keep chunks of this kind (``text``, ``code``, ``signature``).
-            where: An extra Chroma metadata filter, combined with the others by ``$and``.
-            mmr: Diversify the k hits by maximal marginal relevance over the candidates' embeddings.
-            fetch_k: Candidates per retriever (default: 100 for hybrid, 4k with MMR, else k).
-            mmr_lambda: MMR trade-off: 1 is pure relevance, 0 pure diversity.
-            query_embedding: A precomputed query vector (skips embedding the query).
-
-        Returns:
-            Up to k hits, best first, each with metadata and score.
-
-        Raises:
-            UserError: Bad mode, k or mmr_lambda.
-        """
-        if mode not in SEARCH_MODES:
-            raise UserError(f"search mode {mode!r} must be one of {', '.join(SEARCH_MODES)}")
-        if not isinstance(k, int) or k < 1:
-            raise UserError(f"k={k!r} must be a positive integer")
-        if not 0.0 <= mmr_lambda <= 1.0:
-            raise UserError(f"mmr_lambda={mmr_lambda} must be within [0, 1]")
-        if fetch_k is not None and fetch_k < 1:
-            raise UserError(f"fetch_k={fetch_k} must be a positive integer")
-        exact_source = None
-        if source_glob and not _GLOB_CHARS.search(source_glob):
-            exact_source, source_glob = source_glob, None
-        where_all = _combine_where(where, file_type, kind, exact_source)
-        n_cand = max(k, fetch_k or 0, (4 * k if mmr else 0), HYBRID_CANDIDATES if mode == "hybrid" else 0)
-
-        # A hybrid search embeds the query on a worker thread while BM25 ranks (onnxruntime and SQLite release
-        # the GIL), so the two costs overlap instead of adding up.
-        pending = None
-        qvec = None
-        if mode != "bm25":
-            if query_embedding is not None:
-                qvec = np.asarray(query_embedding, np.float32)
-            elif mode == "hybrid":
-                pending = _query_pool().submit(self.embed_query, query)
-            else:
-                qvec = np.asarray(self.embed_query(query), np.float32)
-        dense: list[Hit] = []
-        lexical: list[Hit] = []
-        try:
-            if mode != "semantic":
-                self.refresh_lexical()  # see every committed write, from any machine, before ranking by BM25
-                lexical = self._lexical(query, n_cand, where_all, source_glob)
-            if pending is not None:
-                qvec = np.asarray(pending.result(), np.float32)
-                pending = None
-            if mode in ("semantic", "hybrid"):
-                dense = self._dense(qvec, n_cand, where_all, source_glob)
-        except ValueError as exc:  # chromadb rejects a malformed where filter with ValueError subclasses
-            if where_all is None:
-                raise
-            raise UserError(f"invalid metadata filter {where_all!r}: {exc}".splitlines()[0]) from None
-        finally:
-            if pending is not None:  # an error before the embedding was awaited: let it finish unobserved
-                pending.cancel()
-
-        if mode == "semantic":
-            candidates = dense
-        elif mode == "bm25":
-            candidates = lexical
-        else:
-            candidates = self._hybrid(query, qvec, dense, lexical, n_cand)
-        if mmr and candidates:
-            if qvec is None:  # bm25 ranked the candidates; MMR measures relevance to the query's embedding
-                qvec = np.asarray(self.embed_query(query), np.float32)
-            hits = self._mmr(candidates, k, mmr_lambda, qvec)
-        else:
-            hits = candidates[:k]
-        return self._fill(hits)
-
-    def _fill(self, hits: list[Hit]) -> list[Hit]:
-        """Fetch text and metadata for hits that were ranked on ids and scores alone."""
-        if not hits:
-            return hits
-        got = self._collection.get(ids=[h.id for h in hits], include=["documents", "metadatas"])
-        found = {i: (d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
-        for hit in hits:
-            if hit.id in found:
-                doc, meta = found[hit.id]
-                hit.text, hit.metadata = doc or "", _strip(meta)
-        return [h for h in hits if h.id in found]  # a chunk deleted meanwhile is not returned
-
-    # -- retrievers ------------------------------------------------------------------------------------------
-
-    def _dense(self, qvec: np.ndarray, n: int, where: dict | None, glob: str | None) -> list[Hit]:
-        total = self._collection.count()
-        if total == 0:
-            return []
-        want = n
-        fetch = min(total, n if glob is None else max(4 * n, 100))
-        while True:
-            res = self._collection.query(
-                query_embeddings=[qvec], n_results=fetch, where=where,
-                include=["distances"] + (["metadatas"] if glob is not None else []),
-            )
-            ids = res["ids"][0]
-            hits = []
-            for i, doc_id in enumerate(ids):
-                if glob is not None:
-                    meta = dict(res["metadatas"][0][i] or {})
-                    if not fnmatch.fnmatchcase(str(meta.get("source", "")), glob):
-                        continue
-                sim = 1.0 - float(res["distances"][0][i])
-                hits.append(Hit(doc_id, "", {}, sim, dense_score=sim))
-            if len(hits) >= want or len(ids) < fetch or fetch >= total:
-                break
-            fetch = min(total, fetch * 4)
-        hits = hits[:want]
-        for rank, hit in enumerate(hits, 1):
-            hit.dense_rank = rank
-        return hits
-
-    def _lexical(self, query: str, n: int, where: dict | None, glob: str | None) -> list[Hit]:
-        docs, scores = self._bm25.score_all(query)
-        positive = scores > 0
-        docs, scores = docs[positive], scores[positive]
-        if not len(docs):
-            return []
-        if where is None and glob is None:
-            ranked = self._bm25.rank(docs, scores, n)
-            return self._materialise(ranked, n, None, None)
-        ranked = self._bm25.rank(docs, scores)  # every match, best first; filtered page by page
-        return self._materialise(ranked, n, where, glob)
-
-    def _materialise(self, ranked: list[tuple[str, float]], n: int, where: dict | None, glob: str | None) -> list[Hit]:
-        if where is None and glob is None:
-            return [Hit(i, "", {}, score, bm25_score=score, bm25_rank=r) for r, (i, score) in enumerate(ranked[:n], 1)]
-        hits: list[Hit] = []
-        step = max(4 * n, 500)
-        include = ["metadatas"] if glob is not None else []
-        for start in range(0, len(ranked), step):
-            part = ranked[start : start + step]
-            got = self._collection.get(ids=[i for i, _ in part], where=where, include=include)
-            metas = got.get("metadatas") or [None] * len(got["ids"])
-            found = dict(zip(got["ids"], metas, strict=True))
-            for doc_id, score in part:
-                if doc_id not in found:
-                    continue
-                if glob is not None and not fnmatch.fnmatchcase(str((found[doc_id] or {}).get("source", "")), glob):
-                    continue
-                hits.append(Hit(doc_id, "", {}, score, bm25_score=score, bm25_rank=len(hits) + 1))
-                if len(hits) >= n:
-                    return hits
-        return hits
-
-    def _hybrid(self, query: str, qvec: np.ndarray, dense: list[Hit], lexical: list[Hit], depth: int) -> list[Hit]:
-        by_id: dict[str, Hit] = {}
-        for hit in dense:
-            by_id[hit.id] = hit
-        for hit in lexical:
-            if hit.id in by_id:
-                by_id[hit.id].bm25_score = hit.bm25_score
-                by_id[hit.id].bm25_rank = hit.bm25_rank
-            else:
-                by_id[hit.id] = hit
-        lexical_extra = dense_extra = None
-        if self.fusion.method == "convex":
-            missing_bm25 = [h.id for h in dense if h.bm25_score is None]
-            if missing_bm25:
-                lexical_extra = self._bm25.scores_for(query, missing_bm25)
-                for doc_id, score in lexical_extra.items():
-                    by_id[doc_id].bm25_score = score
-            missing_dense = [h.id for h in lexical if h.dense_score is None]
-            if missing_dense:
-                got = self._collection.get(ids=missing_dense, include=["embeddings"])
-                dense_extra = {
-                    doc_id: float(np.dot(np.asarray(vec, np.float32), qvec))
-                    for doc_id, vec in zip(got["ids"], got["embeddings"], strict=True)
-                }
-                for doc_id, score in dense_extra.items():
-                    by_id[doc_id].dense_score = score
-        fused = fuse(
-            [(h.id, h.dense_score) for h in dense],
-            [(h.id, h.bm25_score) for h in lexical],
-            self.fusion_params(),
-            dense_extra=dense_extra,
-            lexical_extra=lexical_extra,
-            depth=depth,
-        )
-        out = []
-        for doc_id, score in fused:
-            hit = by_id[doc_id]
-            hit.score = score
-            out.append(hit)
-        return out
-
-    def _mmr(self, candidates: list[Hit], k: int, lam: float, qvec: Any) -> list[Hit]:
-        """The k candidates chosen by maximal marginal relevance (LangChain's) over their stored embeddings."""
-        from langchain_core.vectorstores.utils import maximal_marginal_relevance
-
-        got = self._collection.get(ids=[h.id for h in candidates], include=["embeddings"])
-        vec_of = {doc_id: np.asarray(v, np.float32) for doc_id, v in zip(got["ids"], got["embeddings"], strict=True)}
-        cands = [h for h in candidates if h.id in vec_of]
-        if not cands:
-            return candidates[:k]
-        chosen = maximal_marginal_relevance(np.asarray(qvec, np.float32), [vec_of[h.id] for h in cands],
-                                            lambda_mult=lam, k=k)
-        return [cands[i] for i in chosen]
-
-    def record_shared(self, key: str, value: dict) -> None:
-        """Store a JSON record in the collection's metadata (under the write lease), for every machine to read."""
-        import json
-
-        with self.writing(f"record {key}"):
-            meta = self._remote_meta()
-            meta[key] = json.dumps(value, sort_keys=True)
-            self._lease.check()
-            self._collection.modify(metadata=meta)
-            self._meta_seen = meta
 
     # -- fusion calibration ----------------------------------------------------------------------------------
 

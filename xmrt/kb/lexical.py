@@ -390,12 +390,6 @@ class BM25Index:
         with self._lock:
             return [r[0] for r in self._conn.execute("SELECT id FROM docs ORDER BY doc")]
 
-    def doc_length(self, doc_id: str) -> int | None:
-        """Number of terms of one indexed document, or None when absent."""
-        with self._lock:
-            row = self._conn.execute("SELECT length FROM docs WHERE id = ?", (doc_id,)).fetchone()
-        return None if row is None else int(row[0])
-
     def document_frequency(self, term: str) -> int:
         """How many indexed documents contain ``term`` (already a token)."""
         with self._lock:

@@ -60,7 +60,7 @@ def record_ingest(config: Config, collection: str, record: dict[str, Any]) -> No
         data = _read_log(config)
         data[collection] = record
         _write_log(config, data)
-    from xmrt.audit import record as audit  # every ingest, from the CLI, the API or Python
+    from xmrt.redis.audit import record as audit  # every ingest, from the CLI, the API or Python
 
     audit("kb.ingest", outcome="ok", config=config, details={"collection": collection, **record})
 
@@ -123,10 +123,10 @@ def kb_stats(config: Config) -> dict[str, Any]:
         ``{"available", "collections", "chunks", "documents", "sources", "embedding_model", "last_ingest",
         "per_collection": [...]}``; with ``available`` False and an ``error`` when Chroma cannot be opened.
     """
-    from xmrt.embeddings import embedding_model_id
     from xmrt.kb.chroma import ChromaReadOnly, snapshot_client
     from xmrt.kb.coordination import RESERVED_PREFIX
     from xmrt.kb.index import KnowledgeIndex
+    from xmrt.llm.embeddings import embedding_model_id
 
     out: dict[str, Any] = {"embedding_model": embedding_model_id(config), "last_ingest": last_ingest(config)}
     try:

@@ -124,7 +124,7 @@ def _bad(path: Path, number: int, why: str) -> UserError:
 
 
 def _check_header(path: Path, raw: bytes, config: Config) -> dict[str, Any]:
-    from xmrt.embeddings import embedding_dims, embedding_model_id
+    from xmrt.llm.embeddings import embedding_dims, embedding_model_id
 
     try:
         header = json.loads(raw)

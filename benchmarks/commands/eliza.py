@@ -1,0 +1,319 @@
+"""``xmrt bench eliza``: the proof that the Eliza agent learns from feedback.
+
+A stream of synthetic proposals (benchmarks/proposals.py) has true outcomes that follow a hidden rule
+plus noise. In batches, each agent decides (the real Eliza graph), gets the outcomes as feedback and
+self-improves (the real self-improvement graph), all on Redis. Three agents see the same stream:
+
+* ``learning``: learns from every batch of feedback;
+* ``static``: the same agent with learning switched off (its weights stay the prior);
+* ``restarted``: learns in this process up to ``--restart-at``, then a NEW process continues from the
+  weights stored in Redis.
+
+Accuracy is measured per batch against the true outcomes (a deferral counts as wrong) and against the oracle,
+which knows the rule. The agents never see the rule; ``--rule`` picks one of several (on criteria, amount,
+category, their interactions, and one that drifts halfway) so that no single rule can be tuned for. The learning
+agent's calibration (Brier score, reliability table) and learning curve are printed from its ledger. The LLM is
+off by default (``--llm`` turns it on). ``--model-only`` runs the decision model alone, in process, over several
+streams (``--seeds``), to average out the noise of one stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from xmrt.cli import CommandTree
+
+
+def _accuracy(decisions: list[dict], truth: dict[str, bool]) -> float:
+    from xmrt.eliza import is_correct
+
+    return sum(is_correct(d["decision"], truth[d["id"]]) for d in decisions) / max(1, len(decisions))
+
+
+def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bool, use_llm: bool,
+                learning_rate: float | None = None, reflect: bool = True) -> list[float]:
+    """Decide, feed back and self-improve, batch by batch; returns the accuracy of each batch's decisions."""
+    from graphs.eliza import builder as eliza_builder
+    from graphs.self_improve import builder as improve_builder
+    from xmrt.redis.persistence import redis_graph
+
+    eliza, improve = redis_graph(eliza_builder), redis_graph(improve_builder)
+    improve_ctx: dict = {"agent_id": agent, "learn": learn, "prompt_optimizer": "off"}
+    if learning_rate is not None:
+        improve_ctx["learning_rate"] = learning_rate
+    accuracies = []
+    for i, batch in enumerate(batches):
+        truth = {p["id"]: ok for p, ok in batch}
+        out = eliza.invoke(
+            {"proposals": [p for p, _ in batch]},
+            {"configurable": {"thread_id": f"bench-{agent}-decide-{i}"}},
+            context={"agent_id": agent, "learn": learn, "use_llm": use_llm, "knowledge_k": 0, "lessons_k": 0,
+                     **({} if reflect else {"max_reflections": 0})},
+        )
+        accuracies.append(_accuracy(out["decisions"], truth))
+        improve.invoke(
+            {"outcomes": [{"id": pid, "success": ok} for pid, ok in truth.items()]},
+            {"configurable": {"thread_id": f"bench-{agent}-improve-{i}"}},
+            context=improve_ctx,
+        )
+    return accuracies
+
+
+def _stream(args: argparse.Namespace, rule: str) -> list[tuple[dict, bool, bool]]:
+    from benchmarks.proposals import generate_with_oracle
+
+    return generate_with_oracle(args.proposals, rule=rule, noise=args.noise, seed=args.seed)
+
+
+def _batches(args: argparse.Namespace, rule: str) -> list[list[tuple[dict, bool]]]:
+    stream = [(p, ok) for p, ok, _ in _stream(args, rule)]
+    return [stream[i : i + args.batch] for i in range(0, len(stream), args.batch)]
+
+
+def _continue(args: argparse.Namespace) -> int:
+    """The restarted process: continue an agent from its weights in Redis (internal)."""
+    batches = _batches(args, args.rule)[args.start_batch :]
+    accuracies = run_batches(args.agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate,
+                             reflect=not args.no_reflect)
+    print(json.dumps({"accuracies": accuracies}))
+    return 0
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
+    from xmrt.config import get_config
+    from xmrt.eliza import DecisionLedger
+
+    stream = _stream(args, rule)
+    batches = _batches(args, rule)
+    oracle = [sum(o == ok for _, ok, o in stream[i : i + args.batch]) / len(stream[i : i + args.batch])
+              for i in range(0, len(stream), args.batch)]
+    restart_batch = max(1, min(len(batches) - 1, args.restart_at // args.batch))
+    tail_batches = max(1, args.tail // args.batch)
+    started = time.perf_counter()
+    learning_agent = f"{run_id}-{rule}-learning"
+    learning = run_batches(learning_agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate,
+                           reflect=not args.no_reflect)
+    seconds_learning = time.perf_counter() - started
+    metrics = DecisionLedger(get_config(), learning_agent).metrics(window=args.batch)
+    result = {
+        "rule": rule,
+        "batches": len(batches),
+        "batch_size": args.batch,
+        "learning": learning,
+        "oracle": oracle,
+        "last_n": tail_batches * args.batch,
+        "learning_first": _mean(learning[:tail_batches]),
+        "learning_last": _mean(learning[-tail_batches:]),
+        "oracle_last": _mean(oracle[-tail_batches:]),
+        "brier_score": metrics["brier_score"],
+        "recent_brier_score": metrics["recent_brier_score"],
+        "calibration_error": metrics["calibration_error"],
+        "reliability": metrics["reliability"],
+        "learning_curve": metrics["learning_curve"],
+        "defer_rate_last": metrics["learning_curve"][-1]["defer_rate"] if metrics["learning_curve"] else None,
+        "seconds_learning": round(seconds_learning, 1),
+    }
+    result["gap_to_oracle"] = result["oracle_last"] - result["learning_last"]
+    result["rise"] = result["learning_last"] - result["learning_first"]
+    result["targets_met"] = round(result["gap_to_oracle"], 6) <= 0.05 and round(result["rise"], 6) >= 0.10
+    if args.agents == "all":
+        static = run_batches(f"{run_id}-{rule}-static", batches, learn=False, use_llm=args.llm)
+        restarted_agent = f"{run_id}-{rule}-restarted"
+        before = run_batches(restarted_agent, batches[:restart_batch], learn=True, use_llm=args.llm,
+                             learning_rate=args.learning_rate, reflect=not args.no_reflect)
+        cmd = [sys.executable, "-m", "xmrt.cli", "bench", "eliza", "--continue-agent", restarted_agent,
+               "--start-batch", str(restart_batch), "--rule", rule, "--proposals", str(args.proposals),
+               "--batch", str(args.batch), "--noise", str(args.noise), "--seed", str(args.seed)]
+        if args.learning_rate is not None:
+            cmd += ["--learning-rate", str(args.learning_rate)]
+        if args.llm:
+            cmd.append("--llm")
+        if args.no_reflect:
+            cmd.append("--no-reflect")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"the restarted process failed: {proc.stderr.strip()[-2000:]}")
+        after = json.loads(proc.stdout.strip().splitlines()[-1])["accuracies"]
+        restarted = before + after
+        result.update(static=static, restarted=restarted, restart_at_batch=restart_batch,
+                      static_last=_mean(static[-tail_batches:]), restarted_last=_mean(restarted[-tail_batches:]),
+                      restarted_first_after_restart=after[0] if after else None)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _print_rule(result: dict) -> None:
+    has_all = "static" in result
+    print(f"\nrule={result['rule']}  ({result['batches']} batches of {result['batch_size']}"
+          + (f", restart after batch {result['restart_at_batch']}" if has_all else "")
+          + f", {result['seconds']}s; learning agent {result['seconds_learning']}s)")
+    print(f"{'batch':>5}  {'oracle':>6}  {'learning':>8}  {'brier':>6}  {'defer':>5}"
+          + (f"  {'static':>8}  {'restarted':>9}" if has_all else ""))
+    curve = result["learning_curve"]
+    for i, (o, a) in enumerate(zip(result["oracle"], result["learning"], strict=True)):
+        point = curve[i] if i < len(curve) else {}
+        line = f"{i + 1:>5}  {o:>6.3f}  {a:>8.3f}  {point.get('brier') or float('nan'):>6.3f}  " \
+               f"{point.get('defer_rate') or 0.0:>5.2f}"
+        if has_all:
+            mark = "  <- new process" if i == result["restart_at_batch"] else ""
+            line += f"  {result['static'][i]:>8.3f}  {result['restarted'][i]:>9.3f}{mark}"
+        print(line)
+    n = result["last_n"]
+    print(f"last {n}: oracle {result['oracle_last']:.3f}  learning {result['learning_last']:.3f} "
+          f"(gap {result['gap_to_oracle']:+.3f}, target <= 0.05)  first {n}: {result['learning_first']:.3f} "
+          f"(rise {result['rise']:+.3f}, target >= 0.10)  -> {'met' if result['targets_met'] else 'NOT met'}")
+    if has_all:
+        gain = (result["learning_last"] - result["static_last"]) * 100
+        print(f"static {result['static_last']:.3f}  restarted {result['restarted_last']:.3f}  "
+              f"-> learning beats static by {gain:+.1f} points")
+    print(f"calibration: Brier {result['brier_score']:.3f} overall, {result['recent_brier_score']:.3f} on the last "
+          f"100; expected calibration error {result['calibration_error']:.3f}")
+    cells = [f"{row['bin']}: n={row['n']}" + (f" score {row['mean_score']:.2f} seen {row['observed']:.2f}"
+                                              if row["n"] else "") for row in result["reliability"]]
+    print("reliability: " + "  ".join(cells))
+
+
+def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: float = 0.02,
+               learning_rate: float = 0.01) -> dict:
+    """The decision model alone, in process (no graphs, Redis, reflection or LLM): decide a batch, learn, repeat.
+
+    Fast enough to average over many streams; the figures of the full runs come from the real graphs.
+    """
+    from xmrt.eliza import DecisionModel, Example, decide_from_probability, is_correct
+
+    model, seen, right, oracle = DecisionModel(), [], [], []
+    for start in range(0, len(stream), batch):
+        for proposal, ok, knows in stream[start : start + batch]:
+            example = Example.of(proposal)
+            experts = model.expert_probabilities(example)
+            decision = decide_from_probability(model.probability(example), defer_margin)
+            right.append(is_correct(decision, ok))
+            oracle.append(knows == ok)
+            seen.append((example, ok, experts))
+        model.train([(x, ok) for x, ok, _ in seen], learning_rate=learning_rate, epochs=200,
+                    expert_scores=[e for _, _, e in seen])
+    return {"first": sum(right[:100]) / 100, "last": sum(right[-100:]) / 100, "oracle": sum(oracle[-100:]) / 100,
+            "mixture": {k: round(v, 2) for k, v in model.mixture.items() if v >= 0.01}}
+
+
+def _bench_model_only(args: argparse.Namespace) -> int:
+    from benchmarks.proposals import generate_with_oracle
+
+    low, _, high = args.seeds.partition("-")
+    seeds = range(int(low), int(high or low) + 1)
+    rules = list(_rules()) if args.rule == "all" else [args.rule]
+    summary = []
+    print(f"model only, in process: {args.proposals} proposals in batches of {args.batch}, seeds {args.seeds}")
+    for rule in rules:
+        runs = [model_only(generate_with_oracle(args.proposals, rule, args.noise, seed), args.batch,
+                           learning_rate=args.learning_rate or 0.01) for seed in seeds]
+        gaps = [r["oracle"] - r["last"] for r in runs]
+        rises = [r["last"] - r["first"] for r in runs]
+        met = sum(round(g, 6) <= 0.05 and round(r, 6) >= 0.10 for g, r in zip(gaps, rises, strict=True))
+        row = {"rule": rule, "mean_gap": _mean(gaps), "max_gap": max(gaps), "mean_rise": _mean(rises),
+               "met": met, "streams": len(runs), "runs": runs}
+        summary.append(row)
+        if not args.json:
+            print(f"  {rule:<16} gap to oracle mean {row['mean_gap']:+.3f} (max {row['max_gap']:+.3f})  rise mean "
+                  f"{row['mean_rise']:+.3f}  both targets met on {met}/{len(runs)} streams")
+    if args.json:
+        print(json.dumps({"model_only": summary}))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.model_only:
+        return _bench_model_only(args)
+    if args.continue_agent:
+        args.agent = args.continue_agent
+        return _continue(args)
+    from xmrt.config import create_config, get_config
+    from xmrt.redis.server import EmbeddedRedis
+
+    base = get_config()
+    server = None
+    run_id = uuid.uuid4().hex[:6]
+    try:
+        if not base.redis_external:
+            tmp = tempfile.mkdtemp(prefix="xmrt-bench-eliza-")
+            server = EmbeddedRedis(Path(tmp) / "redis", _free_port())
+            server.start()
+            os.environ["XMRT_REDIS_PORT"] = str(server.port)
+            os.environ["XMRT_DATA_DIR"] = tmp
+        os.environ["XMRT_KEY_PREFIX"] = f"bench{run_id}"
+        get_config.cache_clear()
+        create_config()  # validate early
+        rules = list(_rules()) if args.rule == "all" else [args.rule]
+        results = []
+        for rule in rules:
+            result = _bench_rule(args, rule, run_id)
+            results.append(result)
+            if not args.json:
+                _print_rule(result)
+    finally:
+        if server is not None:
+            server.stop()
+    if args.json:
+        print(json.dumps({"results": results}))
+    elif len(results) > 1:
+        print("\nsummary (last 100 vs the oracle, and vs the first 100):")
+        for r in results:
+            print(f"  {r['rule']:<16} oracle {r['oracle_last']:.3f}  learning {r['learning_last']:.3f}  "
+                  f"gap {r['gap_to_oracle']:+.3f}  rise {r['rise']:+.3f}  Brier {r['recent_brier_score']:.3f}  "
+                  f"{'met' if r['targets_met'] else 'NOT met'}")
+    return 0
+
+
+RULE_NAMES = ("linear", "contrarian", "interaction", "amount", "category", "category_amount", "drift")
+
+
+def _rules():
+    from benchmarks.proposals import RULES
+
+    return RULES
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def register(cli: CommandTree) -> None:
+    """Add ``xmrt bench eliza``."""
+    p = cli.command("bench", "eliza", help="prove that the Eliza agent learns: accuracy per batch, 3 agents",
+                    handler=_bench, description=__doc__)
+    p.add_argument("--proposals", type=int, default=500, help="length of the proposal stream (default 500)")
+    p.add_argument("--batch", type=int, default=50, help="proposals per decide/feedback/learn batch (default 50)")
+    p.add_argument("--rule", default="linear", choices=[*RULE_NAMES, "all"],
+                   help="the hidden rule behind the true outcomes (default linear)")
+    p.add_argument("--agents", default="all", choices=["all", "learning"],
+                   help="all: the learning, static and restarted agents; learning: only the first (faster)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="the self-improvement learning rate (default: the context's, 0.01)")
+    p.add_argument("--noise", type=float, default=0.1, help="share of outcomes flipped at random (default 0.1)")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the stream")
+    p.add_argument("--restart-at", type=int, default=400, help="proposals before the restarted agent's new process")
+    p.add_argument("--tail", type=int, default=100, help="accuracy is compared over the last N proposals")
+    p.add_argument("--llm", action="store_true", help="let the LLM's verdict take part (slow offline)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--no-reflect", action="store_true", help="switch reflection off (to measure what it adds)")
+    p.add_argument("--model-only", action="store_true", help="the decision model alone, in process, averaged over "
+                   "--seeds (fast; no graphs, Redis, reflection or LLM)")
+    p.add_argument("--seeds", default="11-16", help="streams for --model-only, e.g. 11-16 (default)")
+    p.add_argument("--continue-agent", help=argparse.SUPPRESS)
+    p.add_argument("--start-batch", type=int, default=0, help=argparse.SUPPRESS)

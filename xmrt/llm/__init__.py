@@ -1,0 +1,1 @@
+"""Models: chat-model providers, the local offline model, prompted tool calling and embeddings."""

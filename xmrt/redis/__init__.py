@@ -1,0 +1,1 @@
+"""Redis infrastructure: embedded server, clients, checkpointer, store, locks, audit, metrics, registry."""
