@@ -301,7 +301,7 @@ def clear_model_cache() -> None:
     """Forget every cached chat model and loaded weights (they are freed when unused)."""
     _openai_chat.cache_clear()
     _local_chat.cache_clear()
-    from xmrt.llm.providers.weights import _load_weights
+    from xmrt.llm.weights import _load_weights
 
     _load_weights.cache_clear()
     _LOAD_SECONDS.clear()
@@ -352,7 +352,7 @@ def _build_local_chat(key: LocalModelKey) -> BaseChatModel:
     from transformers import pipeline
 
     from xmrt.llm.local import LocalChatModel
-    from xmrt.llm.providers.weights import _load_weights
+    from xmrt.llm.weights import _load_weights
 
     weights = _load_weights(key.files, key.dtype)
     pipeline_kwargs = {"max_new_tokens": key.max_new_tokens, "return_full_text": False}
