@@ -487,7 +487,8 @@ def test_redis_stopped_mid_run_fails_clearly_and_resumes(tmp_path):
         builder.add_edge("c", END)
         graph = builder.compile(checkpointer=saver)
         with pytest.raises(CheckpointStoreError) as err:
-            graph.invoke({"log": []}, _cfg("fault"))
+            # "sync": step 1's checkpoint is stored before b runs (with "async" it races b's stopping Redis)
+            graph.invoke({"log": []}, _cfg("fault"), durability="sync")
         message = str(err.value)
         assert "\n" not in message and f"127.0.0.1:{server.port}" in message and "'fault'" in message
         assert isinstance(err.value, redis.ConnectionError)

@@ -19,7 +19,8 @@ With ``XMRT_API_KEYS`` set:
 Without keys the server is a one-user, loopback-only tool: every request is the local user's.
 
 Every refusal (any 4xx answer, from here or from the API behind it) is written to the audit log with the
-user, the method and the route: ``auth.failure`` for a missing or wrong key, ``http.refused`` for the rest.
+user, the method and the route: ``auth.failure`` for a missing or wrong key, ``http.refused`` for the rest. The
+entry is written before the refusal is answered, so a client that got a 4xx finds it in the log.
 In-process loopback requests of the LangGraph SDK (``root_path`` ``/noauth``, which no client can set) pass,
 as langgraph-api's own auth middleware lets them pass.
 """
@@ -172,17 +173,22 @@ class ApiGate:
             await _audit("http.refused", user, method, path, 404, refusal)
             await _answer(scope, send, 404, refusal)
             return
-        status: list[int] = []
-        detail: list[bytes] = []
+        held: list[dict] = []  # a refusal's response start, held back until it is in the audit log
+        audited: list[bool] = []
 
         async def watch(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-            elif message["type"] == "http.response.body" and status and status[0] in AUDITED and not detail:
-                detail.append(bytes(message.get("body") or b"")[:300])
+            if message["type"] == "http.response.start" and message["status"] in AUDITED:
+                held.append(message)
+                return
+            if message["type"] == "http.response.body" and held and not audited:
+                reason = bytes(message.get("body") or b"")[:300].decode(errors="replace")
+                await _audit("http.refused", user or "anonymous", method, path, held[0]["status"],
+                             reason or f"answered {held[0]['status']}")
+                audited.append(True)
+                await send(held[0])
             await send(message)
 
         await self.app(scope, receive, watch if scope["type"] == "http" else send)
-        if status and status[0] in AUDITED:
-            reason = b"".join(detail).decode(errors="replace") or f"answered {status[0]}"
-            await _audit("http.refused", user or "anonymous", method, path, status[0], reason)
+        if held and not audited:  # the app stopped before its body: still a refusal on record
+            await _audit("http.refused", user or "anonymous", method, path, held[0]["status"],
+                         f"answered {held[0]['status']}")
