@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 
 from langchain_core.messages import (
@@ -17,11 +16,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGenerationChunk
 
-from xmrt.llm.tools import (
-    render_tool_call,
-)
-
-logger = logging.getLogger(__name__)
+from xmrt.llm.tools import render_tool_call
 
 
 def _chunk(text: str) -> ChatGenerationChunk:
