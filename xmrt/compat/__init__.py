@@ -2,7 +2,8 @@
 
 * :mod:`xmrt.compat.langgraph`: the config key that gives a compiled graph a default durability.
 * :mod:`xmrt.compat.langchain_core`: ``BaseChatModel``'s generic thread bridge for streaming.
-* :mod:`xmrt.compat.runtime_pg`: the production server's fixes to langgraph-api on langgraph-runtime-pg.
+* :mod:`xmrt.compat.runtime_pg` and :mod:`xmrt.compat.runtime_pg_app`: the production server's fixes to
+  langgraph-api on langgraph-runtime-pg (auth users, schema set-up; the served ASGI app).
 
 Each module names the versions it was tested with and refuses others with :class:`CompatError`, one line naming
 the installed and the tested versions, the first time its private API is used. Nothing here patches a dependency.

@@ -21,13 +21,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -36,32 +34,30 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from graphs.context import SelfImproveContext
-from xmrt.config import Config, get_config
-from xmrt.policy import LOCAL, Principal, request_principal
+from xmrt.config import get_config
 from xmrt.server.gate import ApiGate
+from xmrt.server.status_parts import (  # noqa: F401 - the status parts are imported from here too
+    DEFAULT_AGENT,
+    PROJECT_ROOT,
+    _cache,
+    _safe_url,
+    agents,
+    audit_part,
+    eliza_part,
+    kb_part,
+    llm_part,
+    orchestrator_part,
+    principal_of,
+    redis_client,
+    redis_part,
+    registered_graphs,
+)
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_AGENT = "eliza"
 #: Largest request body accepted by the whole server (graph API included): 1 MiB.
 MAX_BODY_BYTES = 1024 * 1024
-_clients: dict[str, redis.Redis] = {}
-_cache: dict[str, tuple[float, Any]] = {}
-
-
-def redis_client(config: Config) -> redis.Redis:
-    """A shared client with short timeouts and no retries, so a dead Redis answers fast."""
-    client = _clients.get(config.redis_url)
-    if client is None:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                      retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        _clients[config.redis_url] = client
-    return client
 
 
 async def _off_loop(fn: Callable[..., Any], *args: Any, timeout: float, default: Any) -> Any:
@@ -72,122 +68,6 @@ async def _off_loop(fn: Callable[..., Any], *args: Any, timeout: float, default:
         reason = f"timed out after {timeout:.0f}s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         log.warning("status part %s failed: %s", getattr(fn, "__name__", fn), reason)
         return default(reason)
-
-
-def _cached(name: str, ttl: float, fn: Callable[[], Any]) -> Any:
-    hit = _cache.get(name)
-    if hit and time.monotonic() - hit[0] < ttl:
-        return hit[1]
-    value = fn()
-    _cache[name] = (time.monotonic(), value)
-    return value
-
-
-# ------------------------------------------------------------------------------ blocking parts
-def registered_graphs() -> list[str]:
-    """Graph ids the server serves (``LANGSERVE_GRAPHS``, set by ``langgraph dev``), else langgraph.json's."""
-    try:
-        served = os.environ.get("LANGSERVE_GRAPHS")
-        graphs = json.loads(served) if served else json.loads((PROJECT_ROOT / "langgraph.json").read_text())["graphs"]
-    except (OSError, ValueError, KeyError):
-        return []
-    return sorted(graphs)
-
-
-def redis_part(config: Config) -> dict[str, Any]:
-    """``{connected, stats}`` of the configured Redis."""
-    from xmrt.redis.server import server_status
-
-    stats = server_status(redis_client(config))
-    return {"connected": True, "url": _safe_url(config), "stats": stats}
-
-
-def _safe_url(config: Config) -> str:
-    from xmrt.redis.server import describe
-
-    return describe(config.redis_url)
-
-
-def agents(config: Config, principal: Principal = LOCAL, limit: int = 50) -> list[str]:
-    """The principal's agent ids that have a decision ledger (SCAN, never KEYS)."""
-    from xmrt.eliza import list_agents
-
-    return list_agents(redis_client(config), config, principal, limit)
-
-
-def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, recent: int = 0,
-               principal: Principal = LOCAL) -> dict[str, Any]:
-    """An agent's metrics (and optionally its metrics history and recent decisions), in the principal's scope."""
-    from xmrt.eliza import DecisionLedger
-
-    ledger = DecisionLedger(config, agent, client=redis_client(config), principal=principal)
-    out: dict[str, Any] = {"agent": agent, "metrics": ledger.metrics()}
-    model = ledger.load_model()
-    out["model_version"] = model.version
-    out["model"] = {"version": model.version, "examples_seen": model.examples_seen,
-                    "mixture": {k: round(v, 4) for k, v in model.mixture.items()}}
-    if history:
-        out["history"] = ledger.metrics_history(history)
-    if recent:
-        decisions = ledger.all()[-recent:]
-        out["decisions"] = [
-            {k: d.get(k) for k in ("id", "title", "decision", "score", "rationale", "decided_at", "outcome", "sources")}
-            for d in reversed(decisions)
-        ]
-    return out
-
-
-def kb_part(config: Config) -> dict[str, Any]:
-    """Knowledge-base figures (cached for a few seconds: opening Chroma is the slowest part of /status)."""
-    from xmrt.kb.stats import kb_stats
-
-    return _cached(f"kb:{config.vector_store_dir}", 5.0, lambda: kb_stats(config))
-
-
-def llm_part(config: Config) -> dict[str, Any]:
-    """What the configured chat model is (no secrets, nothing loaded)."""
-    from xmrt.llm.providers import describe_llm
-
-    return describe_llm(config)
-
-
-def orchestrator_part(config: Config) -> dict[str, Any]:
-    """The orchestrator's agent registry (``<prefix>:registry``) and the recorded node latencies."""
-    client = redis_client(config)
-    try:
-        from xmrt.redis.registry import read_registry
-    except ImportError:  # older checkouts: read the hash directly
-        registry = {}
-        for k, v in client.hgetall(f"{config.key_prefix}:registry").items():
-            name = k.decode() if isinstance(k, bytes) else k
-            try:
-                registry[name] = json.loads(v)
-            except ValueError:
-                registry[name] = v.decode() if isinstance(v, bytes) else v
-    else:
-        registry = read_registry(config, client)
-    try:
-        from xmrt.redis.monitoring import read_node_latencies
-    except ImportError:  # the monitoring module is optional
-        latencies = None
-    else:
-        latencies = read_node_latencies(config, client)
-    return {"registry": registry, "latencies": latencies}
-
-
-def audit_part(config: Config, n: int = 10, principal: Principal = LOCAL) -> list[dict[str, Any]]:
-    """The latest audit entries, newest first; a tenant sees only the entries made by or for them."""
-    from xmrt.redis.audit import tail
-
-    if not principal.tenant:
-        return list(reversed(tail(n, config)))
-    own = [e for e in tail(max(n * 50, 500), config) if e.get("who") == principal.user]
-    return list(reversed(own[-n:]))
-
-
-def principal_of(request: Request, config: Config) -> Principal:
-    """Who makes a request to a custom route: the user the gate authenticated (xmrt.server.gate)."""
-    return request_principal(config, getattr(request.state, "xmrt_user", None))
 
 
 # ------------------------------------------------------------------------------ routes

@@ -200,7 +200,7 @@ def run_uvicorn(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        "xmrt.compat.runtime_pg:app", host=host, port=port, workers=workers if workers > 1 else None,
+        "xmrt.compat.runtime_pg_app:app", host=host, port=port, workers=workers if workers > 1 else None,
         lifespan="on", access_log=False, timeout_graceful_shutdown=20, proxy_headers=True,
         log_config={
             "version": 1, "incremental": False, "disable_existing_loggers": False,
