@@ -285,14 +285,12 @@ def ground_stream(pieces: Iterable[str], checker: Checker, emit: Callable[[str],
         """Check the complete sentences in ``text``; False when the model should be stopped."""
         nonlocal failed
         sentences = unique_sentences(clean(text))
-        if any(not checker.new(s) for s in sentences):
-            checker.check(sentences)
-            return False  # looping
+        looping = any(not checker.new(s) for s in sentences)
         before = len(checker.support)
         for sentence in checker.check(sentences):
             emit(sentence)
         failed += sum(1 for s in checker.support[before:] if not s["supported"])
-        return failed < max(1, max_unsupported)
+        return not looping and failed < max(1, max_unsupported)
 
     try:
         for piece in pieces:

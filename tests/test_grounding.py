@@ -148,10 +148,12 @@ def test_a_looping_stream_is_stopped_at_the_first_repeat(units, embed):
     shown: list[str] = []
 
     def looping():
+        yield "Governance proposals are voted on for seven days. "
         while True:
-            yield "The treasury holds 1,200 XMR. "
+            yield "The treasury holds 1,200 XMR. The treasury holds 1,200 XMR. "
 
     checker = Checker(QUESTION, units, embed)
     ground_stream(looping(), checker, shown.append)
-    assert shown == ["The treasury holds 1,200 XMR [1]."]
-    assert checker.result().answer == "The treasury holds 1,200 XMR [1]."
+    # A piece holding a new sentence and its repeat: the new one is shown, then the model is stopped.
+    assert shown == ["Governance proposals are voted on for seven days [2].", "The treasury holds 1,200 XMR [1]."]
+    assert checker.result().answer == " ".join(shown)
