@@ -47,6 +47,18 @@ def model_knob() -> Any:
     return knob("", "Chat model name; empty keeps the configured one (RAGLIGHT_LLM_MODEL).", le=200)
 
 
+ANSWER_STYLES = ("auto", "generate", "quote")
+
+
+def answer_style_knob() -> Any:
+    """The ``answer_style`` field: who words an answer, the model or the evidence itself."""
+    return knob("auto", "Who words the answer: 'generate' (the model writes it and only the sentences the evidence "
+                "supports are shown, else the evidence is quoted), 'quote' (the evidence sentences that best answer, "
+                "quoted with citations, no model call), or 'auto': generate with an OpenAI-compatible model, quote "
+                "with the bundled offline model (whose own sentences were right less often than the quotes; "
+                "BENCHMARKS.md).", choices=ANSWER_STYLES)
+
+
 MEMORY_AGENT_PROMPT = (
     "You are Eliza, the XMRT DAO assistant. Answer briefly and truthfully.\n"
     "Things you remember from earlier conversations:\n{memories}\n"
@@ -71,6 +83,7 @@ class MemoryAgentContext:
     max_answer_chars: int = knob(600, "Characters of the answer stored in the exchange's memory.", ge=0, le=20_000)
     remember: bool = knob(True, "Store each exchange as a new long-term memory.")
     system_prompt: str = knob(MEMORY_AGENT_PROMPT, "System prompt; {memories} is filled in.", le=PROMPT_MAX)
+    answer_style: str = answer_style_knob()
     grounded: bool = knob(True, "Show only answer sentences that what the user said (recalled memories, earlier "
                           "messages of the thread) supports; otherwise quote it, or say that nothing is remembered.")
     grounding_threshold: float = knob(0.6, "An answer sentence is shown only when at least this similar to "
@@ -278,6 +291,7 @@ class RagContext(RetrievalSettings):
         no_answer_message: The reply when nothing relevant was found.
     """
 
+    answer_style: str = answer_style_knob()
     max_history: int = knob(6, "Earlier messages shown to the question rewriter.", ge=0, le=200)
     reformulate_prompt: str = knob(RAG_REFORMULATE_PROMPT, "System prompt of the rewriter.", le=PROMPT_MAX)
     reformulate_input: str = knob(RAG_REFORMULATE_INPUT, "The rewriter's input; {history} and {question} are "

@@ -31,7 +31,8 @@ from langgraph.runtime import Runtime
 from graphs.context import AgenticRagContext, context_of
 from graphs.state import last_human_index, loop_cap, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
-from nodes.grounding import ground, passage_units, stream_answer
+from nodes.evidence import passage_units
+from nodes.grounding import ground, stream_answer
 from nodes.models import ask, ask_text, bounded_model, chat_model
 from nodes.retrieval import embedder, keep_relevant
 from xmrt import services

@@ -31,66 +31,24 @@ from typing import Any
 import numpy as np
 
 from graphs.state import message_text
-from nodes.citations import normalized, shorten, split_sentences
+from nodes.citations import normalized, split_sentences
+from nodes.evidence import (
+    DONT_KNOW,
+    Unit,
+    best_quotes,
+    cited,
+    content_words,
+    numbers,
+    quoted,
+)
 
 log = logging.getLogger(__name__)
 
 Embed = Callable[[list[str]], Any]
 
-#: Words that carry no claim (function words, and the conversational words an assistant adds around a fact).
-STOPWORDS = frozenset("""
-a about above after again against all also am an and any are as at be because been before being below between both
-but by can could did do does doing down during each few for from further had has have having he her here hers him
-his how i if in into is it its itself just let like may me might more most must my no nor not now of off on once only
-or other our ours out over own same shall she should so some such than that the their theirs them then there these
-they this those through to too under until up upon very was we were what when where which while who whom why will
-with would yes yet you your yours according based says said say answer question passage passages knowledge base
-source sources context information given provided text document documents mentioned stated states also however
-therefore thus hello hi thanks thank please sure okay ok noted remember remembered note told tell help glad happy
-""".split())
-_WORD = re.compile(r"[a-z0-9]+")
-_NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 _NOT_PROSE = re.compile(r"```|\*\*|::=|^\s*#|^\s*(?:def|class|import|returns?)\b|[{};:]\s*$", re.I)
-_NOT_QUOTABLE = re.compile(r"```|::=|^\s*#|[{};:]\s*$")  # code, grammar, headings, lead-ins to a block
-_TWO_PARTS = re.compile(r"\?.*\S.*\?|\b(?:and|or)\s+(?:who|whom|what|when|where|which|why|how)\b", re.I | re.S)
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
 _ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
-DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
 
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased content words of a text, inflections folded (``votes``, ``voted``, ``voting`` -> ``vot``)."""
-    out = set()
-    for word in _WORD.findall((text or "").lower()):
-        if word in STOPWORDS or (len(word) < 3 and not word.isdigit()):
-            continue
-        out.add(stem(word))
-    return out
-
-
-def stem(word: str) -> str:
-    """A light suffix stripper: one of -ing, -ed, -es, -s, then a final -e (``raised``, ``raises`` -> ``rais``)."""
-    if word.isdigit():
-        return word
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    return word[:-1] if word.endswith("e") and len(word) >= 4 else word
-
-
-def numbers(text: str) -> set[str]:
-    """The numbers in a text, without thousands separators or trailing dots (``1,200.`` -> ``1200``)."""
-    return {n.replace(",", "").rstrip(".") for n in _NUMBER.findall(text or "")}
-
-
-@dataclass
-class Unit:
-    """One piece of evidence: its text and the citation it gives (``[n]``, or a label such as ``memory``)."""
-
-    text: str
-    cite: str
-    whole: bool = False  # a whole passage (quoted only when it is a single sentence)
 
 
 @dataclass
@@ -106,39 +64,6 @@ class Grounded:
     def grounded(self) -> bool:
         """Whether any generated sentence survived the check."""
         return self.mode == "generated"
-
-
-_RULE = re.compile(r"[*=~^#`_-]{3,}")  # heading underlines and rules of Markdown / reStructuredText
-
-
-def prose_sentences(text: str) -> list[str]:
-    """The sentences of a document's text: lines of a paragraph joined first (hard-wrapped text), rules dropped."""
-    out = []
-    for paragraph in re.split(r"\n\s*\n", text or ""):
-        lines = [ln.strip() for ln in paragraph.splitlines() if ln.strip() and not _RULE.fullmatch(ln.strip())]
-        if not lines:
-            continue
-        if any(_LIST_START.match(ln) for ln in lines[1:]):  # a list: one item a line
-            out.extend(split_sentences("\n".join(lines)))
-        else:
-            out.extend(split_sentences(" ".join(lines)))
-    return [s for s in out if not _RULE.search(s)]
-
-
-_LIST_START = re.compile(r"^(?:[-*•]|\d+[.)])\s")
-
-
-def passage_units(passages: Sequence[dict[str, Any]]) -> list[Unit]:
-    """Each passage, and each of its sentences, as evidence citing ``[n]``."""
-    units: list[Unit] = []
-    for p in passages:
-        cite = f"[{p['n']}]"
-        whole = " ".join(_RULE.sub(" ", p.get("text") or "").split())
-        sentences = prose_sentences(p.get("text") or "")
-        if whole:
-            units.append(Unit(whole, cite, whole=len(sentences) > 1))
-        units.extend(Unit(s, cite) for s in sentences)
-    return units
 
 
 def unique_sentences(text: str) -> list[str]:
@@ -200,12 +125,12 @@ class Checker:
         self._seen: set[str] = set()
         if not self.units:
             return
-        vectors = _unit_vectors(embed, [*(u.text for u in self.units), question])
+        vectors = _unit_vectors(embed, [*(u.full for u in self.units), question])
         self.unit_v, self.q_v = vectors[:-1], vectors[-1]
         self.asked_words, self.asked_numbers = content_words(question), numbers(question)
-        self.unit_words = [content_words(u.text) for u in self.units]
+        self.unit_words = [content_words(u.full) for u in self.units]
         self.allowed_words = self.asked_words.union(*self.unit_words)
-        self.allowed_numbers = self.asked_numbers.union(*(numbers(u.text) for u in self.units))
+        self.allowed_numbers = self.asked_numbers.union(*(numbers(u.full) for u in self.units))
         self.relevant = np.zeros(len(self.units), dtype=np.float32)  # the units that best answer the question
         self.relevant[np.argsort(-(self.unit_v @ self.q_v))[:3]] = 1.0
 
@@ -265,8 +190,10 @@ class Checker:
             return Grounded(dont_know, "none", support=self.support)
         if self.kept:
             return Grounded(" ".join(self.kept), "generated",
-                            _cited(s["cite"] for s in self.support if s["supported"]), self.support)
-        return _extractive(self.question, self.units, self.unit_v, self.q_v, extract, max_chars, intro, self.support)
+                            cited(s["cite"] for s in self.support if s["supported"]), self.support)
+        chosen = best_quotes(self.question, self.units, self.unit_v, self.q_v, extract, max_chars)
+        return Grounded(f"{intro} {quoted(chosen, max_chars)}", "extractive", cited(u.cite for u in chosen),
+                        self.support)
 
 
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -330,57 +257,12 @@ def stream_checked(model: Any, messages: list, checker: Checker, emit: Callable[
         log.info("model reply %d/%d brought no sentence", attempt, attempts)
 
 
-def _extractive(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: np.ndarray, extract: int,
-                max_chars: int, intro: str, support: list[dict[str, Any]]) -> Grounded:
-    """The evidence sentences that best answer ``question``, quoted with their citations."""
-    wanted = content_words(question)
-    scored = []
-    quotable = [i for i, u in enumerate(units) if not u.whole and not _NOT_QUOTABLE.search(u.text)
-                and (_SENTENCE_END.search(u.text) or len(u.text.split()) >= 8)]  # headings are no answer
-    for i in quotable or range(len(units)):
-        unit = units[i]
-        words = content_words(unit.text)
-        overlap = len(words & wanted) / len(wanted) if wanted else 0.0
-        brevity = 0.05 if len(unit.text) > max_chars else 0.0  # prefer a sentence to a whole passage
-        scored.append((float(unit_v[i] @ q_v) + 0.5 * overlap - brevity, i))
-    chosen, seen, covered = [], set(), set()
-    two_parts = bool(_TWO_PARTS.search(question))
-    ranked = sorted(scored, reverse=True)
-    # A further quote when it answers nearly as well, or when it holds words of the question the quotes so far
-    # lack (a question of two parts) and still answers reasonably well.
-    floor = ranked[0][0] - 0.15 if ranked else 0.0
-    for score, i in ranked:
-        words = content_words(units[i].text) & wanted
-        if chosen and score < floor and not (two_parts and words - covered and score >= floor - 0.25):
-            continue
-        key = normalized(units[i].text)
-        if key in seen or any(key in s or s in key for s in seen):
-            continue
-        seen.add(key)
-        covered |= words
-        chosen.append(units[i])
-        if len(chosen) >= max(1, extract):
-            break
-    quotes = " ".join(f"“{shorten(u.text, max_chars)}” {u.cite}" if u.cite.startswith("[")
-                      else f"“{shorten(u.text, max_chars)}” ({u.cite})" for u in chosen)
-    return Grounded(f"{intro} {quotes}", "extractive", _cited(u.cite for u in chosen), support)
-
-
 def _with_cite(sentence: str, cite: str) -> str:
     """``The sentence [n].``: a passage's citation before the closing punctuation (memories are not cited)."""
     if not cite.startswith("["):
         return sentence
     body, end = (sentence[:-1], sentence[-1]) if sentence[-1:] in ".!?" else (sentence, ".")
     return f"{body.rstrip()} {cite}{end}"
-
-
-def _cited(cites) -> list[int]:
-    out: list[int] = []
-    for cite in cites:
-        match = re.fullmatch(r"\[(\d+)\]", cite or "")
-        if match and int(match.group(1)) not in out:
-            out.append(int(match.group(1)))
-    return out
 
 
 def stream_answer(runtime: Any, text: str) -> None:

@@ -10,8 +10,9 @@ from langgraph.runtime import Runtime
 
 from graphs.context import MemoryAgentContext, context_of
 from graphs.state import last_human_text, message_text
-from nodes.grounding import Checker, Unit, hidden, prose_sentences, stream_answer, stream_checked
-from nodes.models import ask_text, chat_model
+from nodes.evidence import Unit, prose_sentences
+from nodes.grounding import Checker, hidden, stream_answer, stream_checked
+from nodes.models import ask_text, chat_model, writes_answers
 from nodes.retrieval import embedder
 from xmrt import services
 from xmrt.eliza.memory import AgentMemory
@@ -64,10 +65,12 @@ def respond_with_memories(state: dict[str, Any], runtime: Runtime) -> dict[str, 
             return {"messages": [AIMessage(ctx.no_memory_message)]}
         checker = Checker(last_human_text(state["messages"]), units, embedder(), threshold=ctx.grounding_threshold,
                           min_coverage=ctx.min_coverage)
-        stream_checked(hidden(chat_model(ctx.model)), [system, *history], checker,
-                       lambda sentence: stream_answer(runtime, sentence + " "), attempts=ctx.max_attempts,
-                       max_unsupported=ctx.max_unsupported)
-        if checker.support:
+        quote = not writes_answers(ctx)
+        if not quote:
+            stream_checked(hidden(chat_model(ctx.model)), [system, *history], checker,
+                           lambda sentence: stream_answer(runtime, sentence + " "), attempts=ctx.max_attempts,
+                           max_unsupported=ctx.max_unsupported)
+        if checker.support or quote:
             result = checker.result(intro="From what I remember:", dont_know=ctx.no_memory_message)
             if not result.grounded:
                 stream_answer(runtime, result.answer)

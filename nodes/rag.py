@@ -15,8 +15,9 @@ from langgraph.runtime import Runtime
 from graphs.context import RagContext, context_of
 from graphs.state import last_human_index, last_human_text, message_text
 from nodes.citations import clean_citations, format_passages, sources_of, with_footer
-from nodes.grounding import Checker, hidden, passage_units, stream_answer, stream_checked
-from nodes.models import ask_text, bounded_model
+from nodes.evidence import passage_units
+from nodes.grounding import Checker, hidden, stream_answer, stream_checked
+from nodes.models import ask_text, bounded_model, writes_answers
 from nodes.parsing import first_line, parse_text_reply
 from nodes.retrieval import embedder, search_passages
 from xmrt import services
@@ -94,7 +95,8 @@ def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     The model's own tokens are kept off the stream. Its reply is checked sentence by sentence as it is generated
     (``stream_checked``): each supported sentence is streamed at once, and the model is stopped when it loops or
     ``max_unsupported`` of its sentences failed. When no generated sentence is supported (or the model gives
-    nothing), the answer quotes the passage sentences that best answer the question, with their citations.
+    nothing, or ``answer_style`` says quote), the answer quotes the passage sentences that best answer the
+    question, with their citations.
     """
     ctx = context_of(runtime, RagContext)
     passages = state["passages"]
@@ -104,9 +106,10 @@ def generate(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     checker = Checker(question, passage_units(passages), embedder(), threshold=ctx.grounding_threshold,
                       min_coverage=ctx.min_coverage)
     numbers = [p["n"] for p in passages]
-    stream_checked(hidden(bounded_model(ctx)), prompt, checker, lambda s: stream_answer(runtime, s + " "),
-                   attempts=ctx.max_attempts, clean=lambda text: clean_citations(text, numbers)[0],
-                   max_unsupported=ctx.max_unsupported)
+    if writes_answers(ctx):
+        stream_checked(hidden(bounded_model(ctx)), prompt, checker, lambda s: stream_answer(runtime, s + " "),
+                       attempts=ctx.max_attempts, clean=lambda text: clean_citations(text, numbers)[0],
+                       max_unsupported=ctx.max_unsupported)
     result = checker.result()
     if not result.grounded:
         stream_answer(runtime, result.answer)

@@ -36,7 +36,8 @@ from nodes.citations import (
     strip_footer,
     with_footer,
 )
-from nodes.grounding import ground, hidden, passage_units, stream_answer
+from nodes.evidence import passage_units
+from nodes.grounding import ground, hidden, stream_answer
 from nodes.models import ask_text, bounded_model
 from nodes.parsing import parse_steps, parse_text_reply, sentence_steps
 from nodes.retrieval import embedder, search_passages

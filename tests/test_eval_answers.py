@@ -61,3 +61,13 @@ def test_bad_question_files_are_named(config, folder):
     out = subprocess.run([*XMRT, "eval", "answers", str(folder)], cwd=ROOT, env=subprocess_env(config),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "questions.jsonl is missing" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["pydoc", "pydoc2"])
+def test_the_shipped_answer_sets_build_offline_and_every_question_has_its_answer_in_the_documents(tmp_path, name):
+    from benchmarks.answers.build import SETS, build
+
+    out = build(tmp_path / name, name)  # raises when an accepted answer occurs in no document
+    questions = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    assert len(questions) >= 20 and all(q["question"].strip() and q["answers"] for q in questions)
+    assert sorted(p.name for p in out.glob("*.md")) == sorted(f"{t}.md" for t in SETS[name])

@@ -6,7 +6,8 @@ import pytest
 from langchain_core.messages import AIMessage
 
 import graphs.rag as rag
-from nodes.grounding import Unit, content_words, ground, numbers, unique_sentences
+from nodes.evidence import Unit, content_words, numbers
+from nodes.grounding import ground, unique_sentences
 from nodes.models import scripted_model
 from tests.fakes import ScriptedChat
 from tests.reasoning_corpus import fill

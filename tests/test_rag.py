@@ -187,7 +187,7 @@ def test_real_local_model_answers_and_rewrites_a_follow_up(config, tmp_path):
     """SmolLM2 on an ingested corpus: structure, not wording."""
     collection = ingest(config, tmp_path / "corpus")
     graph = redis_graph(rag.builder, config)
-    context = RagContext(collection=collection, max_new_tokens=32, k=3)
+    context = RagContext(collection=collection, max_new_tokens=32, k=3, answer_style="generate")
     first = ask(graph, "How much XMR does the treasury hold?", context, "slow-rag")
     second = ask(graph, "Who approves spending it?", context, "slow-rag")
     for out in (first, second):
@@ -198,3 +198,18 @@ def test_real_local_model_answers_and_rewrites_a_follow_up(config, tmp_path):
     assert second["standalone_question"].strip()  # the model's rewrite, or the deterministic fallback
     state = graph.get_state({"configurable": {"thread_id": "slow-rag"}}).values
     assert [m.type for m in state["messages"]] == ["human", "ai", "human", "ai"] and state["reformulated"]
+
+
+@pytest.mark.usefixtures("local_llm")
+def test_with_the_offline_model_auto_quotes_the_passages_without_loading_the_model(config, tmp_path):
+    """answer_style auto: the bundled offline model does not word answers; the best passage sentence is quoted."""
+    from xmrt.llm import providers
+
+    collection = ingest(config, tmp_path / "corpus")
+    graph = redis_graph(rag.builder, config)
+    providers.clear_model_cache()
+    out = ask(graph, "How much XMR does the treasury hold?", RagContext(collection=collection, k=3), "auto-rag")
+    assert providers._local_chat.cache_info().currsize == 0  # never built, so never loaded
+    assert out["grounding"]["mode"] == "extractive"
+    assert out["final_response"].startswith("The knowledge base says: “") and "1,200 XMR" in out["final_response"]
+    assert out["sources"][0]["path"] == "docs/treasury.md"

@@ -5,7 +5,10 @@ The documents are the Python reference topics that every CPython installation sh
 identically from the interpreter. The questions (``pydoc/questions.jsonl``) were written by hand against those
 texts; every accepted answer is checked to occur in the documents.
 
-Usage: ``python benchmarks/answers/build.py OUT_DIR`` then ``xmrt eval answers OUT_DIR``.
+Usage: ``python benchmarks/answers/build.py OUT_DIR [pydoc|pydoc2|foldoc]`` then ``xmrt eval answers OUT_DIR``.
+The second set, ``pydoc2``, covers other topics. The third, ``foldoc``, is encyclopedic prose of another kind: 15
+entries of the Free On-line Dictionary of Computing (Debian ``dict-foldoc``) that answer its questions among 285
+other entries (a seeded sample), one file each; its questions were written before any answer was seen.
 """
 
 from __future__ import annotations
@@ -15,24 +18,56 @@ import shutil
 import sys
 from pathlib import Path
 
-TOPICS = ("assert", "break", "pass", "del", "lambda", "debugger", "nonlocal", "global", "return", "raise", "while",
-          "yield", "imaginary", "floating", "truth", "with", "continue", "if", "for", "try", "import", "class")
+SETS = {
+    "pydoc": ("assert", "break", "pass", "del", "lambda", "debugger", "nonlocal", "global", "return", "raise", "while",
+              "yield", "imaginary", "floating", "truth", "with", "continue", "if", "for", "try", "import", "class"),
+    # Written later, by one who had not seen how the system answers them: a check on tuning to the first set.
+    "pydoc2": ("booleans", "exceptions", "conversions", "power", "shifting", "unary", "bltin-null-object",
+               "bltin-ellipsis-object", "dynamic-features", "typesmodules", "integers", "in", "else", "lists", "dict",
+               "context-managers", "bitwise", "await"),
+}
 HERE = Path(__file__).resolve().parent
 
 
-def build(out: Path) -> Path:
-    """Write the documents and copy the questions into ``out``; returns it."""
+FOLDOC_ENTRIES = ("Altair 8800", "Ada", "Lisp", "Ethernet", "Turing Machine", "Fortran", "Smalltalk", "Prolog", "Emacs",
+                  "Perl", "Haskell", "Multics", "Mosaic", "Unix", "BASIC")
+
+
+def _pydoc_documents(name: str) -> dict[str, str]:
     from pydoc_data.topics import topics
 
+    return {f"{topic}.md": topics[topic].strip() for topic in SETS[name]}
+
+
+def _foldoc_documents(distractors: int = 285, seed: int = 15) -> dict[str, str]:
+    """The answering entries and ``distractors`` other entries of FOLDOC (seeded sample), one file each."""
+    import random
+    import re
+
+    from benchmarks.evalsets import FOLDOC_DIR, _clean_foldoc, _foldoc_entries
+
+    entries: dict[str, tuple[str, str]] = {}
+    for head, text in _foldoc_entries(FOLDOC_DIR):
+        clean = _clean_foldoc(text)
+        if len(clean.split()) >= 30 and not clean.lower().startswith("see "):
+            entries.setdefault(head.lower(), (head, clean))
+    wanted = [entries[h.lower()] for h in FOLDOC_ENTRIES]
+    others = sorted(k for k in entries if k not in {h.lower() for h in FOLDOC_ENTRIES})
+    chosen = wanted + [entries[k] for k in random.Random(seed).sample(others, distractors)]
+    return {re.sub(r"[^A-Za-z0-9]+", "_", head).strip("_") + ".md": f"# {head}\n\n{text}" for head, text in chosen}
+
+
+def build(out: Path, name: str = "pydoc") -> Path:
+    """Write the documents of set ``name`` and copy its questions into ``out``; returns it."""
     from xmrt.cli.commands.eval_answers import normalize
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = []
-    for name in TOPICS:
-        text = topics[name].strip()
-        (out / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    documents = _foldoc_documents() if name == "foldoc" else _pydoc_documents(name)
+    for file_name, text in documents.items():
+        (out / file_name).write_text(text + "\n", encoding="utf-8")
         corpus.append(normalize(text))
-    shutil.copy(HERE / "pydoc" / "questions.jsonl", out / "questions.jsonl")
+    shutil.copy(HERE / name / "questions.jsonl", out / "questions.jsonl")
     whole = " " + " ".join(corpus) + " "
     for line in (out / "questions.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
@@ -42,4 +77,4 @@ def build(out: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1] if len(sys.argv) > 1 else "pydoc-answers")))
+    print(build(Path(sys.argv[1] if len(sys.argv) > 1 else "pydoc-answers"), *sys.argv[2:3]))

@@ -100,23 +100,27 @@ def _pooling_is_mean(model_dir: Path) -> bool:
 
 
 def build_key(model_dir: Path, engine: str) -> str:
-    """The cache key of ``engine`` built from ``model_dir``: inputs' hashes, recipe and library versions."""
-    import onnxruntime
-    import torch
+    """The cache key of ``engine`` built from ``model_dir``: inputs' hashes, recipe and library versions.
 
-    try:
-        import onnx
+    The versions are read from the installed distributions' metadata: importing torch only to learn its version
+    cost a one-shot ``xmrt ask`` about 2 s.
+    """
+    from importlib.metadata import PackageNotFoundError, version
 
-        onnx_version = onnx.__version__
-    except ImportError:  # reported when the build needs it
-        onnx_version = "missing"
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # reported when the build needs it
+            return "missing"
+
+    torch_version, onnx_version, ort_version = installed("torch"), installed("onnx"), installed("onnxruntime")
     digest = hashlib.sha256()
     for name in _HASHED_FILES:
         path = model_dir / name
         if path.is_file():
             digest.update(f"{name}:{_file_digest(path)}\n".encode())
-    digest.update(f"recipe={RECIPE_VERSION} engine={engine} torch={torch.__version__} onnx={onnx_version} "
-                  f"ort={onnxruntime.__version__}".encode())
+    digest.update(f"recipe={RECIPE_VERSION} engine={engine} torch={torch_version} onnx={onnx_version} "
+                  f"ort={ort_version}".encode())
     return digest.hexdigest()[:24]
 
 

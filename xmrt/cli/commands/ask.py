@@ -42,6 +42,8 @@ def build_context(mode: str, args: argparse.Namespace, config) -> Any:
         kwargs["model"] = args.model
     if args.max_new_tokens:
         kwargs["max_new_tokens"] = args.max_new_tokens
+    if mode == "rag" and args.answer_style:
+        kwargs["answer_style"] = args.answer_style
     if mode == "rat":
         if args.reflection_steps is not None:
             kwargs["reflection_steps"] = args.reflection_steps
@@ -227,6 +229,10 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default=None, help="agentic: agent id whose memories the memory tools use")
     p.add_argument("--model", default="", help="chat model name (default: the configured one)")
     p.add_argument("--max-new-tokens", type=int, default=0, help="token limit per model reply")
+    p.add_argument("--answer-style", choices=("auto", "generate", "quote"), default=None,
+                   help="rag: who words the answer: generate (the model; only supported sentences are shown), "
+                        "quote (the best passage sentences, no model call), auto (default: generate with an "
+                        "OpenAI-compatible model, quote with the bundled offline model)")
 
 
 def register(cli: CommandTree) -> None:

@@ -88,9 +88,11 @@ def _ask(run: str) -> None:
         print(f"   [{source['n']}] {source.get('path')} ({mark}, similarity {similarity:.2f})")
         if source.get("cited") and source["n"] in passages:
             print(f"       “{' '.join(passages[source['n']]['text'].split())[:220]}”")
-    mode = (values.get("grounding") or {}).get("mode")
-    if mode == "extractive":
+    grounding = values.get("grounding") or {}
+    if grounding.get("mode") == "extractive" and grounding.get("support"):
         print("   (the model's own answer was not supported by the passages, so the answer quotes them)")
+    elif grounding.get("mode") == "extractive":
+        print("   (quoted from the passages: the bundled offline model does not word answers)")
 
 
 def _memory(run: str, agent: str) -> None:
@@ -173,9 +175,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Redis: {describe(config.redis_url)}   LLM: {llm.get('provider')} {llm.get('model')}   "
           f"data: {config.data_dir}", file=sys.stderr)
     if config.llm_provider == "huggingface":
-        print("The local 135M model is small: answers show only what the passages or your own words support, "
-              "quoted when its sentences are not; set OPENAI_API_KEY or OPENAI_BASE_URL for a real model.",
-              file=sys.stderr)
+        print("With the bundled 135M model, answers quote the passages (or your own words) that best answer: its own "
+              "sentences were right less often than the quotes. Set OPENAI_API_KEY or OPENAI_BASE_URL for a model "
+              "that writes answers (only the sentences the passages support are shown).", file=sys.stderr)
     run = uuid.uuid4().hex[:6]
     _ingest(config)
     _ask(run)

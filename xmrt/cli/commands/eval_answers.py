@@ -90,7 +90,8 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def evaluate(directory: Path, mode: str = "rag", limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate(directory: Path, mode: str = "rag", limit: int | None = None, progress: bool = True,
+             answer_style: str | None = None) -> dict[str, Any]:
     """Ingest ``directory`` and ask its questions (see the module docstring); returns the report."""
     from tqdm import tqdm
 
@@ -107,7 +108,7 @@ def evaluate(directory: Path, mode: str = "rag", limit: int | None = None, progr
     ingest_path(config, str(directory), collection=collection, progress=progress, exclude=(QUESTIONS,))
     graph = _builder(mode).compile()
     options = argparse.Namespace(collection=collection, k=None, model=None, max_new_tokens=None,
-                                 reflection_steps=None, max_tool_calls=None, agent=None)
+                                 reflection_steps=None, max_tool_calls=None, agent=None, answer_style=answer_style)
     context = build_context(mode, options, config)
     rows = []
     for item in tqdm(questions, desc="answering", unit="question", file=sys.stderr, disable=not progress):
@@ -137,7 +138,7 @@ def evaluate(directory: Path, mode: str = "rag", limit: int | None = None, progr
     firsts = [r["first_token_s"] for r in rows if r["first_token_s"] is not None]
     return {
         "directory": str(directory), "collection": collection, "mode": mode, "questions": n,
-        "model": describe_llm(config),
+        "model": describe_llm(config), "answer_style": getattr(context, "answer_style", None),
         "exact_match": sum(r["correct"] for r in rows) / n,
         "generated_share": sum(r["mode"] == "generated" for r in rows) / n,
         "extractive_share": sum(r["mode"] == "extractive" for r in rows) / n,
@@ -155,7 +156,7 @@ def _answers(args: argparse.Namespace) -> int:
         raise UserError(f"{directory} is not a directory")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
-    report = evaluate(directory, args.mode, args.limit, progress=not args.json)
+    report = evaluate(directory, args.mode, args.limit, progress=not args.json, answer_style=args.answer_style)
     if args.out:
         Path(args.out).write_text(json.dumps(report["answers"], ensure_ascii=False, indent=1), encoding="utf-8")
     summary = {k: v for k, v in report.items() if k != "answers"}
@@ -184,5 +185,7 @@ def register(cli: CommandTree) -> None:
     p.add_argument("directory", help="a folder of documents with a questions.jsonl")
     p.add_argument("--mode", choices=("rag", "rat", "agentic"), default="rag", help="the graph that answers")
     p.add_argument("--limit", type=int, default=None, help="ask only the first N questions")
+    p.add_argument("--answer-style", choices=("auto", "generate", "quote"), default=None,
+                   help="rag: who words the answers (default: the graph's, auto)")
     p.add_argument("--out", default=None, help="write every question, answer and verdict to this JSON file")
     p.add_argument("--json", action="store_true", help="print one JSON report (no progress bars)")
