@@ -7,13 +7,14 @@ Every answer the reasoning graphs and the memory agent give goes through :func:`
 2. A sentence is **supported** when all of these hold: its embedding is at least ``threshold`` similar to one
    unit of evidence (a passage, one of its sentences, or a recalled memory), or all its content words occur in
    one of the three units most similar to the question (a short answer such as "Seven days."); at least
-   ``min_coverage`` of its
-   content words occur in the evidence or the question; every number in it occurs in the evidence or the
-   question; and it says something the question does not (a word or number of its own; not a question).
-   Supported sentences keep a citation of the unit that supports them (``[n]`` for passage ``n``).
+   ``min_coverage`` of its content words occur in that unit's source (its passage, or its memory) or the
+   question; every name it uses ("StopIteration", `Exception`, ``breakpoint()``) occurs in that source or the
+   question; every number in it occurs in the evidence or the question; and it says something the question
+   does not (a word or number of its own; not a question). Supported sentences keep a citation of the unit
+   that supports them (``[n]`` for passage ``n``).
 3. When no sentence is supported, the answer is **extractive**: the evidence sentences that best answer the
-   question (embedding similarity to the question, plus the share of the question's content words they hold),
-   quoted with their citations. With no evidence at all the answer says that it does not know.
+   question (nodes.evidence ``best_quotes``), quoted with their citations. With no evidence at all the answer
+   says that it does not know.
 
 So an offline model that rambles cannot put a claim in front of the user that the knowledge base (or memory)
 does not make. The check is deterministic given the embeddings, and every verdict is returned (``support``) so a
@@ -38,6 +39,7 @@ from nodes.evidence import (
     best_quotes,
     cited,
     content_words,
+    named,
     numbers,
     quoted,
 )
@@ -128,8 +130,15 @@ class Checker:
         vectors = _unit_vectors(embed, [*(u.full for u in self.units), question])
         self.unit_v, self.q_v = vectors[:-1], vectors[-1]
         self.asked_words, self.asked_numbers = content_words(question), numbers(question)
+        self.asked_names = named(question)
         self.unit_words = [content_words(u.full) for u in self.units]
         self.allowed_words = self.asked_words.union(*self.unit_words)
+        # What one cited source says (a passage and its sentences, or one memory): a sentence must hold to one.
+        self.source_words: dict[str, set[str]] = {}
+        self.source_text: dict[str, str] = {}
+        for unit, unit_words in zip(self.units, self.unit_words, strict=True):
+            self.source_words.setdefault(unit.cite, set()).update(unit_words)
+            self.source_text[unit.cite] = self.source_text.get(unit.cite, "") + " " + unit.full.lower()
         self.allowed_numbers = self.asked_numbers.union(*(numbers(u.full) for u in self.units))
         self.relevant = np.zeros(len(self.units), dtype=np.float32)  # the units that best answer the question
         self.relevant[np.argsort(-(self.unit_v @ self.q_v))[:3]] = 1.0
@@ -166,22 +175,27 @@ class Checker:
         holds = np.array([bool(words) and words <= w for w in self.unit_words], dtype=np.float32)
         best = int(np.argmax(sims + holds))  # a unit that holds every word of the sentence cites it first
         similarity = float(sims[best])
-        coverage = len(words & self.allowed_words) / len(words) if words else 1.0
+        cite = self.units[best].cite
+        coverage = len(words & (self.source_words[cite] | self.asked_words)) / len(words) if words else 1.0
         missing_numbers = sorted(numbers(sentence) - self.allowed_numbers)
+        # Every name it uses ("StopIteration", `Exception`, breakpoint()) is in its source or the question.
+        missing_names = sorted(named(sentence) - self.asked_names - {n for n in named(sentence)
+                                                                      if n in self.source_text[cite]})
         new_info = (words - self.asked_words) or (numbers(sentence) - self.asked_numbers)
         # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one of the
         # units that best answer the question. Code, grammar rules and headings are never an answer.
         inside = bool((holds * self.relevant).any())
         prose = not _NOT_PROSE.search(sentence) and bool(words or numbers(sentence))
         ok = ((similarity >= self.threshold or inside) and coverage >= self.min_coverage and not missing_numbers
-              and bool(new_info) and prose and not sentence.rstrip().endswith("?"))
+              and not missing_names and bool(new_info) and prose and not sentence.rstrip().endswith("?"))
         why = ("supported" if ok else "not similar enough to any evidence" if similarity < self.threshold
                else f"numbers not in the evidence: {', '.join(missing_numbers)}" if missing_numbers
+               else f"names not in its source: {', '.join(missing_names)}" if missing_names
                else "words not in the evidence" if coverage < self.min_coverage
                else "not a sentence of prose" if not prose
                else "adds nothing to the question")
         return {"sentence": sentence, "similarity": round(similarity, 4), "coverage": round(coverage, 3),
-                "supported": ok, "why": why, "cite": self.units[best].cite}
+                "supported": ok, "why": why, "cite": cite}
 
     def result(self, *, extract: int = 2, max_chars: int = 400, intro: str = "The knowledge base says:",
                dont_know: str = DONT_KNOW) -> Grounded:

@@ -62,6 +62,27 @@ def test_a_partly_supported_answer_keeps_only_its_supported_sentences(units, emb
     assert [s["supported"] for s in result.support] == [True, False]
 
 
+def test_a_name_its_source_does_not_use_is_never_shown(embed):
+    units = [Unit('In a generator function, the "return" statement indicates that the generator is done and will '
+                  'cause "StopIteration" to be raised.', "[1]"),
+             Unit("An exception is raised when an error is detected.", "[2]")]
+    question = "In a generator function, what exception does the return statement cause to be raised?"
+    wrong = ground("The return statement causes the `Exception` type to be raised by the generator function.",
+                   question, units, embed)
+    assert wrong.mode == "extractive" and "StopIteration" in wrong.answer
+    assert wrong.support[0]["why"] == "names not in its source: exception"
+    right = ground('The return statement causes "StopIteration" to be raised in a generator function.', question,
+                   units, embed)
+    assert right.mode == "generated" and right.cited == [1]
+
+
+def test_a_sentence_must_hold_to_one_source(embed):
+    units = [Unit("The treasury holds 1,200 XMR.", "[1]"), Unit("The council meets in Lisbon.", "[2]")]
+    mixed = ground("The treasury council holds 1,200 XMR in Lisbon.", "How much XMR does the treasury hold?", units,
+                   embed)
+    assert mixed.mode == "extractive" and mixed.support[0]["coverage"] < 0.75
+
+
 def test_a_looping_answer_says_each_thing_once(units, embed):
     looping = " ".join(["The treasury holds 1,200 XMR."] * 6 + ["the treasury holds 1,200 xmr"])
     result = ground(looping, QUESTION, units, embed)

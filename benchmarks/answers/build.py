@@ -8,7 +8,9 @@ texts; every accepted answer is checked to occur in the documents.
 Usage: ``python benchmarks/answers/build.py OUT_DIR [pydoc|pydoc2|foldoc]`` then ``xmrt eval answers OUT_DIR``.
 The second set, ``pydoc2``, covers other topics. The third, ``foldoc``, is encyclopedic prose of another kind: 15
 entries of the Free On-line Dictionary of Computing (Debian ``dict-foldoc``) that answer its questions among 285
-other entries (a seeded sample), one file each; its questions were written before any answer was seen.
+other entries (a seeded sample), one file each; its questions were written before any answer was seen. The
+fourth, ``manpages``, is reference text of a third kind: 12 manual pages of GNU coreutils and grep as installed
+under /usr/share/man (option lists, troff stripped).
 """
 
 from __future__ import annotations
@@ -57,13 +59,30 @@ def _foldoc_documents(distractors: int = 285, seed: int = 15) -> dict[str, str]:
     return {re.sub(r"[^A-Za-z0-9]+", "_", head).strip("_") + ".md": f"# {head}\n\n{text}" for head, text in chosen}
 
 
+MAN_PAGES = ("ls", "cp", "mv", "rm", "grep", "sort", "head", "tail", "wc", "du", "df", "date")
+
+
+def _man_documents(directory: Path = Path("/usr/share/man/man1")) -> dict[str, str]:
+    """GNU coreutils' and grep's manual pages as this machine has them, troff stripped (benchmarks.evalsets)."""
+    from benchmarks.evalsets import _man_page
+
+    out = {}
+    for name in MAN_PAGES:
+        page = _man_page(directory / f"{name}.1.gz")
+        if page is None:
+            raise SystemExit(f"no manual page {name}(1) under {directory}")
+        out[f"{name}.md"] = f"# {name}: {page[0]}\n\n{page[1]}"
+    return out
+
+
 def build(out: Path, name: str = "pydoc") -> Path:
     """Write the documents of set ``name`` and copy its questions into ``out``; returns it."""
     from xmrt.cli.commands.eval_answers import normalize
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = []
-    documents = _foldoc_documents() if name == "foldoc" else _pydoc_documents(name)
+    documents = (_foldoc_documents() if name == "foldoc" else _man_documents() if name == "manpages"
+                 else _pydoc_documents(name))
     for file_name, text in documents.items():
         (out / file_name).write_text(text + "\n", encoding="utf-8")
         corpus.append(normalize(text))
