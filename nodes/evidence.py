@@ -46,6 +46,7 @@ _NAMED = re.compile(r"\"[^\"\s][^\"]{0,40}\"|“[^”]{1,40}”|`[^`]{1,40}`|\b[
                     r"|\b_{1,2}\w+_{0,2}\b|\b\w+\(\)|(?<![\w-])--?[A-Za-z][\w-]*|\b\d[\d.,]*\b")
 _FOOTNOTE = re.compile(r"(?<=[.!?])\s*\[\d+\](?=\s|$)")  # "... the object. [1]  Here ..."
 _QUESTION = re.compile(r"\?[\"'”’)\]]*\s*$")
+_SPELLED_OUT = re.compile(r"\b(?:stands?\s+for|short\s+for|abbreviat\w*|acronym|expan\w*)\b", re.I)
 _SHORT_CODE = 160  # characters of a code block kept with the lead-in that introduces it
 DONT_KNOW = "I don't know: nothing in the knowledge base answers this."
 
@@ -227,7 +228,7 @@ def best_quotes(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: n
     quotable = [i for i, u in enumerate(units) if not u.whole and not _NOT_QUOTABLE.search(u.text)
                 and not _QUESTION.search(u.text)  # a question is no answer, nor is a heading
                 and (_SENTENCE_END.search(u.text) or len(u.text.split()) >= 8)]
-    acronyms = {w for w in re.findall(r"\b[A-Z]{3,}\b", question)}
+    acronyms = set(re.findall(r"\b[A-Z]{3,}\b", question)) if _SPELLED_OUT.search(question) else set()
     for i in quotable or range(len(units)):
         unit = units[i]
         words = content_words(unit.full) | (unit_names[i] & keywords)

@@ -121,3 +121,11 @@ def test_answer_style_decides_who_words_the_answer(monkeypatch, style, scripted,
             assert models.writes_answers(ctx) is expected
     else:
         assert models.writes_answers(ctx) is expected
+
+
+def test_an_acronym_spelled_out_answers_what_it_stands_for_only():
+    units = [Unit("A simple language designed for students.", "[1]"),
+             Unit("Beginner's All-purpose Symbolic Instruction Code.", "[1]")]
+    unit_v, q_v = _vectors(2)
+    assert best_quotes("What does BASIC stand for?", units, unit_v, q_v, extract=1) == [units[1]]
+    assert best_quotes("Who designed BASIC for students?", units, unit_v, q_v, extract=1) == [units[0]]
