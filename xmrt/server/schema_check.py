@@ -217,14 +217,13 @@ def _bounds(field: dataclasses.Field, value: Any, where: str) -> None:
         raise FieldError(where, f"must be at most {meta['le']} ({what} is {measure})")
 
 
-def check_dataclass(value: Any, schema: type, where: str = "context", *, refuse: tuple[str, ...] = ()) -> None:
+def check_dataclass(value: Any, schema: type, where: str = "context") -> None:
     """Check an object (or an instance of ``schema``) field by field: unknown fields, types and bounds.
 
     Args:
         value: A JSON object, or an instance of ``schema``.
         schema: The dataclass.
         where: The path used in messages.
-        refuse: Fields that may not be set here (e.g. objects that cannot come over the API).
     """
     fields, hints = _dataclass_fields(schema)
     if isinstance(value, schema):
@@ -238,7 +237,5 @@ def check_dataclass(value: Any, schema: type, where: str = "context", *, refuse:
         raise FieldError(where, f"must be an object, got {_describe(value)}")
     for name, item in items.items():
         path = f"{where}.{name}"
-        if name in refuse and item is not None:
-            raise FieldError(path, "cannot be set here")
         check_value(item, hints.get(name, Any), path)
         _bounds(fields[name], item, path)
