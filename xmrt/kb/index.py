@@ -344,6 +344,16 @@ class KnowledgeIndex(_Writes, _Search):
         names = (c if isinstance(c, str) else c.name for c in cols)
         return sorted(n for n in names if not n.startswith(RESERVED_PREFIX))
 
+    def as_langchain_vectorstore(self):
+        """This collection as a LangChain ``VectorStore`` (``langchain_chroma.Chroma``), for reading.
+
+        See :mod:`xmrt.kb.langchain_store`: dense search and retrievers over the same chunks, with this index's
+        embedding model; writes raise (ingest keeps the BM25 index in step).
+        """
+        from xmrt.kb.langchain_store import knowledge_vectorstore
+
+        return knowledge_vectorstore(self, self._client)
+
     def close(self) -> None:
         """Release the BM25 index's SQLite connection (Chroma's client is shared and stays open)."""
         self._bm25.close()
