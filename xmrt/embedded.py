@@ -81,6 +81,11 @@ class EmbeddedServer:
         super().__init_subclass__(**kwargs)
         cls.name, cls.error, cls.pid_name, cls.log_name, cls.poll = name, error, pid_name, log_name, poll
 
+    @classmethod
+    def from_config(cls, config: Any) -> EmbeddedServer:
+        """The embedded server described by the configuration."""
+        raise NotImplementedError
+
     @property
     def pid_file(self) -> Path:
         """The file whose first line is the running server's pid."""

@@ -18,10 +18,10 @@ class _PostgresCommands(
                   "stop": "stop the embedded server (fast shutdown; data is kept)",
                   "status": "show version, databases and connections of the configured Postgres"},
 ):
-    def setup_error(self) -> type[Exception]:
-        from xmrt.server.postgres import PostgresSetupError
+    def server_class(self) -> type:
+        from xmrt.server.postgres import EmbeddedPostgres
 
-        return PostgresSetupError
+        return EmbeddedPostgres
 
     def config(self, args: argparse.Namespace) -> Any:
         from xmrt.config import ConfigError, create_config
@@ -41,11 +41,6 @@ class _PostgresCommands(
 
         version = connect_check(config.database_uri)
         return f"external Postgres {version} configured at {describe(config.database_uri)}"
-
-    def embedded(self, config: Any) -> Any:
-        from xmrt.server.postgres import EmbeddedPostgres
-
-        return EmbeddedPostgres.from_config(config)
 
     def data_dir(self, server: Any) -> Path:
         return server.data_dir

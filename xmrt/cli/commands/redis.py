@@ -17,10 +17,10 @@ class _RedisCommands(
                   "stop": "stop the embedded server, saving its data",
                   "status": "show version, modules, memory and keys of the configured Redis"},
 ):
-    def setup_error(self) -> type[Exception]:
-        from xmrt.redis.server import RedisSetupError
+    def server_class(self) -> type:
+        from xmrt.redis.server import EmbeddedRedis
 
-        return RedisSetupError
+        return EmbeddedRedis
 
     def config(self, args: argparse.Namespace) -> Any:
         from xmrt.config import create_config
@@ -36,11 +36,6 @@ class _RedisCommands(
 
         connect(config)
         return f"external Redis configured at {describe(config.redis_url)} (modules OK)"
-
-    def embedded(self, config: Any) -> Any:
-        from xmrt.redis.server import EmbeddedRedis
-
-        return EmbeddedRedis.from_config(config)
 
     def figures(self, config: Any) -> tuple[dict[str, Any], str]:
         from xmrt.redis.server import connect, describe, server_status

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmrt.cli import CommandTree
+
+if TYPE_CHECKING:
+    from xmrt.embedded import EmbeddedServer
 
 
 class ServerCommands:
@@ -42,9 +45,13 @@ class ServerCommands:
         cls.group, cls.title, cls.external_setting = group, title, external_setting
         cls.help, cls.port_help, cls.command_help = help, port_help, command_help
 
-    def setup_error(self) -> type[Exception]:
-        """What the status command can fail with (unreachable, refused...); imported only when one is raised."""
+    def server_class(self) -> type[EmbeddedServer]:
+        """The embedded server's class (imported when a command runs, not when the CLI starts)."""
         raise NotImplementedError
+
+    def setup_error(self) -> type[Exception]:
+        """What the status command can fail with (unreachable, refused...): the server's setup error."""
+        return self.server_class().error
 
     def config(self, args: argparse.Namespace) -> Any:
         """The configuration, with ``--port`` applied to the embedded server."""
@@ -60,7 +67,7 @@ class ServerCommands:
 
     def embedded(self, config: Any) -> Any:
         """The embedded server of the configuration."""
-        raise NotImplementedError
+        return self.server_class().from_config(config)
 
     def data_dir(self, server: Any) -> Path:
         """Where the embedded server keeps its data."""
