@@ -25,12 +25,7 @@ def knob(default: Any = _NO_DEFAULT, description: str = "", *, default_factory: 
          ge: float | None = None, le: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
     """A context field with a description and optional bounds (numbers, or a string's length) or choices."""
     meta: dict[str, Any] = {"description": description}
-    if ge is not None:
-        meta["ge"] = ge
-    if le is not None:
-        meta["le"] = le
-    if choices is not None:
-        meta["choices"] = choices
+    meta.update((key, value) for key, value in (("ge", ge), ("le", le), ("choices", choices)) if value is not None)
     if default_factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
