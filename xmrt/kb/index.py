@@ -24,7 +24,8 @@ BM25 file is rebuilt from Chroma's texts.
 
 **Modules.** This one opens a collection and keeps its lexical index in step; :mod:`xmrt.kb.index_writes` and
 :mod:`xmrt.kb.index_search` hold the writes and the reads/search of :class:`KnowledgeIndex`; :mod:`xmrt.kb.hits`
-the :class:`Hit` type, name and filter checks and the settings.
+the :class:`Hit` type, name and filter checks and the settings; :mod:`xmrt.kb.langchain_store` the read-only
+LangChain vector store over a collection (:meth:`KnowledgeIndex.as_langchain_vectorstore`).
 """
 
 from __future__ import annotations
