@@ -325,6 +325,10 @@ class _Run:
             return None, None
         if request.commands == [("UNWATCH",)]:
             return pipe, [True]
-        pipe.multi()
-        _queued(pipe, request.commands)
+        try:
+            pipe.multi()
+            _queued(pipe, request.commands)
+        except BaseException:
+            self.watched = pipe  # the driver still resets it
+            raise
         return pipe, None
