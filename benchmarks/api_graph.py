@@ -40,8 +40,7 @@ builder = StateGraph(BenchState)
 builder.add_node("respond", respond)
 builder.add_edge(START, "respond")
 builder.add_edge("respond", END)
-graph = builder.compile()
-graph.name = "bench_scripted"
+graph = builder.compile(name="bench_scripted")
 
 
 @contextlib.contextmanager

@@ -169,11 +169,8 @@ def build_graph(name: str):
 
     builder = StateGraph(BenchState)
     if name == "linear3":
-        for n in "abc":
-            builder.add_node(n, _node(n))
+        builder.add_sequence([(n, _node(n)) for n in "abc"])
         builder.add_edge(START, "a")
-        builder.add_edge("a", "b")
-        builder.add_edge("b", "c")
         builder.add_edge("c", END)
     elif name == "fanout2":
         for n in "abcd":
@@ -634,12 +631,9 @@ def _checks(rows: list[Row], durability: str, conversation: dict[str, Any] | Non
     }
 
 
-def conversation_reads(savers: _Savers, messages: int, reads: int) -> dict[str, Any]:
-    """Time ``get_state`` of a thread holding ``messages`` LangChain messages, per saver, interleaved.
-
-    Rows: the library's ``RedisSaver`` and ours, each reading the thread it wrote.
-    """
-    from langchain_core.messages import AIMessage, HumanMessage
+def chat_builder():
+    """A one-node conversation: ``reply`` answers with an AIMessage that counts the messages so far."""
+    from langchain_core.messages import AIMessage
     from langgraph.graph import END, START, MessagesState, StateGraph
 
     def reply(state: MessagesState) -> dict:
@@ -649,6 +643,17 @@ def conversation_reads(savers: _Savers, messages: int, reads: int) -> dict[str, 
     builder.add_node("reply", reply)
     builder.add_edge(START, "reply")
     builder.add_edge("reply", END)
+    return builder
+
+
+def conversation_reads(savers: _Savers, messages: int, reads: int) -> dict[str, Any]:
+    """Time ``get_state`` of a thread holding ``messages`` LangChain messages, per saver, interleaved.
+
+    Rows: the library's ``RedisSaver`` and ours, each reading the thread it wrote.
+    """
+    from langchain_core.messages import HumanMessage
+
+    builder = chat_builder()
     graphs = {
         "RedisSaver (library)": builder.compile(checkpointer=savers.get("redis-lib")),
         OURS: builder.compile(checkpointer=savers.get("redis-fast")),

@@ -22,41 +22,28 @@ The conversation persists per ``thread_id``. Input: ``{"messages": [...]}``; out
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from langchain_core.messages import AnyMessage
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
-from typing_extensions import TypedDict
 
 from graphs.context import AgenticRagContext
-from graphs.state import Counter, MessagesInput
+from graphs.state import AnsweredTurn, Counter, MessagesInput, TurnState
 from nodes.agentic_rag import agent, available_tools, final_answer, finish, route_after_tools, route_agent, start_turn
 
 Context = AgenticRagContext
 
 
-class State(TypedDict, total=False):
+class State(TurnState, total=False):
     """The conversation, the turn's budget and counter, the agent's verdict, and the answer."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
-    question: str
     turn_start: int
     tool_budget: int
     tool_calls_used: Counter
     agent_outcome: str
     fallbacks: list[str]
-    final_response: str
-    sources: list[dict[str, Any]]
 
 
-class Output(TypedDict):
+class Output(AnsweredTurn):
     """What callers get back: the answer (with its sources footer) and the sources the tools returned."""
-
-    messages: list[AnyMessage]
-    final_response: str
-    sources: list[dict[str, Any]]
 
 
 builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)
@@ -72,5 +59,4 @@ builder.add_conditional_edges("tools", route_after_tools, ["agent", "final_answe
 builder.add_edge("final_answer", END)
 builder.add_edge("finish", END)
 
-graph = builder.compile()
-graph.name = "agentic_rag"
+graph = builder.compile(name="agentic_rag")

@@ -25,12 +25,7 @@ def knob(default: Any = _NO_DEFAULT, description: str = "", *, default_factory: 
          ge: float | None = None, le: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
     """A context field with a description and optional bounds (numbers, or a string's length) or choices."""
     meta: dict[str, Any] = {"description": description}
-    if ge is not None:
-        meta["ge"] = ge
-    if le is not None:
-        meta["le"] = le
-    if choices is not None:
-        meta["choices"] = choices
+    meta.update((key, value) for key, value in (("ge", ge), ("le", le), ("choices", choices)) if value is not None)
     if default_factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -112,11 +107,17 @@ ELIZA_PROPOSAL_PROMPT = (
 
 
 @dataclass(kw_only=True)
-class ElizaContext:
-    """Tunables of one Eliza decision cycle (graphs/eliza.py)."""
+class _DecisionAgentContext:
+    """What the decision agent's two graphs (eliza, self_improve) share: which agent, and its chat model."""
 
     agent_id: str = agent_knob("The decision agent")
     model: str = model_knob()
+
+
+@dataclass(kw_only=True)
+class ElizaContext(_DecisionAgentContext):
+    """Tunables of one Eliza decision cycle (graphs/eliza.py)."""
+
     use_llm: bool = knob(True, "Ask the chat model for a verdict; its learned weight decides how much it counts.")
     learn: bool = knob(True, "Use recorded outcomes (similar past cases) when reflecting; off = no learning.")
     collection: str = knob("default", "Knowledge-base collection consulted for each proposal.", ge=1, le=512)
@@ -154,11 +155,9 @@ OPTIMIZER_INPUT = (
 
 
 @dataclass(kw_only=True)
-class SelfImproveContext:
+class SelfImproveContext(_DecisionAgentContext):
     """Tunables of the self-improvement graph (graphs/self_improve.py)."""
 
-    agent_id: str = agent_knob("The decision agent")
-    model: str = model_knob()
     learn: bool = knob(True, "Train the decision model on the recorded outcomes.")
     learning_rate: float = knob(0.01, "Initial SGD step of the decision model's training (features scaled to unit "
                                 "variance; the adaptive schedule divides it by 5 when 5 passes bring no gain).",

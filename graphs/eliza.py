@@ -46,19 +46,9 @@ class State(Input, Output):
 
 
 builder = StateGraph(State, context_schema=ElizaContext, input_schema=Input, output_schema=Output)
-builder.add_node("load_context", load_context)
-builder.add_node("assess", assess)
-builder.add_node("decide", decide)
-builder.add_node("reflect", reflect)
-builder.add_node("act", act)
-builder.add_node("learn", learn)
+builder.add_sequence([("load_context", load_context), ("assess", assess), ("decide", decide), ("reflect", reflect),
+                      ("act", act), ("learn", learn)])
 builder.add_edge(START, "load_context")
-builder.add_edge("load_context", "assess")
-builder.add_edge("assess", "decide")
-builder.add_edge("decide", "reflect")
-builder.add_edge("reflect", "act")
-builder.add_edge("act", "learn")
 builder.add_edge("learn", END)
 
-graph = builder.compile()
-graph.name = "eliza"
+graph = builder.compile(name="eliza")

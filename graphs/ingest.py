@@ -65,19 +65,10 @@ class IngestState(TypedDict, total=False):
 
 
 builder = StateGraph(IngestState, context_schema=IngestContext, input_schema=IngestInput, output_schema=IngestOutput)
-builder.add_node("resolve_source", resolve_source)
-builder.add_node("scan_files", scan_files)
-builder.add_node("plan_changes", plan_changes)
-builder.add_node("index_files", index_files_node)
-builder.add_node("remove_files", remove_files_node)
-builder.add_node("finish", finish)
+builder.add_sequence([("resolve_source", resolve_source), ("scan_files", scan_files), ("plan_changes", plan_changes)])
+builder.add_sequence([("index_files", index_files_node), ("remove_files", remove_files_node), ("finish", finish)])
 builder.add_edge(START, "resolve_source")
-builder.add_edge("resolve_source", "scan_files")
-builder.add_edge("scan_files", "plan_changes")
 builder.add_conditional_edges("plan_changes", route_after_plan, ["index_files", "remove_files", "finish"])
-builder.add_edge("index_files", "remove_files")
-builder.add_edge("remove_files", "finish")
 builder.add_edge("finish", END)
 
-graph = builder.compile()
-graph.name = "ingest"
+graph = builder.compile(name="ingest")

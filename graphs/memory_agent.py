@@ -37,13 +37,8 @@ class Output(TypedDict):
 
 
 builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)
-builder.add_node("recall", recall)
-builder.add_node("respond", respond_with_memories)
-builder.add_node("remember", remember)
+builder.add_sequence([("recall", recall), ("respond", respond_with_memories), ("remember", remember)])
 builder.add_edge(START, "recall")
-builder.add_edge("recall", "respond")
-builder.add_edge("respond", "remember")
 builder.add_edge("remember", END)
 
-graph = builder.compile()
-graph.name = "memory_agent"
+graph = builder.compile(name="memory_agent")

@@ -213,5 +213,4 @@ for _name in (*ROUTES, "reject"):
     builder.add_conditional_edges(_name, route_more, ["classify", "finish"])
 builder.add_edge("finish", END)
 
-graph = builder.compile()
-graph.name = "orchestrator"
+graph = builder.compile(name="orchestrator")

@@ -19,41 +19,31 @@ Tunables are on :class:`graphs.context.RagContext`::
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from langchain_core.messages import AnyMessage
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
-from typing_extensions import TypedDict
 
 from graphs.context import RagContext
-from graphs.state import MessagesInput
+from graphs.state import AnsweredTurn, MessagesInput, TurnState
 from nodes.rag import generate, no_answer, reformulate, retrieve, route_question, route_retrieval, start_turn
 
 Context = RagContext
 
 
-class State(TypedDict, total=False):
+class State(TurnState, total=False):
     """The conversation and the current turn's question, passages and answer."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
-    question: str
     standalone_question: str
     reformulated: bool
     passages: list[dict[str, Any]]
     retrieval: dict[str, Any]
-    sources: list[dict[str, Any]]
-    final_response: str
     fallback: str | None
     grounding: dict[str, Any]
 
 
-class Output(TypedDict):
+class Output(AnsweredTurn):
     """What callers get back: the answer (with its sources footer), its sources, and the question searched."""
 
-    messages: list[AnyMessage]
-    final_response: str
-    sources: list[dict[str, Any]]
     standalone_question: str
     grounding: dict[str, Any]
 
@@ -71,5 +61,4 @@ builder.add_conditional_edges("retrieve", route_retrieval, ["generate", "no_answ
 builder.add_edge("generate", END)
 builder.add_edge("no_answer", END)
 
-graph = builder.compile()
-graph.name = "rag"
+graph = builder.compile(name="rag")

@@ -88,5 +88,4 @@ builder.add_conditional_edges("revise_step", route_after_revision, ["retrieve_fo
 builder.add_edge("answer", "score_confidence")
 builder.add_edge("score_confidence", END)
 
-graph = builder.compile()
-graph.name = "rat"
+graph = builder.compile(name="rat")

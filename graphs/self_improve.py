@@ -39,16 +39,9 @@ class State(Input, Output):
 
 
 builder = StateGraph(State, context_schema=SelfImproveContext, input_schema=Input, output_schema=Output)
-for name, fn in (("record_outcomes", record_outcomes), ("review", review), ("update_weights", update_weights),
-                 ("write_lessons", write_lessons), ("revise_prompt", revise_prompt), ("report", report)):
-    builder.add_node(name, fn)
+builder.add_sequence([("record_outcomes", record_outcomes), ("review", review), ("update_weights", update_weights),
+                      ("write_lessons", write_lessons), ("revise_prompt", revise_prompt), ("report", report)])
 builder.add_edge(START, "record_outcomes")
-builder.add_edge("record_outcomes", "review")
-builder.add_edge("review", "update_weights")
-builder.add_edge("update_weights", "write_lessons")
-builder.add_edge("write_lessons", "revise_prompt")
-builder.add_edge("revise_prompt", "report")
 builder.add_edge("report", END)
 
-graph = builder.compile()
-graph.name = "self_improve"
+graph = builder.compile(name="self_improve")

@@ -19,6 +19,23 @@ class MessagesInput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
+class TurnState(TypedDict, total=False):
+    """What every turn of a conversational answering graph (rag, agentic_rag) holds; each adds its own keys."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    question: str
+    final_response: str
+    sources: list[dict[str, Any]]
+
+
+class AnsweredTurn(TypedDict):
+    """Output contract of the conversational answering graphs: the thread, the answer and the sources it cites."""
+
+    messages: list[AnyMessage]
+    final_response: str
+    sources: list[dict[str, Any]]
+
+
 def last_human_index(messages: list[AnyMessage]) -> int | None:
     """Position of the most recent human message (where the current turn starts), or None."""
     for i in range(len(messages) - 1, -1, -1):

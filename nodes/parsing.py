@@ -10,9 +10,9 @@ import re
 from typing import Any
 
 from nodes.citations import split_sentences
+from xmrt.llm.tools import FENCE
 
 _ITEM = re.compile(r"^\s*(?:(?:step\s*)?\d{1,2}\s*[.):-]\s+|[-*•]\s+|step\s*\d{1,2}\s*[.):-]?\s*)(?=\S)", re.I)
-_FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```\s*$", re.S)
 _TEXT_KEYS = ("revised_step", "revised", "step", "question", "standalone_question", "answer", "text", "content")
 _LABEL = re.compile(
     r"^\s*(?:\*\*)?(?:revised\s+step(?:\s*\d+)?|step\s*\d+|standalone\s+question|rewritten\s+question|"
@@ -23,7 +23,7 @@ _LABEL = re.compile(
 
 def _unfence(text: str) -> str:
     text = text.strip()
-    match = _FENCE.match(text)
+    match = FENCE.match(text)
     return match.group(1).strip() if match else text
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, TypedDict
 
-from langchain_core.messages import AIMessage
-from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 
@@ -115,16 +114,10 @@ def parent_with_subgraph(checkpointer):
 
 
 def chat_graph(checkpointer):
-    """One node answering with an AIMessage that counts the messages so far."""
+    """One node answering with an AIMessage that counts the messages so far (the checkpoint benchmark's graph)."""
+    from benchmarks.checkpoint import chat_builder
 
-    def reply(state: MessagesState) -> dict:
-        return {"messages": [AIMessage(content=f"answer {len(state['messages'])}")]}
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("reply", reply)
-    builder.add_edge(START, "reply")
-    builder.add_edge("reply", END)
-    return builder.compile(checkpointer=checkpointer)
+    return chat_builder().compile(checkpointer=checkpointer)
 
 
 def assert_consistent(client, prefix: str, *, ttl: bool | None = None, orphan_writes: bool = False) -> dict:

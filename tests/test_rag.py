@@ -58,6 +58,14 @@ def test_parsers_tolerate_garbage():
     assert parse_text_reply('{"revised": "x y') is None
     assert parse_text_reply("   ") is None
     assert parse_text_reply("[1] The treasury.") == "[1] The treasury."
+
+
+def test_parsers_unwrap_code_fences_like_the_tool_call_parser():
+    """One fence pattern (xmrt.llm.tools.FENCE) serves both: closed, cut off, or followed by chatter."""
+    assert parse_text_reply('```json\n{"revised": "x y z"}\n```') == "x y z"
+    assert parse_text_reply('```json\n{"revised": "x y z"}') == "x y z"
+    assert parse_text_reply("```\nThe treasury.\n```\nHope this helps!") == "The treasury."
+    assert parse_steps("```\n1. Find the treasury.\n2. Read it.", 5) == ["Find the treasury.", "Read it."]
     assert split_sentences("1. One thing [1]. Two things!\n- Three, e.g. 4.5 XMR.") == [
         "One thing.", "Two things!", "Three, e.g. 4.5 XMR."]
 

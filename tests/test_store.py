@@ -197,6 +197,15 @@ def test_every_key_lives_under_the_prefix(stores, redis_client):
     assert {f"{ours.prefix}:store:items", f"{ours.prefix}:store:vectors"} <= indexes
 
 
+def test_setup_is_idempotent_and_refuses_a_vector_index_of_another_size(stores, embeddings):
+    _, ours = stores
+    ours.setup()
+    asyncio.run(ours.asetup())
+    other = RedisStore(ours.client, prefix=ours.prefix, index={"dims": 8, "embed": embeddings, "fields": ["text"]})
+    with pytest.raises(ValueError, match="holds 384-dimensional vectors, but the configured embeddings give 8"):
+        other.setup()
+
+
 def test_memories_of_the_previous_release_are_migrated_with_one_command(config, redis_client):
     """A fixture written by release 6fa1e70's code (library store format, encoded agent labels)."""
     import json

@@ -133,26 +133,25 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
-    return value
+    return _number(env, name, default, int, lo, hi)
 
 
 def _float(env: Mapping[str, str], name: str, default: float | None, lo: float) -> float | None:
+    return _number(env, name, default, float, lo)
+
+
+def _number(env: Mapping[str, str], name: str, default: float | None, kind: type, lo: float,
+            hi: float | None = None) -> float | None:
+    """Variable ``name`` as a ``kind`` (int or float) of at least ``lo`` (and at most ``hi``); ``default`` if unset."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if hi is not None and not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
     if value < lo:
         raise ConfigError(f"{name}={value} must be >= {lo}")
     return value

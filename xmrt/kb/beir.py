@@ -41,7 +41,12 @@ class BeirDataset:
         return [q for q, rels in self.qrels.items() if q in self.queries and any(s > 0 for s in rels.values())]
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """The JSON objects of a JSON-lines file with their line numbers (blank lines skipped).
+
+    Raises:
+        UserError: The file cannot be read, is not UTF-8, or a line is not a JSON object (naming file and line).
+    """
     try:
         handle = path.open("r", encoding="utf-8")
     except OSError as exc:
@@ -78,11 +83,8 @@ def _id(obj: dict, path: Path, number: int) -> str:
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_beir(directory: str | Path) -> BeirDataset:
@@ -105,7 +107,7 @@ def load_beir(directory: str | Path) -> BeirDataset:
     texts: list[str] = []
     titles: list[str] = []
     seen: set[str] = set()
-    for number, obj in _jsonl(corpus_path):
+    for number, obj in read_jsonl(corpus_path):
         doc_id = _id(obj, corpus_path, number)
         text = obj.get("text")
         if not isinstance(text, str):
@@ -122,7 +124,7 @@ def load_beir(directory: str | Path) -> BeirDataset:
         raise UserError(f"{corpus_path}: no passages")
 
     queries: dict[str, str] = {}
-    for number, obj in _jsonl(queries_path):
+    for number, obj in read_jsonl(queries_path):
         text = obj.get("text")
         if not isinstance(text, str):
             raise UserError(f"{queries_path}:{number}: missing \"text\" string")

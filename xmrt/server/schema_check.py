@@ -21,7 +21,7 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NotRequired, Required, Union, get_args, get_origin
 
 from typing_extensions import is_typeddict
@@ -89,6 +89,15 @@ def _is_message_type(annotation: Any) -> bool:
     return False
 
 
+#: The JSON scalars: what a value of each annotation must pass, and how a message names it (a bool is not a number).
+_SCALARS: dict[type, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def check_value(value: Any, annotation: Any, where: str) -> None:
     """Raise :class:`FieldError` when ``value`` does not match ``annotation``.
 
@@ -124,21 +133,10 @@ def check_value(value: Any, annotation: Any, where: str) -> None:
         if value not in get_args(annotation):
             raise FieldError(where, f"must be {_type_name(annotation)}, got {_describe(value)}")
         return
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise FieldError(where, f"must be true or false, got {_describe(value)}")
-        return
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise FieldError(where, f"must be an integer, got {_describe(value)}")
-        return
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise FieldError(where, f"must be a finite number, got {_describe(value)}")
-        return
-    if annotation is str:
-        if not isinstance(value, str):
-            raise FieldError(where, f"must be a string, got {_describe(value)}")
+    if isinstance(annotation, type) and annotation in _SCALARS:
+        accepts, what = _SCALARS[annotation]
+        if not accepts(value):
+            raise FieldError(where, f"must be {what}, got {_describe(value)}")
         return
     if is_typeddict(annotation):
         check_typeddict(value, annotation, where)
@@ -217,14 +215,13 @@ def _bounds(field: dataclasses.Field, value: Any, where: str) -> None:
         raise FieldError(where, f"must be at most {meta['le']} ({what} is {measure})")
 
 
-def check_dataclass(value: Any, schema: type, where: str = "context", *, refuse: tuple[str, ...] = ()) -> None:
+def check_dataclass(value: Any, schema: type, where: str = "context") -> None:
     """Check an object (or an instance of ``schema``) field by field: unknown fields, types and bounds.
 
     Args:
         value: A JSON object, or an instance of ``schema``.
         schema: The dataclass.
         where: The path used in messages.
-        refuse: Fields that may not be set here (e.g. objects that cannot come over the API).
     """
     fields, hints = _dataclass_fields(schema)
     if isinstance(value, schema):
@@ -238,7 +235,5 @@ def check_dataclass(value: Any, schema: type, where: str = "context", *, refuse:
         raise FieldError(where, f"must be an object, got {_describe(value)}")
     for name, item in items.items():
         path = f"{where}.{name}"
-        if name in refuse and item is not None:
-            raise FieldError(path, "cannot be set here")
         check_value(item, hints.get(name, Any), path)
         _bounds(fields[name], item, path)

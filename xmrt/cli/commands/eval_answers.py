@@ -30,6 +30,7 @@ from typing import Any
 
 from xmrt.cli import CommandTree
 from xmrt.errors import UserError
+from xmrt.kb.beir import read_jsonl
 
 QUESTIONS = "questions.jsonl"
 
@@ -57,15 +58,9 @@ def read_questions(directory: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path} is missing: put one {{\"question\": ..., \"answers\": [...]}} per line in it")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
-        answers = record.get("answers") if isinstance(record, dict) else None
-        if not isinstance(record, dict) or not isinstance(record.get("question"), str) or not record["question"]:
+    for n, record in read_jsonl(path):
+        answers = record.get("answers")
+        if not isinstance(record.get("question"), str) or not record["question"]:
             raise UserError(f"{path}:{n}: needs a non-empty 'question'")
         if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a for a in answers):
             raise UserError(f"{path}:{n}: 'answers' must be a non-empty list of strings")

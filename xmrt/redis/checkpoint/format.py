@@ -1,11 +1,14 @@
-"""The checkpointer's format and protocol: key layout, record encoding, the commands a step yields, caches."""
+"""The checkpointer's format and protocol: key layout, record encoding, the commands a step yields, caches.
+
+Also the part of the sync and async drivers that does no I/O: :class:`_Run`.
+"""
 
 from __future__ import annotations
 
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,3 +263,72 @@ class _SeenRuns:
 
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+
+
+# -- driving an operation --------------------------------------------------------------------------------------
+
+#: What a request may fail with that the driver hands back to the operation (a lost WATCH) or reports.
+_RUN_ERRORS = (_Watched, *_CONNECTION_ERRORS)
+
+
+def _queued(pipe: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
+    """``pipe`` with ``commands`` queued (a sync and an asyncio pipeline queue alike)."""
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe
+
+
+class _Run:
+    """One operation being driven: the part of the sync and the async driver that does no I/O.
+
+    Iterating gives the operation's requests. After each one the driver runs, :meth:`reply` hands back its
+    outcome: the results; a lost WATCH, which the operation retries; a connection error, which ``fail`` turns
+    into the error to raise (a :class:`CheckpointStoreError`). An emitted item needs no reply. ``result`` holds
+    the operation's value once the iteration ends.
+    """
+
+    def __init__(self, steps: Iterator[Any], fail: Callable[[Exception], Exception]) -> None:
+        self.steps = steps
+        self.fail = fail
+        self.watched: Any = None  # the pipeline of a WATCH between two requests
+        self.result: Any = None
+        self._next: Callable[[], Any] = lambda: next(steps)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            step, self._next = self._next, lambda: self.steps.send(None)
+            try:
+                request = step()
+            except StopIteration as stop:
+                self.result = stop.value
+                return
+            yield request
+
+    def reply(self, results: list[Any] | None, error: Exception | None) -> None:
+        """The outcome of the last request: ``results``, or the ``error`` it failed with."""
+        if isinstance(error, _Watched):
+            self._next = lambda: self.steps.throw(_Watched())
+        elif error is not None:
+            raise self.fail(error) from error
+        else:
+            self._next = lambda: self.steps.send(results)
+
+    def transaction(self, request: Any) -> tuple[Any, list[Any] | None]:
+        """After a WATCH, its pipeline with ``request`` queued in MULTI.
+
+        Returns:
+            ``(pipeline, None)``; ``(pipeline, [True])`` when the request only ends the watch (``UNWATCH``);
+            ``(None, None)`` when nothing is watched.
+        """
+        pipe, self.watched = self.watched, None
+        if pipe is None:
+            return None, None
+        if request.commands == [("UNWATCH",)]:
+            return pipe, [True]
+        try:
+            pipe.multi()
+            _queued(pipe, request.commands)
+        except BaseException:
+            self.watched = pipe  # the driver still resets it
+            raise
+        return pipe, None

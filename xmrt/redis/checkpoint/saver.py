@@ -25,11 +25,13 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from xmrt.redis.checkpoint.format import (
     _CLUSTER_TYPES,
-    _CONNECTION_ERRORS,
+    _RUN_ERRORS,
     CheckpointStoreError,
     _Emit,
     _Keys,
     _LatestCache,
+    _queued,
+    _Run,
     _Scan,
     _SeenRuns,
     _Watch,
@@ -140,26 +142,20 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
 
     # -- sync I/O --------------------------------------------------------------------------------
 
-    def _execute(self, client: Any, request: Any, watched: list[Any]) -> list[Any]:
-        """Run one request; ``watched`` holds the pipeline of a WATCH between two requests."""
+    def _execute(self, client: Any, request: Any, run: _Run) -> list[Any]:
+        """Run one request; ``run.watched`` holds the pipeline of a WATCH between two requests."""
         if isinstance(request, _Scan):
             return list(client.scan_iter(match=request.match, count=1000))
         if isinstance(request, _Watch):
-            pipe = watched[0] = client.pipeline(transaction=True)
+            pipe = run.watched = client.pipeline(transaction=True)
             pipe.watch(request.key)
             return [pipe.execute_command(*c) for c in request.reads]
-        if watched[0] is not None:  # the transaction of a watched operation
-            pipe, watched[0] = watched[0], None
+        pipe, ended = run.transaction(request)
+        if pipe is not None:  # the transaction of a watched operation
             try:
-                if request.commands == [("UNWATCH",)]:
-                    return [True]
-                pipe.multi()
-                for command in request.commands:
-                    pipe.execute_command(*command)
-                try:
-                    return pipe.execute()
-                except redis.WatchError:
-                    raise _Watched() from None
+                return ended if ended is not None else pipe.execute()
+            except redis.WatchError:
+                raise _Watched() from None
             finally:
                 pipe.reset()
         if len(request.commands) == 1:
@@ -167,37 +163,31 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
                 return [client.execute_command(*request.commands[0])]
             except redis.ResponseError as exc:
                 return [exc]
-        pipe = client.pipeline(transaction=request.atomic)
-        for command in request.commands:
-            pipe.execute_command(*command)
-        return pipe.execute(raise_on_error=request.atomic)
+        return _queued(client.pipeline(transaction=request.atomic), request.commands).execute(
+            raise_on_error=request.atomic)
+
+    def _attempt(self, client: Any, request: Any, run: _Run) -> tuple[list[Any] | None, Exception | None]:
+        try:
+            return self._execute(client, request, run), None
+        except _RUN_ERRORS as exc:
+            return None, exc
 
     def _iterate(
         self, steps: Generator[Any, Any, Any], what: str, thread: Any
     ) -> Generator[CheckpointTuple, None, Any]:
         """Drive an operation with the sync client: yield what it emits, return its result."""
         client = self._sync_client()
-        watched: list[Any] = [None]
+        run = _Run(steps, lambda exc: self._store_error(exc, what, thread))
         try:
-            request = next(steps)
-            while True:
+            for request in run:
                 if isinstance(request, _Emit):
                     yield request.item
-                    request = steps.send(None)
-                    continue
-                try:
-                    results = self._execute(client, request, watched)
-                except _Watched:
-                    request = steps.throw(_Watched())
-                    continue
-                except _CONNECTION_ERRORS as exc:
-                    raise self._store_error(exc, what, thread) from exc
-                request = steps.send(results)
-        except StopIteration as stop:
-            return stop.value
+                else:
+                    run.reply(*self._attempt(client, request, run))
+            return run.result
         finally:
-            if watched[0] is not None:
-                watched[0].reset()
+            if run.watched is not None:
+                run.watched.reset()
 
     def _drive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
         """Drive an operation that emits nothing and return its result."""
@@ -255,26 +245,20 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
 
     # -- async I/O -------------------------------------------------------------------------------
 
-    async def _aexecute(self, client: Any, request: Any, watched: list[Any]) -> list[Any]:
+    async def _aexecute(self, client: Any, request: Any, run: _Run) -> list[Any]:
         """The asyncio twin of :meth:`_execute`."""
         if isinstance(request, _Scan):
             return [k async for k in client.scan_iter(match=request.match, count=1000)]
         if isinstance(request, _Watch):
-            pipe = watched[0] = client.pipeline(transaction=True)
+            pipe = run.watched = client.pipeline(transaction=True)
             await pipe.watch(request.key)
             return [await pipe.execute_command(*c) for c in request.reads]
-        if watched[0] is not None:
-            pipe, watched[0] = watched[0], None
+        pipe, ended = run.transaction(request)
+        if pipe is not None:
             try:
-                if request.commands == [("UNWATCH",)]:
-                    return [True]
-                pipe.multi()
-                for command in request.commands:
-                    pipe.execute_command(*command)
-                try:
-                    return await pipe.execute()
-                except redis.WatchError:
-                    raise _Watched() from None
+                return ended if ended is not None else await pipe.execute()
+            except redis.WatchError:
+                raise _Watched() from None
             finally:
                 await pipe.reset()
         if len(request.commands) == 1:
@@ -282,35 +266,29 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
                 return [await client.execute_command(*request.commands[0])]
             except redis.ResponseError as exc:
                 return [exc]
-        pipe = client.pipeline(transaction=request.atomic)
-        for command in request.commands:
-            pipe.execute_command(*command)
-        return await pipe.execute(raise_on_error=request.atomic)
+        return await _queued(client.pipeline(transaction=request.atomic), request.commands).execute(
+            raise_on_error=request.atomic)
+
+    async def _aattempt(self, client: Any, request: Any, run: _Run) -> tuple[list[Any] | None, Exception | None]:
+        try:
+            return await self._aexecute(client, request, run), None
+        except _RUN_ERRORS as exc:
+            return None, exc
 
     async def _aiterate(self, client: Any, steps: Generator[Any, Any, Any], what: str, thread: Any,
                         result: list[Any]) -> AsyncIterator[CheckpointTuple]:
         """Drive an operation with the asyncio client: yield what it emits; its result goes in ``result``."""
-        watched: list[Any] = [None]
+        run = _Run(steps, lambda exc: self._store_error(exc, what, thread))
         try:
-            request = next(steps)
-            while True:
+            for request in run:
                 if isinstance(request, _Emit):
                     yield request.item
-                    request = steps.send(None)
-                    continue
-                try:
-                    results = await self._aexecute(client, request, watched)
-                except _Watched:
-                    request = steps.throw(_Watched())
-                    continue
-                except _CONNECTION_ERRORS as exc:
-                    raise self._store_error(exc, what, thread) from exc
-                request = steps.send(results)
-        except StopIteration as stop:
-            result.append(stop.value)
+                else:
+                    run.reply(*await self._aattempt(client, request, run))
+            result.append(run.result)
         finally:
-            if watched[0] is not None:
-                await watched[0].reset()
+            if run.watched is not None:
+                await run.watched.reset()
 
     async def _adrive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
         """Drive an operation that emits nothing and return its result (in a thread without our loop's client)."""
