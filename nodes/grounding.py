@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 Embed = Callable[[list[str]], Any]
 
-_NOT_PROSE = re.compile(r"```|\*\*|::=|^\s*#|^\s*(?:def|class|import|returns?)\b|[{};:]\s*$", re.I)
+# Code, grammar, headings, lead-ins, and a chat template's control tokens leaking into the text ("<|im_start|>").
+_NOT_PROSE = re.compile(r"```|\*\*|::=|<\||\|>|^\s*#|^\s*(?:def|class|import|returns?)\b|[{};:]\s*$", re.I)
 _ANY_END = re.compile(r"(?<=[.!?])\s+(?=\S)")  # a looping model's sentences need not start with a capital
 
 
@@ -187,7 +188,7 @@ class Checker:
         inside = bool((holds * self.relevant).any())
         prose = not _NOT_PROSE.search(sentence) and bool(words or numbers(sentence))
         ok = ((similarity >= self.threshold or inside) and coverage >= self.min_coverage and not missing_numbers
-              and not missing_names and bool(new_info) and prose and not sentence.rstrip().endswith("?"))
+              and not missing_names and bool(new_info) and prose and "?" not in sentence)
         why = ("supported" if ok else "not similar enough to any evidence" if similarity < self.threshold
                else f"numbers not in the evidence: {', '.join(missing_numbers)}" if missing_numbers
                else f"names not in its source: {', '.join(missing_names)}" if missing_names

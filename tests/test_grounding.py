@@ -76,6 +76,11 @@ def test_a_name_its_source_does_not_use_is_never_shown(embed):
     assert right.mode == "generated" and right.cited == [1]
 
 
+def test_a_question_or_template_tokens_are_never_an_answer(units, embed):
+    leaked = ground("How much XMR does the treasury hold 1,200 XMR?<|im_start|>user [1].", QUESTION, units, embed)
+    assert leaked.mode == "extractive" and "<|" not in leaked.answer
+
+
 def test_a_sentence_must_hold_to_one_source(embed):
     units = [Unit("The treasury holds 1,200 XMR.", "[1]"), Unit("The council meets in Lisbon.", "[2]")]
     mixed = ground("The treasury council holds 1,200 XMR in Lisbon.", "How much XMR does the treasury hold?", units,
