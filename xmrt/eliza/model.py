@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,10 @@ EXPERTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "by_category_recent": (("category",), True),
     "pairs": (("pairs",), False),
     "text": (("words",), False),
+    "trees": (("trees",), False),
 }
+_SE = os.environ.get("XT_STEPEXP", "main,by_category,pairs,text").split(",")
+EXPERTS = {k: ((*g, "steps") if k in _SE else g, r) for k, (g, r) in EXPERTS.items()}
 
 
 @dataclass
@@ -42,20 +46,49 @@ class Expert:
     recent: bool = False
     weights: dict[str, float] = field(default_factory=lambda: dict(PRIOR_WEIGHTS))
     bias: float = 0.0
+    #: Boosted regression trees on the linear score's residual (the ``trees`` expert; none before any training).
+    trees: list[dict[str, list]] = field(default_factory=list)
 
     def logit(self, features: dict[str, float]) -> float:
-        """The linear score before the sigmoid."""
-        return self.bias + sum(self.weights.get(n, 0.0) * x for n, x in features.items())
+        """The score before the sigmoid: linear part plus the trees' leaves."""
+        z = self.bias + sum(self.weights.get(n, 0.0) * x for n, x in features.items())
+        for tree in self.trees:
+            z += tree["value"][_leaf(tree, features)[-1]]
+        return z
+
+    def parts(self, features: dict[str, float]) -> dict[str, float]:
+        """Each feature's signed share of the logit (a tree's leaf split along its path, node by node)."""
+        out = {n: self.weights.get(n, 0.0) * x for n, x in features.items()}
+        for tree in self.trees:
+            path = _leaf(tree, features)
+            for parent, child in zip(path, path[1:], strict=False):
+                name = tree["feature"][parent]
+                out[name] = out.get(name, 0.0) + tree["value"][child] - tree["value"][parent]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"groups": list(self.groups), "recent": self.recent, "weights": self.weights, "bias": self.bias}
+        raw = {"groups": list(self.groups), "recent": self.recent, "weights": self.weights, "bias": self.bias}
+        if self.trees:
+            raw["trees"] = self.trees
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Expert:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(raw.get("groups", ())), bool(raw.get("recent", False)),
-                   {str(k): float(v) for k, v in raw.get("weights", {}).items()}, float(raw.get("bias", 0.0)))
+                   {str(k): float(v) for k, v in raw.get("weights", {}).items()}, float(raw.get("bias", 0.0)),
+                   [dict(t) for t in raw.get("trees", ())])
+
+
+def _leaf(tree: dict[str, list], features: dict[str, float]) -> list[int]:
+    """The nodes from the root to the leaf a feature vector falls in (a missing feature counts as 0)."""
+    node, path = 0, [0]
+    left, right, feature, threshold = tree["left"], tree["right"], tree["feature"], tree["threshold"]
+    while left[node] >= 0:
+        node = left[node] if features.get(feature[node], 0.0) <= threshold[node] else right[node]
+        path.append(node)
+    return path
 
 
 def _default_experts(weights: dict[str, float] | None = None, bias: float = 0.0) -> dict[str, Expert]:
@@ -124,8 +157,8 @@ class DecisionModel:
             share = self.mixture.get(name, 0.0) / total
             if share <= 0:
                 continue
-            for n, x in self.space.expand(ex, e.groups).items():
-                parts[n] = parts.get(n, 0.0) + share * e.weights.get(n, 0.0) * x
+            for n, v in e.parts(self.space.expand(ex, e.groups)).items():
+                parts[n] = parts.get(n, 0.0) + share * v
         return dict(sorted(((k, v) for k, v in parts.items() if v != 0.0), key=lambda kv: -abs(kv[1])))
 
     def verdict_swing(self, example: Example) -> tuple[float, float]:
@@ -171,8 +204,18 @@ class DecisionModel:
         n = len(data)
         for i, (name, expert) in enumerate(self.experts.items()):
             recency = [0.5 ** ((n - 1 - j) / self.half_life) for j in range(n)] if expert.recent else [1.0] * n
-            _fit_expert(expert, [self.space.expand(x, expert.groups) for x, _ in data], [y for _, y in data],
-                        recency, learning_rate=learning_rate, epochs=epochs, l2=l2, seed=seed + self.version + i)
+            rows = [self.space.expand(x, expert.groups) for x, _ in data]
+            expert.trees = []
+            linear = rows
+            if "trees" in expert.groups and TREE_LINEAR != "all":
+                linear = [{n: v for n, v in r.items() if not n.startswith("amount:")
+                           or (TREE_LINEAR == "nohinge" and n == "amount:log")} for r in rows]
+                expert.weights = {n: v for n, v in expert.weights.items() if not n.startswith("amount:")
+                                  or (TREE_LINEAR == "nohinge" and n == "amount:log")}
+            _fit_expert(expert, linear, [y for _, y in data], recency, learning_rate=learning_rate, epochs=epochs,
+                        l2=l2, seed=seed + self.version + i)
+            if "trees" in expert.groups:
+                expert.trees = _fit_trees(expert, rows, [y for _, y in data], recency)
         self.version += 1
         self.examples_seen = n
         self.updated_at = time.time()
@@ -221,6 +264,9 @@ class DecisionModel:
         return model
 
 
+MIXTURE_SHARPNESS = float(os.environ.get("XT_ETA", "1.0"))
+
+
 def _posterior_mixture(names: list[str], outcomes: list[bool], scores: list[dict[str, float] | None],
                        half_life: float, current: dict[str, float]) -> dict[str, float]:
     """Posterior weights of the experts from their discounted prequential log-loss (uniform prior)."""
@@ -235,7 +281,7 @@ def _posterior_mixture(names: list[str], outcomes: list[bool], scores: list[dict
             p = min(max(float(s[n]), 1e-4), 1 - 1e-4)
             loss[n] -= discount * math.log(p if y else 1 - p)
     best = min(loss.values())
-    raw = {n: math.exp(-(loss[n] - best)) for n in names}
+    raw = {n: math.exp(-MIXTURE_SHARPNESS * (loss[n] - best)) for n in names}
     total = sum(raw.values())
     return {n: v / total for n, v in raw.items()}
 
@@ -245,10 +291,12 @@ def _posterior_mixture(names: list[str], outcomes: list[bool], scores: list[dict
 #: some batches) and lost the mixture even where they were the most accurate; at 0.3 the mixture's gap to the oracle
 #: on the category-by-amount rule fell from 0.08-0.10 to 0.03, other rules unchanged.
 INTERACTION_SHRINK = 0.3
+STEP_SECONDARY = os.environ.get("XT_STEPSEC", "0") == "1"
+STEP_SHRINK = float(os.environ.get("XT_STEPSHRINK", "1.0"))
 
 
 def _is_secondary(name: str) -> bool:
-    return "×" in name or "²" in name or name.startswith("word:")
+    return "×" in name or "²" in name or name.startswith("word:") or (STEP_SECONDARY and name.startswith("amount:step"))
 
 
 def _fit_expert(expert: Expert, rows: list[dict[str, float]], outcomes: list[bool], sample_weight: list[float], *,
@@ -277,7 +325,8 @@ def _fit_expert(expert: Expert, rows: list[dict[str, float]], outcomes: list[boo
     scale[scale < 1e-6] = 1.0
     # Interactions and words are many and mostly noise: scaled down after standardising, they pay a larger L2
     # penalty (1 / shrink²) for the same effect, so an expert that has them stays calibrated on little data.
-    scale = scale / np.array([INTERACTION_SHRINK if _is_secondary(n) else 1.0 for n in names])
+    scale = scale / np.array([INTERACTION_SHRINK if _is_secondary(n) else STEP_SHRINK if n.startswith("amount:step")
+                              else 1.0 for n in names])
     coef = np.array([expert.weights.get(n, 0.0) for n in names]) * scale
     n_eff = float(w.sum() ** 2 / (w**2).sum())
     clf = SGDClassifier(loss="log_loss", penalty="l2", alpha=l2 / max(1.0, n_eff), learning_rate="adaptive",
@@ -293,6 +342,46 @@ def _fit_expert(expert: Expert, rows: list[dict[str, float]], outcomes: list[boo
     expert.bias = float(clf.intercept_[0])
 
 
+
+#: The ``trees`` expert: gradient boosting (log-loss, Newton leaves) of shallow regression trees on what its linear
+#: part leaves unexplained, so thresholds ("above some amount fails") and interactions ("high support AND low
+#: risk", "this category AND a large amount") are learned as steps instead of being approximated by a line.
+TREE_ROUNDS = int(os.environ.get("XT_ROUNDS", "40"))
+TREE_DEPTH = int(os.environ.get("XT_DEPTH", "2"))
+TREE_STEP = float(os.environ.get("XT_STEP", "0.1"))
+TREE_MIN_LEAF = int(os.environ.get("XT_LEAF", "15"))
+TREE_L2 = float(os.environ.get("XT_L2", "2.0"))
+TREE_LINEAR = os.environ.get("XT_TREELIN", "all")
+
+
+def _fit_trees(expert: Expert, rows: list[dict[str, float]], outcomes: list[bool],
+               sample_weight: list[float]) -> list[dict[str, list]]:
+    """Boosted trees on the main effects, starting from the expert's linear score (deterministic)."""
+    import numpy as np
+    from sklearn.tree import DecisionTreeRegressor
+
+    names = sorted({n for r in rows for n in r if not n.startswith(("amount:over", "amount:step"))})
+    if len(rows) < 2 * TREE_MIN_LEAF or len(set(outcomes)) < 2:
+        return []
+    x = np.array([[r.get(n, 0.0) for n in names] for r in rows])
+    y = np.array(outcomes, dtype=float)
+    w = np.asarray(sample_weight, dtype=float)
+    z = np.array([expert.logit(r) for r in rows])
+    trees = []
+    for _ in range(TREE_ROUNDS):
+        p = 1.0 / (1.0 + np.exp(-z))
+        g, h = y - p, np.maximum(p * (1 - p), 1e-6)
+        reg = DecisionTreeRegressor(max_depth=TREE_DEPTH, min_samples_leaf=TREE_MIN_LEAF, random_state=0)
+        reg.fit(x, g / h, sample_weight=w * h)
+        path = reg.decision_path(x)
+        big_g, big_h = path.T @ (w * g), path.T @ (w * h)
+        value = TREE_STEP * big_g / (big_h + TREE_L2)
+        t = reg.tree_
+        trees.append({"feature": [names[f] if f >= 0 else "" for f in t.feature],
+                      "threshold": [float(v) for v in t.threshold], "left": [int(v) for v in t.children_left],
+                      "right": [int(v) for v in t.children_right], "value": [float(v) for v in value]})
+        z = z + value[reg.apply(x)]
+    return trees
 
 
 def decide_from_probability(p: float, defer_margin: float) -> str:
