@@ -22,7 +22,6 @@ MAX_WORDS = 64
 VOCABULARY_SIZE = 24
 AMOUNT_FEATURES = ("amount:log", "amount:over_q1", "amount:over_q2", "amount:over_q3")
 PAIR_CRITERIA = 8
-AMOUNT_STEPS = int(__import__("os").environ.get("XT_STEPS", "0"))
 
 
 def _sigmoid(z: float) -> float:
@@ -100,7 +99,6 @@ class FeatureSpace:
     amount_center: float = math.log1p(100.0)
     amount_scale: float = 1.5
     amount_knots: tuple[float, ...] = (math.log1p(30.0), math.log1p(100.0), math.log1p(300.0))
-    amount_steps: tuple[float, ...] = ()
     categories: tuple[str, ...] = ()
     vocabulary: tuple[str, ...] = ()
     criteria: tuple[str, ...] = ()
@@ -114,9 +112,6 @@ class FeatureSpace:
             q1, q2, q3 = (logs[min(len(logs) - 1, int(q * len(logs)))] for q in (0.25, 0.5, 0.75))
             space.amount_center, space.amount_scale = q2, max(q3 - q1, 0.25)
             space.amount_knots = (q1, q2, q3)
-        if len(logs) >= 4 * AMOUNT_STEPS:
-            space.amount_steps = tuple(logs[int(k * len(logs) / (AMOUNT_STEPS + 1))]
-                                       for k in range(1, AMOUNT_STEPS + 1))
         space.categories = tuple(sorted({e.category for e in examples if e.category}))[:64]
         df: dict[str, int] = {}
         for e in examples:
@@ -148,10 +143,6 @@ class FeatureSpace:
     def expand(self, ex: Example, groups: Sequence[str]) -> dict[str, float]:
         """The features of an expert: main effects plus its groups (``words``, ``category``, ``pairs``)."""
         f = self.main(ex)
-        if "steps" in groups and ex.amount is not None:
-            la = math.log1p(max(0.0, ex.amount))
-            for k, knot in enumerate(self.amount_steps):
-                f[f"amount:step{k + 1}"] = 1.0 if la > knot else 0.0
         if "words" in groups:
             vocab = set(self.vocabulary)
             for w in ex.words:
@@ -174,9 +165,6 @@ class FeatureSpace:
         if name.startswith("amount:over_q"):
             knot = self.amount_knots[int(name[-1]) - 1]
             return f"amount above {math.expm1(knot):.0f} XMR"
-        if name.startswith("amount:step"):
-            knot = self.amount_steps[int(name[len("amount:step"):]) - 1]
-            return f"amount above {math.expm1(knot):.0f} XMR"
         if name == "amount:log":
             return "amount (log)"
         return name
@@ -184,8 +172,7 @@ class FeatureSpace:
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"amount_center": self.amount_center, "amount_scale": self.amount_scale,
-                "amount_knots": list(self.amount_knots), "amount_steps": list(self.amount_steps),
-                "categories": list(self.categories),
+                "amount_knots": list(self.amount_knots), "categories": list(self.categories),
                 "vocabulary": list(self.vocabulary), "criteria": list(self.criteria)}
 
     @classmethod
@@ -196,7 +183,6 @@ class FeatureSpace:
         space.amount_center = float(raw.get("amount_center", space.amount_center))
         space.amount_scale = float(raw.get("amount_scale", space.amount_scale))
         space.amount_knots = tuple(float(k) for k in raw.get("amount_knots", space.amount_knots))[:3]
-        space.amount_steps = tuple(float(k) for k in raw.get("amount_steps", ()))
         space.categories = tuple(str(c) for c in raw.get("categories", ()))
         space.vocabulary = tuple(str(w) for w in raw.get("vocabulary", ()))
         space.criteria = tuple(str(c) for c in raw.get("criteria", ()))
