@@ -401,7 +401,7 @@ def test_rationale_names_what_moved_the_decision_and_how_sure_it_is(app_config):
     assert "learned from 100 outcomes" in d["rationale"] and "moved most by:" in d["rationale"]
     assert "amount" in d["rationale"].split("moved most by:")[1]
     assert d["confidence"]["outcomes_learned"] == 100 and d["signals"]["amount_xmr"] == 1800
-    assert set(d["experts"]) == {"main", "main_recent", "by_category", "by_category_recent", "pairs", "text"}
+    assert set(d["experts"]) == {"main", "main_recent", "by_category", "by_category_recent", "pairs", "text", "trees"}
 
 
 def test_learns_an_amount_by_category_rule_through_the_graphs(app_config):
@@ -467,3 +467,26 @@ def test_bench_model_only_learns_a_category_rule_in_process():
     run = model_only(generate_with_oracle(300, rule="category", seed=5), batch=50)
     assert run["last"] >= run["first"] + 0.1 and run["last"] >= run["oracle"] - 0.1, run
     assert abs(sum(run["mixture"].values()) - 1) < 0.05
+
+
+def test_trees_expert_learns_a_threshold_explains_it_and_round_trips():
+    from xmrt.eliza import Example
+
+    model = DecisionModel()
+    assert model.experts["trees"].trees == []  # neutral at start: the prior rule, like every expert
+    stream = [(Example.of(p), ok) for p, ok in generate(300, rule="amount", seed=11)]
+    model.train(stream, learning_rate=0.01, epochs=200)
+    trees = model.experts["trees"]
+    assert trees.trees and not any(n.startswith("amount:over") for n in trees.weights)
+    split_on = {f for t in trees.trees for f in t["feature"] if f}
+    assert "amount:log" in split_on
+    cheap = Example({"team_track_record": 0.5, "technical_risk": 0.5}, amount=20.0)
+    dear = Example({"team_track_record": 0.5, "technical_risk": 0.5}, amount=1500.0)
+    probs = model.expert_probabilities
+    assert probs(dear)["trees"] < 0.35 < 0.6 < probs(cheap)["trees"]
+    # The rationale's contributions split the trees' leaves by feature: the amount is what moved a large spend.
+    model.mixture = {n: float(n == "trees") for n in model.experts}
+    assert next(iter(model.contributions(dear))).startswith("amount") and model.contributions(dear)["amount:log"] < 0
+    again = DecisionModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.probability(dear) == pytest.approx(model.probability(dear))
+    assert again.to_dict() == model.to_dict()

@@ -11,7 +11,9 @@ self-improves (the real self-improvement graph), all on Redis. Three agents see 
 
 Accuracy is measured per batch against the true outcomes (a deferral counts as wrong) and against the oracle,
 which knows the rule. The agents never see the rule; ``--rule`` picks one of several (on criteria, amount,
-category, their interactions, and one that drifts halfway) so that no single rule can be tuned for. The learning
+category, their interactions, and one that drifts halfway) so that no single rule can be tuned for; two more
+(``amount_band``, ``category_criteria``) are held out: added after the model was built, to check it generalises.
+The learning
 agent's calibration (Brier score, reliability table) and learning curve are printed from its ledger. The LLM is
 off by default (``--llm`` turns it on). ``--model-only`` runs the decision model alone, in process, over several
 streams (``--seeds``), to average out the noise of one stream.
@@ -209,7 +211,7 @@ def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: 
 
 
 def _bench_model_only(args: argparse.Namespace) -> int:
-    from benchmarks.proposals import generate_with_oracle
+    from benchmarks.proposals import HELD_OUT, generate_with_oracle
 
     low, _, high = args.seeds.partition("-")
     seeds = range(int(low), int(high or low) + 1)
@@ -226,7 +228,8 @@ def _bench_model_only(args: argparse.Namespace) -> int:
                "met": met, "streams": len(runs), "runs": runs}
         summary.append(row)
         if not args.json:
-            print(f"  {rule:<16} gap to oracle mean {row['mean_gap']:+.3f} (max {row['max_gap']:+.3f})  rise mean "
+            name = rule + (" (held out)" if rule in HELD_OUT else "")
+            print(f"  {name:<29} gap to oracle mean {row['mean_gap']:+.3f} (max {row['max_gap']:+.3f})  rise mean "
                   f"{row['mean_rise']:+.3f}  both targets met on {met}/{len(runs)} streams")
     if args.json:
         print(json.dumps({"model_only": summary}))
@@ -276,7 +279,8 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-RULE_NAMES = ("linear", "contrarian", "interaction", "amount", "category", "category_amount", "drift")
+RULE_NAMES = ("linear", "contrarian", "interaction", "amount", "category", "category_amount", "drift", "amount_band",
+              "category_criteria")
 
 
 def _rules():

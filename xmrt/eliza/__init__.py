@@ -7,9 +7,10 @@ title and description that recur in past proposals; and the LLM's verdict (``llm
 New features start at weight 0 and move only by learning from outcomes. The seed's basic rule
 (:data:`PRIOR_WEIGHTS`) is the starting point: support and alignment count for, risk and treasury impact against.
 
-**Model.** A mixture of logistic experts (:data:`EXPERTS`): main effects, words, category interactions, products
-of criteria, and two that forget old outcomes (half-life, default 60) so that a rule that changes is followed. The
-mixture weights are the experts' Bayesian posterior given their prequential log-loss (the score each gave a
+**Model.** A mixture of experts (:data:`EXPERTS`): logistic ones on main effects, words, category interactions,
+products of criteria, two that forget old outcomes (half-life, default 60) so that a rule that changes is
+followed, and ``trees`` (main effects plus boosted depth-2 trees on their residual, for thresholds and
+interactions). The mixture weights maximise the prequential likelihood of the blend (the score each expert gave a
 proposal when it was decided, before its outcome was known). ``p`` is the predicted probability of success;
 approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between.
 

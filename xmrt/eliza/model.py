@@ -31,6 +31,7 @@ EXPERTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "by_category_recent": (("category",), True),
     "pairs": (("pairs",), False),
     "text": (("words",), False),
+    "trees": (("trees",), False),
 }
 
 
@@ -42,20 +43,49 @@ class Expert:
     recent: bool = False
     weights: dict[str, float] = field(default_factory=lambda: dict(PRIOR_WEIGHTS))
     bias: float = 0.0
+    #: Boosted regression trees on the linear score's residual (the ``trees`` expert; none before any training).
+    trees: list[dict[str, list]] = field(default_factory=list)
 
     def logit(self, features: dict[str, float]) -> float:
-        """The linear score before the sigmoid."""
-        return self.bias + sum(self.weights.get(n, 0.0) * x for n, x in features.items())
+        """The score before the sigmoid: linear part plus the trees' leaves."""
+        z = self.bias + sum(self.weights.get(n, 0.0) * x for n, x in features.items())
+        for tree in self.trees:
+            z += tree["value"][_leaf(tree, features)[-1]]
+        return z
+
+    def parts(self, features: dict[str, float]) -> dict[str, float]:
+        """Each feature's signed share of the logit (a tree's leaf split along its path, node by node)."""
+        out = {n: self.weights.get(n, 0.0) * x for n, x in features.items()}
+        for tree in self.trees:
+            path = _leaf(tree, features)
+            for parent, child in zip(path, path[1:], strict=False):
+                name = tree["feature"][parent]
+                out[name] = out.get(name, 0.0) + tree["value"][child] - tree["value"][parent]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"groups": list(self.groups), "recent": self.recent, "weights": self.weights, "bias": self.bias}
+        raw = {"groups": list(self.groups), "recent": self.recent, "weights": self.weights, "bias": self.bias}
+        if self.trees:
+            raw["trees"] = self.trees
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Expert:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(raw.get("groups", ())), bool(raw.get("recent", False)),
-                   {str(k): float(v) for k, v in raw.get("weights", {}).items()}, float(raw.get("bias", 0.0)))
+                   {str(k): float(v) for k, v in raw.get("weights", {}).items()}, float(raw.get("bias", 0.0)),
+                   [dict(t) for t in raw.get("trees", ())])
+
+
+def _leaf(tree: dict[str, list], features: dict[str, float]) -> list[int]:
+    """The nodes from the root to the leaf a feature vector falls in (a missing feature counts as 0)."""
+    node, path = 0, [0]
+    left, right, feature, threshold = tree["left"], tree["right"], tree["feature"], tree["threshold"]
+    while left[node] >= 0:
+        node = left[node] if features.get(feature[node], 0.0) <= threshold[node] else right[node]
+        path.append(node)
+    return path
 
 
 def _default_experts(weights: dict[str, float] | None = None, bias: float = 0.0) -> dict[str, Expert]:
@@ -124,8 +154,8 @@ class DecisionModel:
             share = self.mixture.get(name, 0.0) / total
             if share <= 0:
                 continue
-            for n, x in self.space.expand(ex, e.groups).items():
-                parts[n] = parts.get(n, 0.0) + share * e.weights.get(n, 0.0) * x
+            for n, v in e.parts(self.space.expand(ex, e.groups)).items():
+                parts[n] = parts.get(n, 0.0) + share * v
         return dict(sorted(((k, v) for k, v in parts.items() if v != 0.0), key=lambda kv: -abs(kv[1])))
 
     def verdict_swing(self, example: Example) -> tuple[float, float]:
@@ -152,9 +182,10 @@ class DecisionModel:
         Each expert is scikit-learn's ``SGDClassifier`` (log-loss, L2 ``alpha = l2 / outcomes``), warm-started from
         its stored weights, on features scaled to unit variance, with the ``adaptive`` schedule: the step starts at
         ``learning_rate`` and is divided by 5 whenever 5 passes bring no improvement; at most ``epochs`` passes.
-        Forgetting experts weigh an outcome ``0.5 ** (age / half_life)``. The mixture weights are the Bayesian
-        posterior of the experts given their *prequential* log-loss: the scores they gave each proposal when it
-        was decided (``expert_scores``), before its outcome was known, discounted with ``mixture_half_life``.
+        Forgetting experts weigh an outcome ``0.5 ** (age / half_life)``. The ``trees`` expert then boosts shallow
+        trees on what its linear part leaves unexplained (:func:`_fit_trees`). The mixture weights maximise the
+        *prequential* likelihood of the blend: the scores the experts gave each proposal when it was decided
+        (``expert_scores``), before its outcome was known, discounted with ``mixture_half_life``.
         """
         if not examples:
             return {"examples": 0, "loss_before": 0.0, "loss_after": 0.0}
@@ -166,13 +197,20 @@ class DecisionModel:
             self.half_life = float(half_life)
         self.space = FeatureSpace.fit([x for x, _ in data])
         if expert_scores is not None:
-            self.mixture = _posterior_mixture(list(self.experts), [y for _, y in data], list(expert_scores),
-                                              mixture_half_life, self.mixture)
+            self.mixture = _fitted_mixture(list(self.experts), [y for _, y in data], list(expert_scores),
+                                           mixture_half_life, self.mixture)
         n = len(data)
         for i, (name, expert) in enumerate(self.experts.items()):
             recency = [0.5 ** ((n - 1 - j) / self.half_life) for j in range(n)] if expert.recent else [1.0] * n
-            _fit_expert(expert, [self.space.expand(x, expert.groups) for x, _ in data], [y for _, y in data],
-                        recency, learning_rate=learning_rate, epochs=epochs, l2=l2, seed=seed + self.version + i)
+            rows = [self.space.expand(x, expert.groups) for x, _ in data]
+            expert.trees = []
+            linear = rows
+            if "trees" in expert.groups:  # its linear part leaves the bends of the amount to the trees
+                linear = [{k: v for k, v in r.items() if not k.startswith("amount:over")} for r in rows]
+            _fit_expert(expert, linear, [y for _, y in data], recency, learning_rate=learning_rate, epochs=epochs,
+                        l2=l2, seed=seed + self.version + i)
+            if "trees" in expert.groups:
+                expert.trees = _fit_trees(expert, rows, [y for _, y in data], recency)
         self.version += 1
         self.examples_seen = n
         self.updated_at = time.time()
@@ -221,23 +259,37 @@ class DecisionModel:
         return model
 
 
-def _posterior_mixture(names: list[str], outcomes: list[bool], scores: list[dict[str, float] | None],
-                       half_life: float, current: dict[str, float]) -> dict[str, float]:
-    """Posterior weights of the experts from their discounted prequential log-loss (uniform prior)."""
+#: EM passes fitting the mixture weights (from uniform; deterministic).
+MIXTURE_PASSES = 100
+
+
+def _fitted_mixture(names: list[str], outcomes: list[bool], scores: list[dict[str, float] | None],
+                    half_life: float, current: dict[str, float]) -> dict[str, float]:
+    """Mixture weights that maximise the discounted prequential likelihood of the mixture itself (EM).
+
+    Each judged decision contributes the probability each expert gave it when it was decided, before its outcome
+    was known; older ones weigh ``0.5 ** (age / half_life)``. Unlike a posterior over experts (which bets on one
+    expert being right and concentrates on it), the weights are those of the best *blend*. Measured against the
+    posterior on the same 6 streams per rule: mean gap to the oracle 0.003 to 0.005 lower on the linear,
+    contrarian and interaction rules, 0.005 higher on amount, equal elsewhere (within the noise of 6 streams).
+    """
+    import numpy as np
+
     rows = [(s, y) for s, y in zip(scores, outcomes, strict=True) if s and all(n in s for n in names)]
     if not rows:
         return current
-    loss = dict.fromkeys(names, 0.0)
     m = len(rows)
-    for j, (s, y) in enumerate(rows):
-        discount = 0.5 ** ((m - 1 - j) / half_life)
-        for n in names:
-            p = min(max(float(s[n]), 1e-4), 1 - 1e-4)
-            loss[n] -= discount * math.log(p if y else 1 - p)
-    best = min(loss.values())
-    raw = {n: math.exp(-(loss[n] - best)) for n in names}
-    total = sum(raw.values())
-    return {n: v / total for n, v in raw.items()}
+    p = np.clip(np.array([[float(s[n]) for n in names] for s, _ in rows]), 1e-4, 1 - 1e-4)
+    y = np.array([bool(v) for _, v in rows])
+    lik = np.where(y[:, None], p, 1 - p)
+    discount = 0.5 ** ((m - 1 - np.arange(m)) / half_life)
+    w = np.full(len(names), 1.0 / len(names))
+    for _ in range(MIXTURE_PASSES):
+        resp = w * lik
+        resp /= resp.sum(1, keepdims=True)
+        w = (discount[:, None] * resp).sum(0)
+        w /= w.sum()
+    return {n: float(v) for n, v in zip(names, w, strict=True)}
 
 
 #: Interactions and words, scaled to this share of unit variance, pay 1 / 0.3² = 11 times the L2 penalty of a main
@@ -293,6 +345,54 @@ def _fit_expert(expert: Expert, rows: list[dict[str, float]], outcomes: list[boo
     expert.bias = float(clf.intercept_[0])
 
 
+#: The ``trees`` expert: gradient boosting (log-loss, Newton leaves) of shallow regression trees on what its linear
+#: part leaves unexplained, so thresholds ("above some amount fails") and interactions ("high support AND low
+#: risk", "this category AND a large amount") are learned as steps instead of being approximated by a line. Its
+#: linear part has no amount hinges: the trees place the amount's thresholds where the outcomes put them (measured
+#: on the 6 streams of the ``amount`` rule, a step at 250 XMR: mean gap to the oracle 0.075 without the expert,
+#: 0.057 with it on top of the hinges, 0.045 with the hinges left to the trees). Depth 2, 40 rounds of 0.1, at
+#: least 15 outcomes a leaf: a few tens of milliseconds for 500 outcomes; refitted from scratch at each training.
+TREE_ROUNDS = 40
+TREE_DEPTH = 2
+TREE_STEP = 0.1
+TREE_MIN_LEAF = 15
+TREE_L2 = 2.0
+
+
+def _fit_trees(expert: Expert, rows: list[dict[str, float]], outcomes: list[bool],
+               sample_weight: list[float]) -> list[dict[str, list]]:
+    """Boosted trees on the main effects, starting from the expert's linear score (deterministic).
+
+    Newton boosting of log-loss: each round fits a ``DecisionTreeRegressor`` to ``gradient / hessian`` weighted by
+    the hessian, then sets every node's value (leaves and inner nodes, so a prediction can be split along its path
+    by feature for the rationale) to ``step * sum(gradient) / (sum(hessian) + l2)`` of the outcomes it holds.
+    Stored as JSON lists (feature names, thresholds, children, values) with the model.
+    """
+    import numpy as np
+    from sklearn.tree import DecisionTreeRegressor
+
+    names = sorted({n for r in rows for n in r if not n.startswith("amount:over")})
+    if len(rows) < 2 * TREE_MIN_LEAF or len(set(outcomes)) < 2:
+        return []
+    x = np.array([[r.get(n, 0.0) for n in names] for r in rows])
+    y = np.array(outcomes, dtype=float)
+    w = np.asarray(sample_weight, dtype=float)
+    z = np.array([expert.logit(r) for r in rows])
+    trees = []
+    for _ in range(TREE_ROUNDS):
+        p = 1.0 / (1.0 + np.exp(-z))
+        g, h = y - p, np.maximum(p * (1 - p), 1e-6)
+        reg = DecisionTreeRegressor(max_depth=TREE_DEPTH, min_samples_leaf=TREE_MIN_LEAF, random_state=0)
+        reg.fit(x, g / h, sample_weight=w * h)
+        path = reg.decision_path(x)
+        big_g, big_h = path.T @ (w * g), path.T @ (w * h)
+        value = TREE_STEP * big_g / (big_h + TREE_L2)
+        t = reg.tree_
+        trees.append({"feature": [names[f] if f >= 0 else "" for f in t.feature],
+                      "threshold": [float(v) for v in t.threshold], "left": [int(v) for v in t.children_left],
+                      "right": [int(v) for v in t.children_right], "value": [float(v) for v in value]})
+        z = z + value[reg.apply(x)]
+    return trees
 
 
 def decide_from_probability(p: float, defer_margin: float) -> str:
