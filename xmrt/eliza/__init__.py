@@ -54,17 +54,19 @@ from xmrt.eliza.ledger import (  # noqa: F401
     list_agents,
     validate_agent_id,
 )
+from xmrt.eliza.metrics import (  # noqa: F401
+    decide_from_probability,
+    history_point,
+    is_correct,
+    metrics_of,
+    reliability,
+)
 from xmrt.eliza.model import (  # noqa: F401
     EXPERTS,
     INTERACTION_SHRINK,
     PRIOR_WEIGHTS,
     DecisionModel,
     Expert,
-    decide_from_probability,
-    history_point,
-    is_correct,
-    metrics_of,
-    reliability,
 )
 from xmrt.eliza.proposals import (  # noqa: F401
     DECISIONS,

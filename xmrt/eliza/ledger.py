@@ -10,7 +10,8 @@ from typing import Any
 import redis
 
 from xmrt.config import Config
-from xmrt.eliza.model import DecisionModel, metrics_of
+from xmrt.eliza.metrics import metrics_of
+from xmrt.eliza.model import DecisionModel
 from xmrt.eliza.proposals import Outcome
 from xmrt.errors import UserError
 from xmrt.policy import LOCAL, Principal
