@@ -168,7 +168,7 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {name: {0: "batch", 1: "seq"} for name in [*names, "token_embeddings"]}
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation warnings: the export is checked after fusion
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings (tests compare the result with torch)
         torch.onnx.export(model, (example, example_mask, torch.zeros_like(example)), str(out), dynamo=False,
                           opset_version=17, input_names=names, output_names=["token_embeddings"],
                           dynamic_axes=axes, do_constant_folding=True)
