@@ -41,6 +41,38 @@ def test_onnx_vectors_match_torch_vectors(config):
     assert np.dot(get_embeddings(config).embed_query(TEXTS[0]), onnx[0]) > 0.9999
 
 
+def test_int8_weight_type_avoids_the_saturating_kernel():
+    from xmrt.kb.onnx_embed import int8_weight_type
+
+    assert int8_weight_type("flags\t: fpu sse2 fma avx avx2\n") == "u8"  # AVX2 without VNNI: exact u8 x u8
+    assert int8_weight_type("flags\t: fpu avx avx2 avx512f avx512_vnni\n") == "s8"
+    assert int8_weight_type("flags\t: fpu avx2 avx_vnni\n") == "s8"
+    assert int8_weight_type("Features\t: fp asimd asimddp\n") == "s8"  # ARM
+
+
+def test_fp32_nodes_are_the_five_sensitive_products():
+    from xmrt.kb.onnx_embed import fp32_nodes
+
+    names = []
+    for i in range(6):
+        layer = f"/inner/encoder/layer.{i}"
+        names += [f"Attention_{i}", f"{layer}/attention/output/dense/MatMul",
+                  f"{layer}/intermediate/dense/MatMul", f"{layer}/output/dense/MatMul"]
+    assert fp32_nodes(names, 6) == [names[1], names[3], names[7], names[11], names[21]]
+
+
+def test_int8_model_is_fused_and_keeps_five_products_fp32(config):
+    import collections
+
+    import onnx
+
+    from xmrt.llm.embeddings import build_local_engine
+
+    ops = collections.Counter(n.op_type for n in onnx.load(build_local_engine(config)).graph.node)
+    assert ops["QAttention"] == 6 and ops["EmbedLayerNormalization"] == 1, ops
+    assert ops["MatMul"] == 5 and ops["MatMulInteger"] == 13, ops
+
+
 def test_collection_of_one_engine_refuses_an_incompatible_one(config):
     torch = config.with_overrides(embedding_engine="torch")
     built = KnowledgeIndex(torch, "torch-built")
