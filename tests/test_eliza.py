@@ -401,7 +401,8 @@ def test_rationale_names_what_moved_the_decision_and_how_sure_it_is(app_config):
     assert "learned from 100 outcomes" in d["rationale"] and "moved most by:" in d["rationale"]
     assert "amount" in d["rationale"].split("moved most by:")[1]
     assert d["confidence"]["outcomes_learned"] == 100 and d["signals"]["amount_xmr"] == 1800
-    assert set(d["experts"]) == {"main", "main_recent", "by_category", "by_category_recent", "pairs", "text", "trees"}
+    assert set(d["experts"]) == {"main", "main_recent", "by_category", "by_category_recent", "pairs", "text", "trees",
+                                 "criteria"}
 
 
 def test_learns_an_amount_by_category_rule_through_the_graphs(app_config):

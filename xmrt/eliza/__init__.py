@@ -7,12 +7,12 @@ title and description that recur in past proposals; and the LLM's verdict (``llm
 New features start at weight 0 and move only by learning from outcomes. The seed's basic rule
 (:data:`PRIOR_WEIGHTS`) is the starting point: support and alignment count for, risk and treasury impact against.
 
-**Model.** A mixture of experts (:data:`EXPERTS`): logistic ones on main effects, words, category interactions,
-products of criteria, two that forget old outcomes (half-life, default 60) so that a rule that changes is
-followed, and ``trees`` (main effects plus boosted depth-2 trees on their residual, for thresholds and
-interactions). The mixture weights maximise the prequential likelihood of the blend (the score each expert gave a
-proposal when it was decided, before its outcome was known). ``p`` is the predicted probability of success;
-approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between.
+**Model.** A mixture of experts (:data:`EXPERTS`): logistic ones on the criteria alone, main effects, words,
+category interactions, products of criteria, two that forget old outcomes (half-life, default 60) so that a rule
+that changes is followed, and ``trees`` (main effects plus boosted depth-2 trees on their residual, for thresholds
+and interactions). The mixture weights are the experts' posterior given their prequential log-loss (the score each
+expert gave a proposal when it was decided, before its outcome was known). ``p`` is the predicted probability of
+success; approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between.
 
 **Learning.** Every recorded outcome is a labelled example. Self-improvement fits each expert with scikit-learn's
 ``SGDClassifier`` (log-loss, L2), warm-started from its stored weights, on features scaled to unit variance, with
@@ -28,7 +28,8 @@ sources and, once fed back, the outcome). The model (format 2; format 1 migrates
 LLM verdict cache are under the agent's keys.
 
 **Modules.** :mod:`~xmrt.eliza.proposals` (input records), :mod:`~xmrt.eliza.features` (:class:`FeatureSpace`),
-:mod:`~xmrt.eliza.model` (:class:`DecisionModel`, metrics), :mod:`~xmrt.eliza.ledger` (:class:`DecisionLedger`);
+:mod:`~xmrt.eliza.model` (:class:`DecisionModel`), :mod:`~xmrt.eliza.mixture` (its weights),
+:mod:`~xmrt.eliza.metrics`, :mod:`~xmrt.eliza.ledger` (:class:`DecisionLedger`);
 their public names are re-exported here. Beside them: :mod:`~xmrt.eliza.memory` (agent memory) and
 :mod:`~xmrt.eliza.runner` (the system cycle behind ``xmrt run``).
 """

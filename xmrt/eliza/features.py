@@ -141,8 +141,13 @@ class FeatureSpace:
         return f
 
     def expand(self, ex: Example, groups: Sequence[str]) -> dict[str, float]:
-        """The features of an expert: main effects plus its groups (``words``, ``category``, ``pairs``)."""
+        """The features of an expert: main effects plus its groups (``words``, ``category``, ``pairs``).
+
+        The ``criteria`` group keeps the criteria (and the LLM's verdict) only: no amount, no category.
+        """
         f = self.main(ex)
+        if "criteria" in groups:
+            f = {n: v for n, v in f.items() if n in ex.criteria}
         if "words" in groups:
             vocab = set(self.vocabulary)
             for w in ex.words:
