@@ -105,6 +105,9 @@ def _paragraphs(text: str) -> list[tuple[str, list[str]]]:
         if fence or fenced:
             fenced = (sum(ln.count("```") for ln in raw) % 2 == 1) != fenced
         lines = [ln.strip() for ln in raw if not _RULE.fullmatch(ln.strip()) and not ln.strip().startswith("```")]
+        if not code and len(lines) > 1 and lines[0].startswith("#"):  # "# Title" with its text on the next line
+            out.append(("heading", lines[:1]))
+            lines = lines[1:]
         heading = (not code and len(lines) == 1 and len(lines[0].split()) <= 12
                    and (lines[0].startswith("#") or len(raw) == 2 and bool(_RULE.fullmatch(raw[1].strip()))))
         if lines:

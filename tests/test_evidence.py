@@ -129,3 +129,14 @@ def test_an_acronym_spelled_out_answers_what_it_stands_for_only():
     unit_v, q_v = _vectors(2)
     assert best_quotes("What does BASIC stand for?", units, unit_v, q_v, extract=1) == [units[1]]
     assert best_quotes("Who designed BASIC for students?", units, unit_v, q_v, extract=1) == [units[0]]
+
+
+def test_a_markdown_heading_on_the_line_above_its_text_is_a_topic_not_part_of_the_first_sentence():
+    from nodes.evidence import evidence_sentences
+
+    pairs = evidence_sentences("# Treasury policy\nThe treasury holds XMR. Spending above 100 XMR needs a vote.")
+    assert ("Treasury policy", "The treasury holds XMR.") in pairs
+    assert ("Treasury policy", "Spending above 100 XMR needs a vote.") in pairs
+    assert ("", "The treasury policy is public.") in evidence_sentences("# Treasury policy\nThe treasury policy is "
+                                                                         "public.")  # names its topic
+    assert not any(sentence.startswith("#") for _topic, sentence in pairs)
