@@ -223,6 +223,7 @@ def best_quotes(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: n
     words it holds, plus a little when it names something the question does not (an answer names its answer).
     """
     unit_names = [{stem(n) for n in named(u.full)} for u in units]
+    unit_words = [content_words(u.full) for u in units]
     # The question's words, and its function words that the evidence quotes as names ("while", "pass").
     keywords = {stem(w) for w in _WORD.findall(question.lower())} & set().union(*unit_names)
     wanted = content_words(question) | keywords
@@ -234,7 +235,7 @@ def best_quotes(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: n
     acronyms = set(re.findall(r"\b[A-Z]{3,}\b", question)) if _SPELLED_OUT.search(question) else set()
     for i in quotable or range(len(units)):
         unit = units[i]
-        words = content_words(unit.full) | (unit_names[i] & keywords)
+        words = unit_words[i] | (unit_names[i] & keywords)
         overlap = len(words & wanted) / len(wanted) if wanted else 0.0
         brevity = 0.05 if len(unit.text) > max_chars else 0.0  # prefer a sentence to a whole passage
         names = 0.05 if unit_names[i] - asked else 0.0
@@ -247,7 +248,7 @@ def best_quotes(question: str, units: Sequence[Unit], unit_v: np.ndarray, q_v: n
     # lack (a question of two parts) and still answers reasonably well.
     floor = ranked[0][0] - 0.15 if ranked else 0.0
     for score, i in ranked:
-        words = (content_words(units[i].full) | unit_names[i]) & wanted
+        words = (unit_words[i] | unit_names[i]) & wanted
         if chosen and score < floor and not (two_parts and words - covered and score >= floor - 0.25):
             continue
         key = normalized(units[i].text)

@@ -180,8 +180,7 @@ class Checker:
         coverage = len(words & (self.source_words[cite] | self.asked_words)) / len(words) if words else 1.0
         missing_numbers = sorted(numbers(sentence) - self.allowed_numbers)
         # Every name it uses ("StopIteration", `Exception`, breakpoint()) is in its source or the question.
-        missing_names = sorted(named(sentence) - self.asked_names - {n for n in named(sentence)
-                                                                      if n in self.source_text[cite]})
+        missing_names = sorted(n for n in named(sentence) - self.asked_names if n not in self.source_text[cite])
         new_info = (words - self.asked_words) or (numbers(sentence) - self.asked_numbers)
         # Similar in meaning to one unit, or (a short answer such as "Seven days.") all its words in one of the
         # units that best answer the question. Code, grammar rules and headings are never an answer.
