@@ -1,11 +1,13 @@
+import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import free_port, make_config
+from tests.conftest import ROOT, free_port, make_config
 from xmrt.redis.server import EmbeddedRedis, RedisSetupError, connect, server_binary
 
 XMRT = [sys.executable, "-m", "xmrt.cli"]
@@ -103,3 +105,44 @@ def test_unreachable_redis_fails_clearly(tmp_path):
     external = make_config(tmp_path, 1, REDIS_HOST="127.0.0.1", REDIS_PORT=str(free_port()))
     with pytest.raises(RedisSetupError, match="REDIS_URL/REDIS_HOST"):
         connect(external, timeout=0.5)
+
+
+def test_every_redis_client_is_built_by_the_one_factory():
+    """No module outside ``xmrt/redis/clients.py`` constructs a Redis client or connection pool."""
+    constructor = re.compile(r"\.from_url\(|\bRedis\(|RedisCluster\(|ConnectionPool\(")
+    offenders = [
+        f"{file.relative_to(ROOT)}:{n}: {line.strip()}"
+        for folder in ("xmrt", "graphs", "nodes", "tools")
+        for file in sorted((ROOT / folder).rglob("*.py"))
+        if file.relative_to(ROOT).as_posix() != "xmrt/redis/clients.py"
+        for n, line in enumerate(file.read_text().splitlines(), 1)
+        if constructor.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_two_policies_and_their_shared_clients(config):
+    from xmrt.redis.clients import async_redis_client, redis_client
+
+    def policy(client):
+        kw = client.connection_pool.connection_kwargs
+        return kw["socket_connect_timeout"], kw["socket_timeout"], client.get_retry()._retries
+
+    fast, default = redis_client(config, fail_fast=True), redis_client(config)
+    assert fast is redis_client(config, fail_fast=True) and default is redis_client(config) and fast is not default
+    assert policy(fast) == (1.0, 2.0, 0) and policy(default) == (5.0, 30.0, 6)
+    assert fast.ping() and default.ping()
+
+    async def on_one_loop():
+        afast, adefault = async_redis_client(config, fail_fast=True), async_redis_client(config)
+        assert afast is async_redis_client(config, fail_fast=True) and afast is not adefault
+        assert await afast.ping() and await adefault.ping()
+        policies = policy(afast), policy(adefault)
+        await afast.aclose()
+        await adefault.aclose()
+        return policies
+
+    assert asyncio.run(on_one_loop()) == ((1.0, 2.0, 0), (5.0, 30.0, 6))
+    probe = connect(config, timeout=0.5)  # the probe: a client of its own, failing fast with its own timeout
+    assert policy(probe) == (0.5, 0.5, 0) and probe is not fast
+    probe.close()

@@ -17,7 +17,6 @@ failure, so a failed write is logged as a warning and :func:`record` returns ``N
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
@@ -25,9 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from xmrt.config import Config, get_config
+from xmrt.redis.clients import async_redis_client, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +41,10 @@ AUDITED_COMMANDS: dict[tuple[str, ...], str] = {
     ("run",): "eliza.run",
 }
 
-_clients: dict[str, redis.Redis] = {}
-
 
 def stream_key(config: Config) -> str:
     """The Redis key of the audit stream."""
     return f"{config.key_prefix}:audit"
-
-
-def _client_options(*, asyncio_client: bool = False) -> dict[str, Any]:
-    """Short timeouts and no retries: an unreachable Redis costs the audited operation at most a second."""
-    from redis.backoff import NoBackoff
-
-    if asyncio_client:
-        from redis.asyncio.retry import Retry
-    else:
-        from redis.retry import Retry
-    return {"socket_connect_timeout": 1.0, "socket_timeout": 2.0, "retry": Retry(NoBackoff(), 0)}
-
-
-def _client(config: Config) -> redis.Redis:
-    client = _clients.get(config.redis_url)
-    if client is None:
-        client = redis.Redis.from_url(config.redis_url, **_client_options())
-        _clients[config.redis_url] = client
-    return client
 
 
 def _xadd_args(config: Config, action: str, who: str | None, outcome: str, details: dict[str, Any] | None,
@@ -104,29 +81,11 @@ def record(action: str, *, who: str | None = None, outcome: str = "ok", config: 
     """
     try:
         config = config or get_config()
-        return _entry_id(_client(config).xadd(**_xadd_args(config, action, who, outcome, details, more)))
+        entry = _xadd_args(config, action, who, outcome, details, more)
+        return _entry_id(redis_client(config, fail_fast=True).xadd(**entry))
     except Exception as exc:  # the audit log must never break the audited operation
         log.warning("audit log write failed (%s %s): %s", action, outcome, exc)
         return None
-
-
-_async_clients: dict[str, list[tuple[asyncio.AbstractEventLoop, Any]]] = {}
-
-
-def _async_client(config: Config) -> Any:
-    """A ``redis.asyncio`` client for the running event loop (a client's connections belong to one loop)."""
-    import redis.asyncio as aioredis
-
-    loop = asyncio.get_running_loop()
-    pairs = [(lp, c) for lp, c in _async_clients.get(config.redis_url, []) if not lp.is_closed()]
-    for known, client in pairs:
-        if known is loop:
-            break
-    else:
-        client = aioredis.Redis.from_url(config.redis_url, **_client_options(asyncio_client=True))
-        pairs.append((loop, client))
-    _async_clients[config.redis_url] = pairs
-    return client
 
 
 async def arecord(action: str, *, who: str | None = None, outcome: str = "ok", config: Config | None = None,
@@ -134,7 +93,8 @@ async def arecord(action: str, *, who: str | None = None, outcome: str = "ok", c
     """:func:`record` for the served API: the same entry, written without leaving the event loop."""
     try:
         config = config or get_config()
-        return _entry_id(await _async_client(config).xadd(**_xadd_args(config, action, who, outcome, details, more)))
+        entry = _xadd_args(config, action, who, outcome, details, more)
+        return _entry_id(await async_redis_client(config, fail_fast=True).xadd(**entry))
     except Exception as exc:  # the audit log must never break the audited operation
         log.warning("audit log write failed (%s %s): %s", action, outcome, exc)
         return None
@@ -143,7 +103,7 @@ async def arecord(action: str, *, who: str | None = None, outcome: str = "ok", c
 def tail(n: int = 20, config: Config | None = None) -> list[dict[str, Any]]:
     """The last ``n`` entries, oldest first, each ``{id, ts, time, who, action, outcome, details}``."""
     config = config or get_config()
-    rows = _client(config).xrevrange(stream_key(config), count=n)
+    rows = redis_client(config, fail_fast=True).xrevrange(stream_key(config), count=n)
     out = []
     for entry_id, fields in reversed(rows):
         f = {k.decode(): v.decode() for k, v in fields.items()}

@@ -7,7 +7,7 @@ memories survive a server restart.
 
 Also here: :func:`connect`, which every Redis user in the project goes through. It turns an
 unreachable server or a server without the modules into one clear line instead of a traceback
-from deep inside redis-py or redisvl.
+from deep inside redis-py or redisvl. Its client, like every other, comes from :mod:`xmrt.redis.clients`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from xmrt.config import Config
 from xmrt.embedded import EmbeddedServer
+from xmrt.redis.clients import new_client
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +112,8 @@ def connect(config: Config, *, check: bool = True, timeout: float = 3.0) -> redi
     Raises:
         RedisSetupError: The server is unreachable or lacks modules (one clear line).
     """
-    # No retries for the probe: redis-py's default retry-with-backoff makes a refused connection take ~4 s.
-    client = redis.Redis.from_url(
-        config.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
+    # Fail fast: with retries a refused connection would take seconds to report.
+    client = new_client(config.redis_url, fail_fast=True, timeout=timeout)
     try:
         client.ping()
     except redis.AuthenticationError as exc:
@@ -151,11 +148,8 @@ class EmbeddedRedis(EmbeddedServer, name="Redis", error=RedisSetupError, pid_nam
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
-        """A client for this server."""
-        return redis.Redis(
-            host=self.host, port=self.port, password=self.password,
-            socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0),
-        )
+        """A new fail-fast client for this server, with ``timeout`` for connecting and for each reply."""
+        return new_client(f"redis://{self.host}:{self.port}/0", fail_fast=True, timeout=timeout, password=self.password)
 
     def is_running(self) -> bool:
         """True when a server answers PING on our port."""

@@ -36,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 
 from graphs.context import SelfImproveContext
 from xmrt.config import get_config
+from xmrt.redis.clients import redis_client
 from xmrt.server.gate import ApiGate
 from xmrt.server.status_parts import (  # noqa: F401 - the status parts are imported from here too
     DEFAULT_AGENT,
@@ -49,7 +50,6 @@ from xmrt.server.status_parts import (  # noqa: F401 - the status parts are impo
     llm_part,
     orchestrator_part,
     principal_of,
-    redis_client,
     redis_part,
     registered_graphs,
 )
@@ -82,7 +82,7 @@ async def health(request: Request) -> JSONResponse:
     config = get_config()
     started = time.perf_counter()
     try:
-        ping = asyncio.get_running_loop().run_in_executor(_HEALTH_POOL, redis_client(config).ping)
+        ping = asyncio.get_running_loop().run_in_executor(_HEALTH_POOL, redis_client(config, fail_fast=True).ping)
         await asyncio.wait_for(ping, 2.0)
     except Exception as exc:  # any failure means unhealthy
         reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"

@@ -10,32 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
 from starlette.requests import Request
 
 from xmrt.config import Config
 from xmrt.policy import LOCAL, Principal, request_principal
+from xmrt.redis.clients import redis_client
 
 log = logging.getLogger(__name__)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AGENT = "eliza"
-_clients: dict[str, redis.Redis] = {}
 _cache: dict[str, tuple[float, Any]] = {}
-
-
-def redis_client(config: Config) -> redis.Redis:
-    """A shared client with short timeouts and no retries, so a dead Redis answers fast."""
-    client = _clients.get(config.redis_url)
-    if client is None:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                      retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        _clients[config.redis_url] = client
-    return client
 
 
 def _cached(name: str, ttl: float, fn: Callable[[], Any]) -> Any:
@@ -61,7 +47,7 @@ def redis_part(config: Config) -> dict[str, Any]:
     """``{connected, stats}`` of the configured Redis."""
     from xmrt.redis.server import server_status
 
-    stats = server_status(redis_client(config))
+    stats = server_status(redis_client(config, fail_fast=True))
     return {"connected": True, "url": _safe_url(config), "stats": stats}
 
 
@@ -75,7 +61,7 @@ def agents(config: Config, principal: Principal = LOCAL, limit: int = 50) -> lis
     """The principal's agent ids that have a decision ledger (SCAN, never KEYS)."""
     from xmrt.eliza import list_agents
 
-    return list_agents(redis_client(config), config, principal, limit)
+    return list_agents(redis_client(config, fail_fast=True), config, principal, limit)
 
 
 def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, recent: int = 0,
@@ -83,7 +69,7 @@ def eliza_part(config: Config, agent: str = DEFAULT_AGENT, history: int = 0, rec
     """An agent's metrics (and optionally its metrics history and recent decisions), in the principal's scope."""
     from xmrt.eliza import DecisionLedger
 
-    ledger = DecisionLedger(config, agent, client=redis_client(config), principal=principal)
+    ledger = DecisionLedger(config, agent, client=redis_client(config, fail_fast=True), principal=principal)
     out: dict[str, Any] = {"agent": agent, "metrics": ledger.metrics()}
     model = ledger.load_model()
     out["model_version"] = model.version
@@ -116,7 +102,7 @@ def llm_part(config: Config) -> dict[str, Any]:
 
 def orchestrator_part(config: Config) -> dict[str, Any]:
     """The orchestrator's agent registry (``<prefix>:registry``) and the recorded node latencies."""
-    client = redis_client(config)
+    client = redis_client(config, fail_fast=True)
     try:
         from xmrt.redis.registry import read_registry
     except ImportError:  # older checkouts: read the hash directly

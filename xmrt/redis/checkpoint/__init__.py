@@ -61,11 +61,9 @@ from __future__ import annotations
 
 from xmrt.redis.checkpoint.factories import (
     async_checkpointer,
-    async_client,
     is_cluster,
     legacy_checkpoints,
     make_checkpointer,
-    sync_client,
 )
 from xmrt.redis.checkpoint.format import CheckpointStoreError, ttl_settings
 from xmrt.redis.checkpoint.saver import RedisCheckpointSaver
@@ -77,11 +75,9 @@ __all__ = [
     "RedisCheckpointSaver",
     "RedisSetupError",
     "async_checkpointer",
-    "async_client",
     "client_options",
     "is_cluster",
     "legacy_checkpoints",
     "make_checkpointer",
-    "sync_client",
     "ttl_settings",
 ]

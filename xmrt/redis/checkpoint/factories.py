@@ -6,17 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import redis
-import redis.asyncio
-import redis.asyncio.cluster
-import redis.cluster
 
 from xmrt.config import Config
 from xmrt.redis.checkpoint.format import ttl_settings
 from xmrt.redis.checkpoint.saver import RedisCheckpointSaver
-from xmrt.redis.clients import client_options  # one policy for every client
+from xmrt.redis.clients import new_client
 from xmrt.redis.server import connect, describe
 
 log = logging.getLogger(__name__)
@@ -32,20 +28,6 @@ def is_cluster(client: redis.Redis) -> bool:
         return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
     except redis.ResponseError:
         return False
-
-
-def sync_client(url: str, cluster: bool) -> Any:
-    """A sync client for ``url``: ``RedisCluster`` on a cluster, else ``Redis``, with :func:`client_options`."""
-    if cluster:
-        return redis.cluster.RedisCluster.from_url(url, **client_options())
-    return redis.Redis.from_url(url, **client_options())
-
-
-def async_client(url: str, cluster: bool) -> Any:
-    """The asyncio twin of :func:`sync_client`, bound to the running event loop on first use."""
-    if cluster:
-        return redis.asyncio.cluster.RedisCluster.from_url(url, **client_options(asyncio_client=True))
-    return redis.asyncio.Redis.from_url(url, **client_options(asyncio_client=True))
 
 
 def legacy_checkpoints(client: redis.Redis, key_prefix: str) -> int:
@@ -102,7 +84,7 @@ def make_checkpointer(config: Config, *, ttl_minutes: float | None = None) -> Re
     url = config.redis_url
     minutes = ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
     return RedisCheckpointSaver(
-        sync_client(url, cluster),
+        new_client(url, cluster=cluster),
         key_prefix=config.key_prefix,
         ttl=ttl_settings(minutes),
         server_label=f"Redis at {describe(url)}",
@@ -133,8 +115,8 @@ async def async_checkpointer(
     url = config.redis_url
     minutes = ttl_minutes if ttl_minutes is not None else config.checkpoint_ttl_minutes
     saver = RedisCheckpointSaver(
-        aclient=async_client(url, cluster),
-        client_factory=lambda: sync_client(url, cluster),
+        aclient=new_client(url, cluster=cluster, asyncio_client=True),
+        client_factory=lambda: new_client(url, cluster=cluster),
         key_prefix=config.key_prefix,
         ttl=ttl_settings(minutes),
         server_label=f"Redis at {describe(url)}",
