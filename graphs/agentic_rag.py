@@ -29,8 +29,6 @@ from graphs.context import AgenticRagContext
 from graphs.state import AnsweredTurn, Counter, MessagesInput, TurnState
 from nodes.agentic_rag import agent, available_tools, final_answer, finish, route_after_tools, route_agent, start_turn
 
-Context = AgenticRagContext
-
 
 class State(TurnState, total=False):
     """The conversation, the turn's budget and counter, the agent's verdict, and the answer."""
@@ -46,14 +44,12 @@ class Output(AnsweredTurn):
     """What callers get back: the answer (with its sources footer) and the sources the tools returned."""
 
 
-builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)
-builder.add_node("start_turn", start_turn)
-builder.add_node("agent", agent)
+builder = StateGraph(State, context_schema=AgenticRagContext, input_schema=MessagesInput, output_schema=Output)
+builder.add_sequence([start_turn, agent])
 builder.add_node("tools", ToolNode(available_tools(), handle_tool_errors=True))
-builder.add_node("final_answer", final_answer)
-builder.add_node("finish", finish)
+builder.add_node(final_answer)
+builder.add_node(finish)
 builder.add_edge(START, "start_turn")
-builder.add_edge("start_turn", "agent")
 builder.add_conditional_edges("agent", route_agent, ["tools", "finish", "final_answer"])
 builder.add_conditional_edges("tools", route_after_tools, ["agent", "final_answer"])
 builder.add_edge("final_answer", END)

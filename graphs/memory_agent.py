@@ -18,8 +18,6 @@ from graphs.context import MemoryAgentContext
 from graphs.state import MessagesInput
 from nodes.memory_agent import recall, remember, respond_with_memories
 
-Context = MemoryAgentContext
-
 
 class State(TypedDict):
     """Conversation, the memories recalled for the last question, and the keys of memories stored."""
@@ -36,7 +34,7 @@ class Output(TypedDict):
     recalled: list[dict[str, Any]]
 
 
-builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)
+builder = StateGraph(State, context_schema=MemoryAgentContext, input_schema=MessagesInput, output_schema=Output)
 builder.add_sequence([("recall", recall), ("respond", respond_with_memories), ("remember", remember)])
 builder.add_edge(START, "recall")
 builder.add_edge("remember", END)

@@ -64,8 +64,6 @@ from nodes.orchestrator import (
 from nodes.routing import AgentBatch, Collect, Route
 from xmrt import services
 
-Context = OrchestratorContext
-
 
 class Input(TypedDict, total=False):
     """A list of requests and/or one request."""

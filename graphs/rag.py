@@ -27,8 +27,6 @@ from graphs.context import RagContext
 from graphs.state import AnsweredTurn, MessagesInput, TurnState
 from nodes.rag import generate, no_answer, reformulate, retrieve, route_question, route_retrieval, start_turn
 
-Context = RagContext
-
 
 class State(TurnState, total=False):
     """The conversation and the current turn's question, passages and answer."""
@@ -48,15 +46,13 @@ class Output(AnsweredTurn):
     grounding: dict[str, Any]
 
 
-builder = StateGraph(State, context_schema=Context, input_schema=MessagesInput, output_schema=Output)
-builder.add_node("start_turn", start_turn)
-builder.add_node("reformulate", reformulate)
-builder.add_node("retrieve", retrieve)
-builder.add_node("generate", generate)
-builder.add_node("no_answer", no_answer)
+builder = StateGraph(State, context_schema=RagContext, input_schema=MessagesInput, output_schema=Output)
+builder.add_node(start_turn)
+builder.add_sequence([reformulate, retrieve])
+builder.add_node(generate)
+builder.add_node(no_answer)
 builder.add_edge(START, "start_turn")
 builder.add_conditional_edges("start_turn", route_question, ["reformulate", "retrieve"])
-builder.add_edge("reformulate", "retrieve")
 builder.add_conditional_edges("retrieve", route_retrieval, ["generate", "no_answer"])
 builder.add_edge("generate", END)
 builder.add_edge("no_answer", END)

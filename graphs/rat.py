@@ -37,8 +37,6 @@ from nodes.rat import (
     score_confidence,
 )
 
-Context = RatContext
-
 
 class Input(TypedDict):
     """The question to answer."""
@@ -75,17 +73,13 @@ class State(TypedDict, total=False):
     support: list[dict[str, Any]]
 
 
-builder = StateGraph(State, context_schema=Context, input_schema=Input, output_schema=Output)
-builder.add_node("draft", draft)
-builder.add_node("retrieve_for_step", retrieve_for_step)
-builder.add_node("revise_step", revise_step)
-builder.add_node("answer", answer)
-builder.add_node("score_confidence", score_confidence)
+builder = StateGraph(State, context_schema=RatContext, input_schema=Input, output_schema=Output)
+builder.add_node(draft)
+builder.add_sequence([retrieve_for_step, revise_step])
+builder.add_sequence([answer, score_confidence])
 builder.add_edge(START, "draft")
 builder.add_conditional_edges("draft", route_after_draft, ["retrieve_for_step", "answer"])
-builder.add_edge("retrieve_for_step", "revise_step")
 builder.add_conditional_edges("revise_step", route_after_revision, ["retrieve_for_step", "answer"])
-builder.add_edge("answer", "score_confidence")
 builder.add_edge("score_confidence", END)
 
 graph = builder.compile(name="rat")
