@@ -83,28 +83,37 @@ class _DecisionAgentContext:
 class ElizaContext(_DecisionAgentContext):
     """Tunables of one Eliza decision cycle (graphs/eliza.py)."""
 
-    use_llm: bool = knob(True, "Ask the chat model for a verdict; its learned weight decides how much it counts.")
-    learn: bool = knob(True, "Use recorded outcomes (similar past cases) when reflecting; off = no learning.")
+    # What a decision consults
     collection: str = knob("default", "Knowledge-base collection consulted for each proposal.", ge=1, le=512)
     knowledge_k: int = knob(3, "Knowledge-base passages per proposal.", ge=0, le=50)
     lessons_k: int = knob(3, "Lessons from past outcomes recalled per cycle.", ge=0, le=50)
+
+    # Deciding
     defer_margin: float = knob(0.02, "Probabilities within this margin of 0.5 are deferred (a deferral counts as a "
                                "wrong decision; widen it to send more close calls to people).", ge=0, le=0.5)
+
+    # Reflecting on close calls against the outcomes of similar past proposals
+    learn: bool = knob(True, "Use recorded outcomes (similar past cases) when reflecting; off = no learning.")
     reflect_margin: float = knob(0.15, "Decisions within this margin of 0.5 are reflected on.", ge=0, le=0.5)
     max_reflections: int = knob(50, "Most decisions reflected on per cycle.", ge=0, le=1000)
     neighbors_k: int = knob(15, "Similar past proposals consulted by a reflection.", ge=1, le=1000)
     min_neighbors: int = knob(5, "Past outcomes needed before reflecting.", ge=0, le=1000)
     neighbor_prior: float = knob(10.0, "Pseudo-count of the model's own estimate when blending in the "
                                  "neighbours' success rate.", ge=0, le=1e6)
-    max_attempts: int = knob(2, "Model calls per verdict before deciding on the criteria alone.", ge=1, le=10)
-    max_new_tokens: int = knob(96, "Token limit of a verdict reply.", ge=1, le=4096)
+
+    # The chat model in the loop: which proposals it is asked about, and how
+    use_llm: bool = knob(True, "Ask the chat model for a verdict; its learned weight decides how much it counts.")
     llm_scope: str = knob("close_calls", "Which proposals the model is asked about: 'close_calls' (only where its "
                           "verdict, at its learned weight, could change the decision, or in the reflection band) or "
                           "'all'.", choices=("close_calls", "all"))
     max_llm_calls: int = knob(8, "Most close calls the model is asked about per cycle (the closest first).",
                               ge=0, le=1000)
+    max_attempts: int = knob(2, "Model calls per verdict before deciding on the criteria alone.", ge=1, le=10)
+    max_new_tokens: int = knob(96, "Token limit of a verdict reply.", ge=1, le=4096)
     llm_batch: int = knob(4, "Prompts scored together in one forward pass of a local model.", ge=1, le=64)
     llm_concurrency: int = knob(1, "Concurrent verdict requests to a remote (OpenAI-compatible) model.", ge=1, le=32)
+
+    # Prompts
     instructions: str = knob(ELIZA_INSTRUCTIONS, "The decision instructions given to the model.", le=PROMPT_MAX)
     proposal_prompt: str = knob(ELIZA_PROPOSAL_PROMPT, "One proposal as shown to the model; {id}, {title}, "
                                 "{description}, {category}, {amount}, {criteria}, {knowledge} and {lessons} are "
