@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from xmrt.cli import CommandTree
 
@@ -64,16 +65,22 @@ def _checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migration(cli: CommandTree, name: str, **command: Any) -> argparse.ArgumentParser:
+    """Add ``migrate <name>`` with the options every migration has: count only, and a JSON report."""
+    p = cli.command("migrate", name, **command)
+    p.add_argument("--dry-run", action="store_true", help="count what would be migrated, change nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON report")
+    return p
+
+
 def register(cli: CommandTree) -> None:
     """Add ``migrate store`` and ``migrate checkpoints``."""
     cli.group("migrate", help="bring data written by an earlier release into the current format")
-    s = cli.command("migrate", "store", help="move old-format long-term memories into the current store",
-                    handler=_store, description=__doc__)
-    s.add_argument("--dry-run", action="store_true", help="count what would be migrated, change nothing")
+    s = _migration(cli, "store", help="move old-format long-term memories into the current store", handler=_store,
+                   description=__doc__)
     s.add_argument("--delete-old", action="store_true", help="remove the old documents, vectors and indexes after")
-    s.add_argument("--json", action="store_true", help="print one JSON report")
-    p = cli.command(
-        "migrate",
+    p = _migration(
+        cli,
         "checkpoints",
         help="copy threads saved in the previous (library-compatible) checkpoint format into the current one",
         description=(
@@ -84,5 +91,3 @@ def register(cli: CommandTree) -> None:
         handler=_checkpoints,
     )
     p.add_argument("--delete-legacy", action="store_true", help="remove the legacy keys and indexes after copying")
-    p.add_argument("--dry-run", action="store_true", help="only count what would be migrated")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
