@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from xmrt.cli import CommandTree
 from xmrt.errors import UserError
@@ -174,26 +175,32 @@ def _status_text(agent: str, model, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _cycle_command(cli: CommandTree, name: str, *, input_help: str, json_help: str,
+                   **command: Any) -> argparse.ArgumentParser:
+    """Add ``eliza <name>``: one of the agent's graphs over a JSONL file, under the agent's lock (decide, feedback)."""
+    p = cli.command("eliza", name, description=__doc__, **command)
+    p.add_argument("--input", required=True, help=input_help)
+    p.add_argument("--agent", default="eliza", help="agent id (its learning is kept per id; default eliza)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait while another process "
+                   "runs this agent's cycle (default 30)")
+    return p
+
+
 def register(cli: CommandTree) -> None:
     """Add the ``eliza`` command group."""
     cli.group("eliza", help="the Eliza decision agent: decide proposals, feed back outcomes, inspect learning")
-    d = cli.command("eliza", "decide", help="decide a JSONL file of proposals", handler=_decide, description=__doc__)
-    d.add_argument("--input", required=True, help="proposals JSONL file, or - for standard input")
-    d.add_argument("--agent", default="eliza", help="agent id (its learning is kept per id; default eliza)")
+    d = _cycle_command(cli, "decide", help="decide a JSONL file of proposals", handler=_decide,
+                       input_help="proposals JSONL file, or - for standard input",
+                       json_help="one JSON line per decision")
     d.add_argument("--collection", default="default", help="knowledge-base collection to consult")
     d.add_argument("--no-llm", action="store_true", help="decide on the learned model alone, without the LLM")
     d.add_argument("--llm-all", action="store_true", help="ask the LLM about every proposal (default: only the "
                    "close calls, where its verdict at its learned weight could change the decision)")
-    d.add_argument("--json", action="store_true", help="one JSON line per decision")
-    d.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait while another process "
-                   "runs this agent's cycle (default 30)")
-    f = cli.command("eliza", "feedback", help="record outcomes and self-improve", handler=_feedback,
-                    description=__doc__)
-    f.add_argument("--input", required=True, help="outcomes JSONL file (id, success), or - for standard input")
-    f.add_argument("--agent", default="eliza", help="agent id (default eliza)")
+    f = _cycle_command(cli, "feedback", help="record outcomes and self-improve", handler=_feedback,
+                       input_help="outcomes JSONL file (id, success), or - for standard input",
+                       json_help="print one JSON summary line")
     f.add_argument("--no-learn", action="store_true", help="record outcomes without updating the weights")
-    f.add_argument("--json", action="store_true", help="print one JSON summary line")
-    f.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait for the agent's lock (default 30)")
     s = cli.command("eliza", "status", help="metrics, weights and prompt versions of an agent", handler=_status)
     s.add_argument("--agent", default="eliza", help="agent id (default eliza)")
     s.add_argument("--json", action="store_true", help="everything as one JSON object")
