@@ -279,12 +279,13 @@ def _queued(pipe: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
 
 
 class _Run:
-    """One operation being driven: the part of the sync and the async driver that does no I/O.
+    """One operation being driven: what the sync and the async driver share (no I/O but closing a WATCH).
 
     Iterating gives the operation's requests. After each one the driver runs, :meth:`reply` hands back its
     outcome: the results; a lost WATCH, which the operation retries; a connection error, which ``fail`` turns
     into the error to raise (a :class:`CheckpointStoreError`). An emitted item needs no reply. ``result`` holds
-    the operation's value once the iteration ends.
+    the operation's value once the iteration ends. The sync driver runs it in ``with``, the async one in
+    ``async with``: on the way out, however the operation ended, a WATCH it left open is reset.
     """
 
     def __init__(self, steps: Iterator[Any], fail: Callable[[Exception], Exception]) -> None:
@@ -303,6 +304,20 @@ class _Run:
                 self.result = stop.value
                 return
             yield request
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.watched is not None:
+            self.watched.reset()
+
+    async def __aenter__(self) -> _Run:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.watched is not None:
+            await self.watched.reset()
 
     def reply(self, results: list[Any] | None, error: Exception | None) -> None:
         """The outcome of the last request: ``results``, or the ``error`` it failed with."""

@@ -140,6 +140,10 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
             "history is intact (each checkpoint is saved atomically); resume it once Redis is back."
         )
 
+    def _run(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> _Run:
+        """An operation to drive; a connection error fails it with a :class:`CheckpointStoreError` on ``thread``."""
+        return _Run(steps, lambda exc: self._store_error(exc, what, thread))
+
     # -- sync I/O --------------------------------------------------------------------------------
 
     def _execute(self, client: Any, request: Any, run: _Run) -> list[Any]:
@@ -177,17 +181,13 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
     ) -> Generator[CheckpointTuple, None, Any]:
         """Drive an operation with the sync client: yield what it emits, return its result."""
         client = self._sync_client()
-        run = _Run(steps, lambda exc: self._store_error(exc, what, thread))
-        try:
+        with self._run(steps, what, thread) as run:
             for request in run:
                 if isinstance(request, _Emit):
                     yield request.item
                 else:
                     run.reply(*self._attempt(client, request, run))
             return run.result
-        finally:
-            if run.watched is not None:
-                run.watched.reset()
 
     def _drive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
         """Drive an operation that emits nothing and return its result."""
@@ -278,17 +278,13 @@ class RedisCheckpointSaver(_Steps, _MaintenanceSteps, BaseCheckpointSaver[str]):
     async def _aiterate(self, client: Any, steps: Generator[Any, Any, Any], what: str, thread: Any,
                         result: list[Any]) -> AsyncIterator[CheckpointTuple]:
         """Drive an operation with the asyncio client: yield what it emits; its result goes in ``result``."""
-        run = _Run(steps, lambda exc: self._store_error(exc, what, thread))
-        try:
+        async with self._run(steps, what, thread) as run:
             for request in run:
                 if isinstance(request, _Emit):
                     yield request.item
                 else:
                     run.reply(*await self._aattempt(client, request, run))
             result.append(run.result)
-        finally:
-            if run.watched is not None:
-                await run.watched.reset()
 
     async def _adrive(self, steps: Generator[Any, Any, Any], what: str, thread: Any) -> Any:
         """Drive an operation that emits nothing and return its result (in a thread without our loop's client)."""
