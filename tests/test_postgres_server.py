@@ -113,6 +113,13 @@ def test_the_cli_starts_reports_and_stops_the_embedded_server(config):
     assert len(external.stderr.strip().splitlines()) == 1 and ":pw@" not in external.stderr
 
 
+def test_an_out_of_range_port_is_refused_naming_the_option(config):
+    env = {**subprocess_env(config), "XMRT_POSTGRES_PORT": str(free_port())}
+    for command in ("start", "stop", "status"):
+        out = _xmrt(command, "--port", "70000", env=env)
+        assert out.returncode == 2 and "argument --port: 70000 is out of range (1..65535)" in out.stderr, out.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the user-namespace path is taken only when running as root")
 def test_as_root_the_server_runs_as_a_non_root_user_in_a_user_namespace(postgres_server):
     with psycopg.connect(postgres_server.url()) as conn:

@@ -98,6 +98,14 @@ def test_redis_without_modules_fails_with_one_clear_line(plain_redis, tmp_path):
         make_store(config)
 
 
+@pytest.mark.parametrize("command", ["start", "stop", "status"])
+def test_an_out_of_range_port_is_refused_naming_the_option(command, tmp_path):
+    for env in ({"XMRT_DATA_DIR": str(tmp_path)}, {"XMRT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}):
+        out = run_cli("redis", command, "--port", "70000", env_extra=env)
+        assert out.returncode == 2 and "argument --port: 70000 is out of range (1..65535)" in out.stderr, out.stderr
+        assert not (tmp_path / "redis").exists()
+
+
 def test_unreachable_redis_fails_clearly(tmp_path):
     config = make_config(tmp_path, free_port())
     with pytest.raises(RedisSetupError, match="Cannot reach Redis .*xmrt redis start"):

@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from xmrt.cli import CommandTree
 from xmrt.cli.commands.servers import ServerCommands
+from xmrt.config import DEFAULT_POSTGRES_PORT
 
 
 class _PostgresCommands(
     ServerCommands, group="postgres", title="Postgres", external_setting="DATABASE_URI",
     help="run the embedded Postgres of the production server (threads, runs, task queue)",
-    port_help="port of the embedded server (default: XMRT_POSTGRES_PORT or 5490)",
-    command_help={"start": "start the embedded server in the background (idempotent; creates it the first time)",
-                  "stop": "stop the embedded server (fast shutdown; data is kept)",
-                  "status": "show version, databases and connections of the configured Postgres"},
+    port_variable="XMRT_POSTGRES_PORT", default_port=DEFAULT_POSTGRES_PORT,
+    status_shows="version, databases and connections", stop_keeps="fast shutdown; data is kept",
 ):
     def server_class(self) -> type:
         from xmrt.server.postgres import EmbeddedPostgres
 
         return EmbeddedPostgres
 
-    def config(self, args: argparse.Namespace) -> Any:
-        from xmrt.config import ConfigError, create_config
-
-        config = create_config()
-        if getattr(args, "port", None):
-            if not 1 <= args.port <= 65535:
-                raise ConfigError(f"--port {args.port} is out of range (1..65535)")
-            config = config.with_overrides(embedded_postgres_port=args.port)
-        return config
+    def with_port(self, config: Any, port: int) -> Any:
+        return config.with_overrides(embedded_postgres_port=port)
 
     def external(self, config: Any) -> bool:
         return config.postgres_external

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from xmrt.cli import CommandTree
 from xmrt.cli.commands.servers import ServerCommands
+from xmrt.config import DEFAULT_EMBEDDED_PORT
 
 
 class _RedisCommands(
     ServerCommands, group="redis", title="Redis Stack", external_setting="REDIS_URL/REDIS_HOST",
     help="run the embedded Redis Stack (Redis 8 + RedisJSON + RediSearch)",
-    port_help="port of the embedded server (default: XMRT_REDIS_PORT or 6390)",
-    command_help={"start": "start the embedded server in the background (idempotent)",
-                  "stop": "stop the embedded server, saving its data",
-                  "status": "show version, modules, memory and keys of the configured Redis"},
+    port_variable="XMRT_REDIS_PORT", default_port=DEFAULT_EMBEDDED_PORT,
+    status_shows="version, modules, memory and keys", stop_keeps="its data is saved first",
 ):
     def server_class(self) -> type:
         from xmrt.redis.server import EmbeddedRedis
 
         return EmbeddedRedis
 
-    def config(self, args: argparse.Namespace) -> Any:
-        from xmrt.config import create_config
-
-        config = create_config()
-        return config.with_embedded_port(args.port) if getattr(args, "port", None) else config
+    def with_port(self, config: Any, port: int) -> Any:
+        return config.with_embedded_port(port)
 
     def external(self, config: Any) -> bool:
         return config.redis_external

@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from xmrt.embedded import EmbeddedServer
 
 
+def port(text: str) -> int:
+    """The argparse ``type`` of ``--port``: a TCP port number (1..65535); argparse names the option on error."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is out of range (1..65535)")
+    return number
+
+
 class ServerCommands:
     """The ``start|stop|status`` commands of one server (see the module docstring)."""
 
@@ -25,25 +36,33 @@ class ServerCommands:
     title: str
     external_setting: str
     help: str
-    port_help: str
     command_help: dict[str, str]
+    port_help: str
 
-    def __init_subclass__(cls, *, group: str, title: str, external_setting: str, help: str, port_help: str,
-                          command_help: dict[str, str], **kwargs: Any) -> None:
-        """A server's command group declares its words in its class statement.
+    def __init_subclass__(cls, *, group: str, title: str, external_setting: str, help: str, port_variable: str,
+                          default_port: int, status_shows: str, stop_keeps: str, **kwargs: Any) -> None:
+        """A server's command group declares its words in its class statement; the help texts are built from them.
 
         Args:
             group: The command group (``xmrt <group> start``).
             title: The server's name in messages (``embedded <title> started on ...``).
             external_setting: The settings that select an external server, for messages.
             help: Help of the group.
-            port_help: Help of ``--port``.
-            command_help: Help of ``start``, ``stop`` and ``status``.
+            port_variable: The variable that sets the embedded server's port, for ``--port``'s help.
+            default_port: The embedded server's port when that variable is unset.
+            status_shows: What ``status`` shows (``version, databases and connections``).
+            stop_keeps: How ``stop`` shuts down and keeps the data (``fast shutdown; data is kept``).
             **kwargs: For other base classes.
         """
         super().__init_subclass__(**kwargs)
-        cls.group, cls.title, cls.external_setting = group, title, external_setting
-        cls.help, cls.port_help, cls.command_help = help, port_help, command_help
+        cls.group, cls.title, cls.external_setting, cls.help = group, title, external_setting, help
+        cls.command_help = {
+            "start": "start the embedded server in the background (idempotent; creates its data directory the "
+                     "first time)",
+            "stop": f"stop the embedded server ({stop_keeps})",
+            "status": f"show {status_shows} of the configured {title}",
+        }
+        cls.port_help = f"port of the embedded server (default: {port_variable} or {default_port})"
 
     def server_class(self) -> type[EmbeddedServer]:
         """The embedded server's class (imported when a command runs, not when the CLI starts)."""
@@ -55,6 +74,13 @@ class ServerCommands:
 
     def config(self, args: argparse.Namespace) -> Any:
         """The configuration, with ``--port`` applied to the embedded server."""
+        from xmrt.config import create_config
+
+        config = create_config()
+        return self.with_port(config, args.port) if args.port else config
+
+    def with_port(self, config: Any, port: int) -> Any:
+        """The configuration with the embedded server on ``port`` (already checked to be 1..65535)."""
         raise NotImplementedError
 
     def external(self, config: Any) -> bool:
@@ -130,6 +156,6 @@ class ServerCommands:
         cli.group(self.group, help=self.help)
         for name, handler in (("start", self.start), ("stop", self.stop), ("status", self.status)):
             p = cli.command(self.group, name, help=self.command_help[name], handler=handler)
-            p.add_argument("--port", type=int, help=self.port_help)
+            p.add_argument("--port", type=port, help=self.port_help)
             if name == "status":
                 p.add_argument("--json", action="store_true", help="print one JSON object")
