@@ -332,17 +332,16 @@ class LocalChatModel(ChatHuggingFace):
         stream: bool | None = None,  # noqa: FBT001 - the signature of ChatHuggingFace
         **kwargs: Any,
     ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop=stop, **kwargs))
+        return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
 
     async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        stream: bool | None = None,  # noqa: FBT001 - the signature of ChatHuggingFace
-        **kwargs: Any,
+        self, messages: list[BaseMessage], stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
     ) -> ChatResult:
-        return await run_in_executor(None, self._generate, messages, stop, None, **kwargs)
+        # ChatHuggingFace._agenerate only knows inference endpoints: run _generate in a thread as BaseChatModel does,
+        # with the callbacks (``stream`` travels in kwargs, _generate takes it).
+        callbacks = run_manager.get_sync() if run_manager else None
+        return await run_in_executor(None, self._generate, messages, stop, callbacks, **kwargs)
 
     async def _astream(
         self,
