@@ -15,6 +15,7 @@ from xmrt.eliza.model import DecisionModel
 from xmrt.eliza.proposals import Outcome
 from xmrt.errors import UserError
 from xmrt.policy import LOCAL, Principal
+from xmrt.redis.clients import redis_client
 
 
 # ----------------------------------------------------------------------------------- the ledger
@@ -85,11 +86,7 @@ class DecisionLedger:
         self.config = config
         self.agent_id = validate_agent_id(agent_id)
         self.principal = principal or LOCAL
-        if client is None:
-            from xmrt.redis.server import connect
-
-            client = connect(config)
-        self.r = client
+        self.r = client or redis_client(config)  # the process's shared client, checked once
         base = agent_key_base(config, agent_id, self.principal)
         self.k_decisions = f"{base}:decisions"
         self.k_model = f"{base}:model"

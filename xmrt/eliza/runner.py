@@ -44,6 +44,7 @@ import redis
 from xmrt.config import Config
 from xmrt.eliza import DecisionLedger, parse_jsonl, proposal_from_dict, validate_agent_id
 from xmrt.errors import UserError
+from xmrt.redis.clients import redis_client
 from xmrt.redis.coordination import DEFAULT_TTL, DEFAULT_WAIT, AgentLock, LockWaitCancelled
 
 log = logging.getLogger(__name__)
@@ -228,11 +229,7 @@ class SystemRunner:
             raise UserError("--improve-every must be >= 0")
         self.config = config
         self.agent_id = validate_agent_id(agent_id)
-        if client is None:
-            from xmrt.redis.server import connect
-
-            client = connect(config, check=False)
-        self.r = client
+        self.r = client = client or redis_client(config)  # a loop rides out blips: the retrying shared client
         self.decide = decide
         self.improve = improve
         self.sources = list(sources or [])

@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from xmrt.config import Config
+from xmrt.redis.clients import new_client
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def migrate_checkpoints(config: Config, *, delete_legacy: bool = False, dry_run:
         config: Settings: the Redis URL and the key prefix the legacy threads were saved under.
         delete_legacy: Remove the legacy keys and indexes after copying.
         dry_run: Only count what would be migrated.
-        client: A client for the server (default: one from ``config``).
+        client: A client for the server (default: one of its own, closed at the end; see below).
 
     Returns:
         The counts.
@@ -91,10 +92,12 @@ def migrate_checkpoints(config: Config, *, delete_legacy: bool = False, dry_run:
     from langgraph.checkpoint.redis import RedisSaver
 
     from xmrt.redis.checkpoint import make_checkpointer
-    from xmrt.redis.server import connect
 
+    # Not the process's shared client: the library's saver registers RedisJSON reply callbacks on the client it is
+    # given (JSON.GET then returns parsed objects), which the shared client's other users do not expect. The default
+    # policy (retries, 30 s replies) lets a long scan and copy ride out a blip.
     own = client is None
-    client = client or connect(config, check=False)
+    client = client or new_client(config.redis_url)
     prefix = config.key_prefix
     report = MigrationReport(dry_run=dry_run)
     try:

@@ -36,6 +36,7 @@ import redis
 from xmrt.config import Config
 from xmrt.errors import XmrtError
 from xmrt.policy import LOCAL, Principal
+from xmrt.redis.clients import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class AgentLock:
         config: Where Redis is, and the key prefix.
         name: The agent id (or any resource name).
         ttl: Seconds until the lock expires if its holder stops renewing it (dies).
-        client: A Redis client to reuse; one is created from ``config`` otherwise.
+        client: A Redis client to reuse (default: the process's shared client for ``config``).
         principal: Whose agent it is (:mod:`xmrt.policy`): a served API user's locks are their own.
     """
 
@@ -116,11 +117,7 @@ class AgentLock:
                  principal: Principal | None = None):
         if ttl <= 0:
             raise ValueError("lock ttl must be > 0")
-        if client is None:
-            from xmrt.redis.server import connect
-
-            client = connect(config, check=False)
-        self.r = client
+        self.r = client or redis_client(config)
         self.name = name
         self.key = f"{(principal or LOCAL).redis_root(config)}:lock:{name}"
         self.ttl = float(ttl)

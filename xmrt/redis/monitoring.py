@@ -36,6 +36,7 @@ import redis
 from langchain_core.callbacks import BaseCallbackHandler
 
 from xmrt.config import Config
+from xmrt.redis.clients import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,8 @@ class PerfRecorder:
 
     @property
     def client(self) -> redis.Redis:
-        """The Redis client, created on first use."""
-        if self._client is None:
-            from xmrt.redis.server import connect
-
-            self._client = connect(self.config, check=False)
-        return self._client
+        """The Redis client: the process's shared fail-fast one unless one was given (a dead Redis drops samples)."""
+        return self._client or redis_client(self.config, fail_fast=True)
 
     def add(self, metric: str, ms: float, error: bool = False) -> int:
         """Buffer one sample; returns the buffer length."""
@@ -249,10 +246,7 @@ def read_perf(config: Config, client: redis.Redis | None = None) -> dict[str, di
     Returns:
         ``{metric: {count, errors, total_ms, mean_ms, p50_ms, p95_ms, last_ms, window, updated_at}}``.
     """
-    if client is None:
-        from xmrt.redis.server import connect
-
-        client = connect(config, check=False)
+    client = client or redis_client(config, fail_fast=True)  # for /status: answers fast while Redis is down
     samples_prefix, stats_key = _keys(config)
     metrics: dict[str, dict[str, float]] = {}
     for k, v in client.hgetall(stats_key).items():

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from xmrt.config import Config
+from xmrt.redis.clients import redis_client
 
 #: ARGV: name, ok (1/0), ms, now, error text, status override ("" = ok/error).
 _RECORD = """
@@ -57,11 +58,7 @@ class Registry:
     """Components and their state (see the module docstring)."""
 
     def __init__(self, config: Config, client: redis.Redis | None = None) -> None:
-        if client is None:
-            from xmrt.redis.server import connect
-
-            client = connect(config, check=False)
-        self.r = client
+        self.r = client or redis_client(config)
         self.key = registry_key(config)
         self._record = self.r.register_script(_RECORD)
 
@@ -95,4 +92,4 @@ class Registry:
 
 def read_registry(config: Config, client: redis.Redis | None = None) -> dict[str, dict[str, Any]]:
     """Every registered component and its state (for ``xmrt status`` and ``/status``)."""
-    return Registry(config, client).all()
+    return Registry(config, client or redis_client(config, fail_fast=True)).all()  # a status answers fast
