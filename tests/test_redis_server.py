@@ -154,3 +154,19 @@ def test_the_two_policies_and_their_shared_clients(config):
     probe = connect(config, timeout=0.5)  # the probe: a client of its own, failing fast with its own timeout
     assert policy(probe) == (0.5, 0.5, 0) and probe is not fast
     probe.close()
+
+
+def test_services_built_without_a_client_use_the_shared_ones(config):
+    """Nothing connects per construction: without a client, each service takes the process's shared one."""
+    from xmrt.eliza import DecisionLedger
+    from xmrt.eliza.runner import SystemRunner
+    from xmrt.redis.clients import redis_client
+    from xmrt.redis.coordination import AgentLock
+    from xmrt.redis.monitoring import PerfRecorder
+    from xmrt.redis.registry import Registry
+
+    shared = redis_client(config)
+    runner = SystemRunner(config, "shared", lambda proposals, cycle: {})
+    assert DecisionLedger(config, "shared").r is shared and AgentLock(config, "shared").r is shared
+    assert Registry(config).r is shared and runner.r is runner.lock.r is runner.ledger.r is shared
+    assert PerfRecorder(config).client is redis_client(config, fail_fast=True)  # a dead Redis drops samples
