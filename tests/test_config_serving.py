@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xmrt.config import ConfigError, create_config
+from xmrt.server.postgres import EmbeddedPostgres
 
 
 def cfg(**env: str):
@@ -14,7 +15,7 @@ def cfg(**env: str):
 def test_defaults_are_the_embedded_postgres_and_database_1_of_the_redis():
     c = cfg()
     assert c.database_uri is None and not c.postgres_external and c.embedded_postgres_port == 5490
-    assert str(c.postgres_dir) == "/tmp/xmrt-config-test/postgres"
+    assert str(EmbeddedPostgres.from_config(c).directory) == "/tmp/xmrt-config-test/postgres"
     assert c.runtime_redis == "redis://127.0.0.1:6390/1" and c.run_heartbeat_seconds == 5.0
     assert cfg(REDIS_URL="redis://:pw@cache:6379/0").runtime_redis == "redis://:pw@cache:6379/1"
     assert cfg(REDIS_URL="rediss://cache").runtime_redis == "rediss://cache/1"

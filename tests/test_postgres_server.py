@@ -70,7 +70,7 @@ def test_an_external_server_is_checked_never_started(config):
     with pytest.raises(PostgresSetupError) as err:
         ensure_postgres(dead)
     assert "Connection refused" in str(err.value) and "secret" not in str(err.value)
-    assert not dead.postgres_dir.exists()
+    assert not EmbeddedPostgres.from_config(dead).directory.exists()
 
 
 def test_a_server_that_accepts_and_never_answers_fails_within_the_timeout():

@@ -88,16 +88,6 @@ class Config:
     embedding_engine: str | None = None
 
     @property
-    def redis_dir(self) -> Path:
-        """Directory of the embedded Redis server: data, pid file and log."""
-        return self.data_dir / "redis"
-
-    @property
-    def postgres_dir(self) -> Path:
-        """Directory of the embedded Postgres server: its cluster, password file and log."""
-        return self.data_dir / "postgres"
-
-    @property
     def postgres_external(self) -> bool:
         """True when ``DATABASE_URI`` names the Postgres server to use."""
         return self.database_uri is not None

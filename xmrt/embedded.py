@@ -61,17 +61,19 @@ class EmbeddedServer:
     host: str = "127.0.0.1"
 
     name: ClassVar[str]
+    directory_name: ClassVar[str]
     error: ClassVar[type[Exception]]
     poll: ClassVar[float]
     pid_name: ClassVar[str]
     log_name: ClassVar[str]
 
-    def __init_subclass__(cls, *, name: str, error: type[Exception], pid_name: str, log_name: str,
-                          poll: float = 0.05, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, name: str, directory_name: str, error: type[Exception], pid_name: str,
+                          log_name: str, poll: float = 0.05, **kwargs: Any) -> None:
         """A server declares its facts in its class statement.
 
         Args:
             name: The server's name in messages.
+            directory_name: The server's ``directory`` under the configured data directory (``XMRT_DATA_DIR``).
             error: What a failed start raises.
             pid_name: The file whose first line is the running server's pid, relative to ``directory``.
             log_name: The server's log, relative to ``directory``.
@@ -79,7 +81,8 @@ class EmbeddedServer:
             **kwargs: For other base classes.
         """
         super().__init_subclass__(**kwargs)
-        cls.name, cls.error, cls.pid_name, cls.log_name, cls.poll = name, error, pid_name, log_name, poll
+        cls.name, cls.directory_name, cls.error = name, directory_name, error
+        cls.pid_name, cls.log_name, cls.poll = pid_name, log_name, poll
 
     @classmethod
     def from_config(cls, config: Any) -> EmbeddedServer:

@@ -131,7 +131,8 @@ def connect(config: Config, *, check: bool = True, timeout: float = 3.0) -> redi
 
 
 @dataclass
-class EmbeddedRedis(EmbeddedServer, name="Redis", error=RedisSetupError, pid_name="redis.pid", log_name="redis.log"):
+class EmbeddedRedis(EmbeddedServer, name="Redis", directory_name="redis", error=RedisSetupError, pid_name="redis.pid",
+                    log_name="redis.log"):
     """The embedded server's files and process, under ``directory``."""
 
     password: str | None = None
@@ -139,7 +140,7 @@ class EmbeddedRedis(EmbeddedServer, name="Redis", error=RedisSetupError, pid_nam
     @classmethod
     def from_config(cls, config: Config) -> EmbeddedRedis:
         """The embedded server described by the configuration."""
-        return cls(config.redis_dir, config.embedded_redis_port, password=config.redis_password)
+        return cls(config.data_dir / cls.directory_name, config.embedded_redis_port, password=config.redis_password)
 
     @property
     def url(self) -> str:

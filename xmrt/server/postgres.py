@@ -104,14 +104,14 @@ def connect_check(uri: str, timeout: float = 5.0) -> str:
 
 
 @dataclass
-class EmbeddedPostgres(EmbeddedServer, name="Postgres", error=PostgresSetupError, pid_name="data/postmaster.pid",
-                       log_name="postgres.log", poll=0.1):
+class EmbeddedPostgres(EmbeddedServer, name="Postgres", directory_name="postgres", error=PostgresSetupError,
+                       pid_name="data/postmaster.pid", log_name="postgres.log", poll=0.1):
     """The embedded server's files and process, under ``directory``."""
 
     @classmethod
     def from_config(cls, config: Config) -> EmbeddedPostgres:
         """The embedded server described by the configuration."""
-        return cls(config.postgres_dir, config.embedded_postgres_port)
+        return cls(config.data_dir / cls.directory_name, config.embedded_postgres_port)
 
     @property
     def data_dir(self) -> Path:
