@@ -1,4 +1,5 @@
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -104,6 +105,13 @@ def test_an_out_of_range_port_is_refused_naming_the_option(command, tmp_path):
         out = run_cli("redis", command, "--port", "70000", env_extra=env)
         assert out.returncode == 2 and "argument --port: 70000 is out of range (1..65535)" in out.stderr, out.stderr
         assert not (tmp_path / "redis").exists()
+
+
+def test_the_port_option_overrides_the_port_variable_for_one_command(tmp_path):
+    port = free_port()
+    env = {"XMRT_DATA_DIR": str(tmp_path), "XMRT_REDIS_PORT": str(free_port())}
+    out = run_cli("redis", "status", "--port", str(port), "--json", env_extra=env)
+    assert out.returncode == 1 and json.loads(out.stdout)["url"] == f"redis://127.0.0.1:{port}/0", out.stdout
 
 
 def test_unreachable_redis_fails_clearly(tmp_path):

@@ -110,7 +110,7 @@ def test_audit_record_tail_and_trim(config):
     assert 100 <= len(entries) < 500  # approximate trimming (MAXLEN ~)
     last = entries[-1]
     assert (last["who"], last["action"], last["outcome"], last["details"]) == ("alice", "kb.export", "ok", {"i": 499})
-    dead = config.with_embedded_port(free_port())
+    dead = config.with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert audit.record("kb.export", config=dead) is None  # never raises
 
     async def served():  # the served API's writer: same entry, written on the event loop

@@ -100,15 +100,6 @@ class Config:
         parsed = urlparse(self.redis_url)
         return parsed._replace(path="/1").geturl() if parsed.scheme in ("redis", "rediss") else self.redis_url
 
-    def with_embedded_port(self, port: int) -> Config:
-        """Return a copy whose embedded server listens on ``port`` (no effect on an external Redis)."""
-        if self.redis_external:
-            return self
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"port {port} is out of range (1..65535)")
-        return replace(self, embedded_redis_port=port, redis_url=self.redis_url.replace(
-            f":{self.embedded_redis_port}/", f":{port}/"))
-
     def with_overrides(self, **changes) -> Config:
         """Return a copy with some fields replaced (used by tests and the CLI)."""
         return replace(self, **changes)

@@ -21,9 +21,6 @@ class _PostgresCommands(
 
         return EmbeddedPostgres
 
-    def with_port(self, config: Any, port: int) -> Any:
-        return config.with_overrides(embedded_postgres_port=port)
-
     def external(self, config: Any) -> bool:
         return config.postgres_external
 

@@ -20,9 +20,6 @@ class _RedisCommands(
 
         return EmbeddedRedis
 
-    def with_port(self, config: Any, port: int) -> Any:
-        return config.with_embedded_port(port)
-
     def external(self, config: Any) -> bool:
         return config.redis_external
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ class ServerCommands:
     title: str
     external_setting: str
     help: str
+    port_variable: str
     command_help: dict[str, str]
     port_help: str
 
@@ -48,7 +50,7 @@ class ServerCommands:
             title: The server's name in messages (``embedded <title> started on ...``).
             external_setting: The settings that select an external server, for messages.
             help: Help of the group.
-            port_variable: The variable that sets the embedded server's port, for ``--port``'s help.
+            port_variable: The variable that sets the embedded server's port; ``--port`` sets it for one command.
             default_port: The embedded server's port when that variable is unset.
             status_shows: What ``status`` shows (``version, databases and connections``).
             stop_keeps: How ``stop`` shuts down and keeps the data (``fast shutdown; data is kept``).
@@ -56,6 +58,7 @@ class ServerCommands:
         """
         super().__init_subclass__(**kwargs)
         cls.group, cls.title, cls.external_setting, cls.help = group, title, external_setting, help
+        cls.port_variable = port_variable
         cls.command_help = {
             "start": "start the embedded server in the background (idempotent; creates its data directory the "
                      "first time)",
@@ -73,15 +76,10 @@ class ServerCommands:
         return self.server_class().error
 
     def config(self, args: argparse.Namespace) -> Any:
-        """The configuration, with ``--port`` applied to the embedded server."""
+        """The configuration; ``--port`` is the port variable's value for this command."""
         from xmrt.config import create_config
 
-        config = create_config()
-        return self.with_port(config, args.port) if args.port else config
-
-    def with_port(self, config: Any, port: int) -> Any:
-        """The configuration with the embedded server on ``port`` (already checked to be 1..65535)."""
-        raise NotImplementedError
+        return create_config({**os.environ, self.port_variable: str(args.port)} if args.port else None)
 
     def external(self, config: Any) -> bool:
         """True when the configuration names an external server."""
