@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from xmrt.config import get_config
     from xmrt.eliza import validate_agent_id
     from xmrt.eliza.runner import SystemRunner
+    from xmrt.redis.clients import redis_client
     from xmrt.redis.monitoring import monitor_for
     from xmrt.redis.persistence import redis_graph
     from xmrt.redis.registry import Registry
@@ -56,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.cycles < 1:
         raise UserError("--cycles must be at least 1")
     config = get_config()
-    client = ensure_redis(config)
+    ensure_redis(config).close()  # started if embedded, and checked: one clear line when Redis is unusable
+    client = redis_client(config, check=False)  # the loop's: the process's shared client, which rides out blips
     sources = _sources(args, client, config)
     eliza = redis_graph(eliza_builder)
     improve = redis_graph(improve_builder)
