@@ -88,8 +88,10 @@ class ElizaContext(_DecisionAgentContext):
     collection: str = knob("default", "Knowledge-base collection consulted for each proposal.", ge=1, le=512)
     knowledge_k: int = knob(3, "Knowledge-base passages per proposal.", ge=0, le=50)
     lessons_k: int = knob(3, "Lessons from past outcomes recalled per cycle.", ge=0, le=50)
-    defer_margin: float = knob(0.02, "Probabilities within this margin of 0.5 are deferred (a deferral counts as a "
-                               "wrong decision; widen it to send more close calls to people).", ge=0, le=0.5)
+    defer_margin: float = knob(0.0, "Probabilities within this margin of 0.5 are deferred, left to people (a "
+                               "deferral counts as a wrong decision). 0: decide every proposal; the rationale says "
+                               "when a decision is a close call. Set it (e.g. 0.1) to send close calls to people.",
+                               ge=0, le=0.5)
     reflect_margin: float = knob(0.15, "Decisions within this margin of 0.5 are reflected on.", ge=0, le=0.5)
     max_reflections: int = knob(50, "Most decisions reflected on per cycle.", ge=0, le=1000)
     neighbors_k: int = knob(15, "Similar past proposals consulted by a reflection.", ge=1, le=1000)

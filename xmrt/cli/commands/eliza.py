@@ -62,6 +62,8 @@ def _decide(args: argparse.Namespace) -> int:
     graph = redis_graph(builder)
     context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection,
                "llm_scope": "all" if args.llm_all else "close_calls"}
+    if args.defer_margin is not None:
+        context["defer_margin"] = args.defer_margin
     with _agent_lock(args.agent, "xmrt eliza decide", args.lock_wait):
         out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
                            {"configurable": {"thread_id": f"eliza:{args.agent}"}}, context=context)
@@ -184,6 +186,8 @@ def register(cli: CommandTree) -> None:
     d.add_argument("--no-llm", action="store_true", help="decide on the learned model alone, without the LLM")
     d.add_argument("--llm-all", action="store_true", help="ask the LLM about every proposal (default: only the "
                    "close calls, where its verdict at its learned weight could change the decision)")
+    d.add_argument("--defer-margin", type=float, default=None, help="defer (send to people) the proposals whose "
+                   "success probability is within this margin of 0.5 (default 0: decide every proposal)")
     d.add_argument("--json", action="store_true", help="one JSON line per decision")
     d.add_argument("--lock-wait", type=float, default=30.0, help="seconds to wait while another process "
                    "runs this agent's cycle (default 30)")
