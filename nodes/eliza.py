@@ -150,16 +150,16 @@ def _confidence(model: DecisionModel, p: float, stats: dict[str, Any]) -> dict[s
     sure = max(p, 1 - p)
     if abs(p - 0.5) < CLOSE_CALL:
         level = "close call"
-        reading = f"a close call, about as likely to fail as to succeed (right {sure:.0%} of the time if calibrated)"
+        reading = f"a close call: about as likely to fail as to succeed, right {sure:.0%} of the time if calibrated"
     elif seen < FEW_OUTCOMES:
         level = "low"
         reading = "low confidence"
     elif sure < 0.7:
         level = "moderate"
-        reading = f"moderate confidence (right {sure:.0%} of the time if calibrated)"
+        reading = f"moderate confidence: right {sure:.0%} of the time if calibrated"
     else:
         level = "high"
-        reading = f"confident (right {sure:.0%} of the time if calibrated)"
+        reading = f"confident: right {sure:.0%} of the time if calibrated"
     note = ("the seed's prior rule: nothing learned yet" if seen == 0 else
             f"learned from {seen} outcomes" + (" (too few to trust much)" if seen < FEW_OUTCOMES else ""))
     acc, brier = stats.get("recent_accuracy"), stats.get("recent_brier_score")
