@@ -16,7 +16,10 @@ category, their interactions, and one that drifts halfway) so that no single rul
 The learning
 agent's calibration (Brier score, reliability table) and learning curve are printed from its ledger. The LLM is
 off by default (``--llm`` turns it on). ``--model-only`` runs the decision model alone, in process, over several
-streams (``--seeds``), to average out the noise of one stream.
+streams (``--seeds``), to average out the noise of one stream. ``--via-cli`` is issue 17's check: each stream decided
+and fed back batch by batch through ``xmrt eliza decide`` / ``xmrt eliza feedback`` as new processes, a fresh agent
+per stream (benchmarks/eliza_cli.py). ``--noise`` and ``--sharpness`` set how noisy the outcomes are (the defaults
+give an oracle of about 0.8; ``--sharpness 4 --noise 0.02`` about 0.91), ``--defer-margin`` the deferral band.
 """
 
 from __future__ import annotations
