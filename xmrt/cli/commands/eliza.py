@@ -63,6 +63,8 @@ def _decide(args: argparse.Namespace) -> int:
     context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection,
                "llm_scope": "all" if args.llm_all else "close_calls"}
     if args.defer_margin is not None:
+        if not 0.0 <= args.defer_margin <= 0.5:
+            raise UserError(f"--defer-margin must be between 0 and 0.5, got {args.defer_margin}")
         context["defer_margin"] = args.defer_margin
     with _agent_lock(args.agent, "xmrt eliza decide", args.lock_wait):
         out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
