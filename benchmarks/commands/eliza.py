@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -259,12 +260,15 @@ def _bench_model_only(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _bench_redis(run_id: str):
-    """An embedded Redis on a free port for this run (unless an external one is configured), and a key prefix."""
+    """An embedded Redis on a free port for this run (unless an external one is configured), and a key prefix.
+
+    The temporary directory (Redis data, the stream files of ``--via-cli``) is removed at the end.
+    """
     from xmrt.config import create_config, get_config
     from xmrt.redis.server import EmbeddedRedis
 
     base = get_config()
-    server = None
+    server, tmp = None, None
     try:
         if not base.redis_external:
             tmp = tempfile.mkdtemp(prefix="xmrt-bench-eliza-")
@@ -278,6 +282,8 @@ def _bench_redis(run_id: str):
     finally:
         if server is not None:
             server.stop()
+        if tmp is not None:  # the run's Redis data and stream files (tens of MB); the figures are printed
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _rule_list(args: argparse.Namespace) -> list[str]:
