@@ -89,8 +89,10 @@ class ElizaContext(_DecisionAgentContext):
     lessons_k: int = knob(3, "Lessons from past outcomes recalled per cycle.", ge=0, le=50)
 
     # Deciding
-    defer_margin: float = knob(0.02, "Probabilities within this margin of 0.5 are deferred (a deferral counts as a "
-                               "wrong decision; widen it to send more close calls to people).", ge=0, le=0.5)
+    defer_margin: float = knob(0.0, "Probabilities within this margin of 0.5 are deferred, left to people (a "
+                               "deferral counts as a wrong decision). 0: decide every proposal; the rationale says "
+                               "when a decision is a close call. Set it (e.g. 0.1) to send close calls to people.",
+                               ge=0, le=0.5)
 
     # Reflecting on close calls against the outcomes of similar past proposals
     learn: bool = knob(True, "Use recorded outcomes (similar past cases) when reflecting; off = no learning.")

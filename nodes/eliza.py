@@ -137,23 +137,45 @@ def _close_calls(ctx: ElizaContext, model: DecisionModel, examples: dict[str, Ex
     return chosen[: ctx.max_llm_calls]
 
 
+#: Within this distance of 0.5 a probability is a close call: a calibrated model deciding it is right only about
+#: 55% of the time. The rationale says so plainly (the decision is still made unless ``defer_margin`` covers it).
+CLOSE_CALL = 0.05
+#: Fewer outcomes than this and the model's confidence is low whatever its probability says.
+FEW_OUTCOMES = 50
+
+
 def _confidence(model: DecisionModel, p: float, stats: dict[str, Any]) -> dict[str, Any]:
-    """How far to trust a probability: the outcomes behind it and the model's measured recent accuracy."""
+    """How far to trust a probability: how close to 0.5, the outcomes behind it, the measured recent accuracy."""
     seen = model.examples_seen
+    sure = max(p, 1 - p)
+    if abs(p - 0.5) < CLOSE_CALL:
+        level = "close call"
+        reading = f"a close call: about as likely to fail as to succeed, right {sure:.0%} of the time if calibrated"
+    elif seen < FEW_OUTCOMES:
+        level = "low"
+        reading = "low confidence"
+    elif sure < 0.7:
+        level = "moderate"
+        reading = f"moderate confidence: right {sure:.0%} of the time if calibrated"
+    else:
+        level = "high"
+        reading = f"confident: right {sure:.0%} of the time if calibrated"
     note = ("the seed's prior rule: nothing learned yet" if seen == 0 else
-            f"learned from {seen} outcomes" + (" (too few to trust much)" if seen < 50 else ""))
+            f"learned from {seen} outcomes" + (" (too few to trust much)" if seen < FEW_OUTCOMES else ""))
     acc, brier = stats.get("recent_accuracy"), stats.get("recent_brier_score")
     if acc is not None:
         note += f"; recent accuracy {acc:.2f}"
     if brier is not None:
         note += f", Brier {brier:.3f}"
-    return {"probability": round(max(p, 1 - p), 4), "outcomes_learned": seen, "recent_accuracy": acc,
-            "recent_brier": brier, "note": note}
+    return {"probability": round(sure, 4), "level": level, "outcomes_learned": seen, "recent_accuracy": acc,
+            "recent_brier": brier, "note": f"{reading}; {note}"}
 
 
 def _rationale(p: float, decision: str, contributions: dict[str, float], example: Example, space: Any,
                confidence: dict, llm: dict | None, passages: list, lessons: list) -> str:
     parts = [f"{decision}: success probability {p:.2f} ({confidence['note']})"]
+    if decision == "defer":
+        parts.append("deferred: within the defer margin of 0.5, left to people")
     if contributions:
         top = []
         for name, v in list(contributions.items())[:4]:

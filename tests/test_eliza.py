@@ -491,3 +491,44 @@ def test_trees_expert_learns_a_threshold_explains_it_and_round_trips():
     again = DecisionModel.from_dict(json.loads(json.dumps(model.to_dict())))
     assert again.probability(dear) == pytest.approx(model.probability(dear))
     assert again.to_dict() == model.to_dict()
+
+
+def test_every_proposal_is_decided_by_default_and_a_close_call_says_so(app_config):
+    """Default defer margin 0: a coin flip is decided, and its rationale calls it a close call; a margin defers it."""
+    graph = redis_graph(eliza_builder)
+    flip = proposal("flip", community_support=0.5, alignment=0.5, technical_risk=0.5)
+    clear = proposal("clear", community_support=0.95, alignment=0.95, technical_risk=0.05)
+    out = cycle(graph, [flip, clear], "close", use_llm=False)
+    by_id = {d["id"]: d for d in out["decisions"]}
+    assert by_id["flip"]["decision"] in ("approve", "reject")
+    assert "a close call" in by_id["flip"]["rationale"] and by_id["flip"]["confidence"]["level"] == "close call"
+    assert "close call" not in by_id["clear"]["rationale"] and by_id["clear"]["decision"] == "approve"
+    assert "low confidence" in by_id["clear"]["rationale"]  # nothing learned yet
+    again = cycle(graph, [{**flip, "id": "flip2"}], "close-review", use_llm=False, defer_margin=0.1)
+    d = again["decisions"][0]
+    assert d["decision"] == "defer" and "left to people" in d["rationale"]
+
+
+def test_sharper_streams_keep_their_proposals_and_raise_the_oracle():
+    from benchmarks.proposals import generate_with_oracle
+
+    noisy = generate_with_oracle(2000, rule="linear", seed=3)
+    clean = generate_with_oracle(2000, rule="linear", seed=3, noise=0.02, sharpness=4.0)
+    assert [p for p, _, _ in noisy] == [p for p, _, _ in clean]
+    oracle = [sum(ok == o for _, ok, o in s) / len(s) for s in (noisy, clean)]
+    assert 0.74 < oracle[0] < 0.82 and 0.86 < oracle[1] < 0.94, oracle
+
+
+def test_a_stream_through_the_cli_matches_the_model_alone_on_its_first_batch(app_config, tmp_path):
+    """The replica of issue 17's check: decide and feedback as new processes; the first batch is the prior's."""
+    from benchmarks.commands.eliza import model_only
+    from benchmarks.eliza_cli import run_stream, summarise
+    from benchmarks.proposals import generate_with_oracle
+
+    stream = generate_with_oracle(100, rule="amount", seed=5)
+    run = run_stream(stream, agent="via-cli", batch=50, workdir=tmp_path, env=subprocess_env(app_config))
+    assert [b["recorded"] for b in run["batches"]] == [50, 50]
+    assert all(b["undecided"] == 0 and b["deferred"] == 0 for b in run["batches"])
+    alone = model_only(stream, 50, tail=50)
+    assert summarise(run, 50)["first"] == alone["first"]
+    assert DecisionLedger(app_config, "via-cli").load_model().examples_seen == 100

@@ -16,14 +16,19 @@ category, their interactions, and one that drifts halfway) so that no single rul
 The learning
 agent's calibration (Brier score, reliability table) and learning curve are printed from its ledger. The LLM is
 off by default (``--llm`` turns it on). ``--model-only`` runs the decision model alone, in process, over several
-streams (``--seeds``), to average out the noise of one stream.
+streams (``--seeds``), to average out the noise of one stream. ``--via-cli`` is issue 17's check: each stream decided
+and fed back batch by batch through ``xmrt eliza decide`` / ``xmrt eliza feedback`` as new processes, a fresh agent
+per stream (benchmarks/eliza_cli.py). ``--noise`` and ``--sharpness`` set how noisy the outcomes are (the defaults
+give an oracle of about 0.8; ``--sharpness 4 --noise 0.02`` about 0.91), ``--defer-margin`` the deferral band.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +46,8 @@ def _accuracy(decisions: list[dict], truth: dict[str, bool]) -> float:
 
 
 def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bool, use_llm: bool,
-                learning_rate: float | None = None, reflect: bool = True) -> list[float]:
+                learning_rate: float | None = None, reflect: bool = True,
+                defer_margin: float | None = None) -> list[float]:
     """Decide, feed back and self-improve, batch by batch; returns the accuracy of each batch's decisions."""
     from graphs.eliza import builder as eliza_builder
     from graphs.self_improve import builder as improve_builder
@@ -58,7 +64,8 @@ def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bo
             {"proposals": [p for p, _ in batch]},
             {"configurable": {"thread_id": f"bench-{agent}-decide-{i}"}},
             context={"agent_id": agent, "learn": learn, "use_llm": use_llm, "knowledge_k": 0, "lessons_k": 0,
-                     **({} if reflect else {"max_reflections": 0})},
+                     **({} if reflect else {"max_reflections": 0}),
+                     **({} if defer_margin is None else {"defer_margin": defer_margin})},
         )
         accuracies.append(_accuracy(out["decisions"], truth))
         improve.invoke(
@@ -72,7 +79,8 @@ def run_batches(agent: str, batches: list[list[tuple[dict, bool]]], *, learn: bo
 def _stream(args: argparse.Namespace, rule: str) -> list[tuple[dict, bool, bool]]:
     from benchmarks.proposals import generate_with_oracle
 
-    return generate_with_oracle(args.proposals, rule=rule, noise=args.noise, seed=args.seed)
+    return generate_with_oracle(args.proposals, rule=rule, noise=args.noise, seed=args.seed,
+                                sharpness=args.sharpness)
 
 
 def _batches(args: argparse.Namespace, rule: str) -> list[list[tuple[dict, bool]]]:
@@ -84,7 +92,7 @@ def _continue(args: argparse.Namespace) -> int:
     """The restarted process: continue an agent from its weights in Redis (internal)."""
     batches = _batches(args, args.rule)[args.start_batch :]
     accuracies = run_batches(args.agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate,
-                             reflect=not args.no_reflect)
+                             reflect=not args.no_reflect, defer_margin=args.defer_margin)
     print(json.dumps({"accuracies": accuracies}))
     return 0
 
@@ -106,7 +114,7 @@ def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
     started = time.perf_counter()
     learning_agent = f"{run_id}-{rule}-learning"
     learning = run_batches(learning_agent, batches, learn=True, use_llm=args.llm, learning_rate=args.learning_rate,
-                           reflect=not args.no_reflect)
+                           reflect=not args.no_reflect, defer_margin=args.defer_margin)
     seconds_learning = time.perf_counter() - started
     metrics = DecisionLedger(get_config(), learning_agent).metrics(window=args.batch)
     result = {
@@ -131,15 +139,20 @@ def _bench_rule(args: argparse.Namespace, rule: str, run_id: str) -> dict:
     result["rise"] = result["learning_last"] - result["learning_first"]
     result["targets_met"] = round(result["gap_to_oracle"], 6) <= 0.05 and round(result["rise"], 6) >= 0.10
     if args.agents == "all":
-        static = run_batches(f"{run_id}-{rule}-static", batches, learn=False, use_llm=args.llm)
+        static = run_batches(f"{run_id}-{rule}-static", batches, learn=False, use_llm=args.llm,
+                             defer_margin=args.defer_margin)
         restarted_agent = f"{run_id}-{rule}-restarted"
         before = run_batches(restarted_agent, batches[:restart_batch], learn=True, use_llm=args.llm,
-                             learning_rate=args.learning_rate, reflect=not args.no_reflect)
+                             learning_rate=args.learning_rate, reflect=not args.no_reflect,
+                             defer_margin=args.defer_margin)
         cmd = [sys.executable, "-m", "xmrt.cli", "bench", "eliza", "--continue-agent", restarted_agent,
                "--start-batch", str(restart_batch), "--rule", rule, "--proposals", str(args.proposals),
-               "--batch", str(args.batch), "--noise", str(args.noise), "--seed", str(args.seed)]
+               "--batch", str(args.batch), "--noise", str(args.noise), "--seed", str(args.seed),
+               "--sharpness", str(args.sharpness)]
         if args.learning_rate is not None:
             cmd += ["--learning-rate", str(args.learning_rate)]
+        if args.defer_margin is not None:
+            cmd += ["--defer-margin", str(args.defer_margin)]
         if args.llm:
             cmd.append("--llm")
         if args.no_reflect:
@@ -187,14 +200,17 @@ def _print_rule(result: dict) -> None:
     print("reliability: " + "  ".join(cells))
 
 
-def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: float = 0.02,
-               learning_rate: float = 0.01) -> dict:
+def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: float | None = None,
+               learning_rate: float = 0.01, tail: int = 100) -> dict:
     """The decision model alone, in process (no graphs, Redis, reflection or LLM): decide a batch, learn, repeat.
 
     Fast enough to average over many streams; the figures of the full runs come from the real graphs.
     """
+    from graphs.context import ElizaContext
     from xmrt.eliza import DecisionModel, Example, decide_from_probability, is_correct
 
+    if defer_margin is None:
+        defer_margin = ElizaContext().defer_margin
     model, seen, right, oracle = DecisionModel(), [], [], []
     for start in range(0, len(stream), batch):
         for proposal, ok, knows in stream[start : start + batch]:
@@ -206,48 +222,53 @@ def model_only(stream: list[tuple[dict, bool, bool]], batch: int, defer_margin: 
             seen.append((example, ok, experts))
         model.train([(x, ok) for x, ok, _ in seen], learning_rate=learning_rate, epochs=200,
                     expert_scores=[e for _, _, e in seen])
-    return {"first": sum(right[:100]) / 100, "last": sum(right[-100:]) / 100, "oracle": sum(oracle[-100:]) / 100,
+    return {"first": sum(right[:tail]) / tail, "last": sum(right[-tail:]) / tail,
+            "oracle": sum(oracle[-tail:]) / tail,
             "mixture": {k: round(v, 2) for k, v in model.mixture.items() if v >= 0.01}}
 
 
 def _bench_model_only(args: argparse.Namespace) -> int:
     from benchmarks.proposals import HELD_OUT, generate_with_oracle
+    from graphs.context import ElizaContext
 
-    low, _, high = args.seeds.partition("-")
-    seeds = range(int(low), int(high or low) + 1)
-    rules = list(_rules()) if args.rule == "all" else [args.rule]
+    seeds = _seed_list(args, "11-16")
+    rules = _rule_list(args)
     summary = []
-    print(f"model only, in process: {args.proposals} proposals in batches of {args.batch}, seeds {args.seeds}")
+    margin = ElizaContext().defer_margin if args.defer_margin is None else args.defer_margin
+    print(f"model only, in process: {args.proposals} proposals in batches of {args.batch}, "
+          f"seeds {seeds[0]}-{seeds[-1]}, noise {args.noise}, sharpness {args.sharpness}, defer margin {margin}")
     for rule in rules:
-        runs = [model_only(generate_with_oracle(args.proposals, rule, args.noise, seed), args.batch,
-                           learning_rate=args.learning_rate or 0.01) for seed in seeds]
+        runs = [model_only(generate_with_oracle(args.proposals, rule, args.noise, seed, args.sharpness), args.batch,
+                           defer_margin=args.defer_margin, learning_rate=args.learning_rate or 0.01)
+                for seed in seeds]
         gaps = [r["oracle"] - r["last"] for r in runs]
         rises = [r["last"] - r["first"] for r in runs]
         met = sum(round(g, 6) <= 0.05 and round(r, 6) >= 0.10 for g, r in zip(gaps, rises, strict=True))
         row = {"rule": rule, "mean_gap": _mean(gaps), "max_gap": max(gaps), "mean_rise": _mean(rises),
-               "met": met, "streams": len(runs), "runs": runs}
+               "mean_first": _mean([r["first"] for r in runs]), "mean_last": _mean([r["last"] for r in runs]),
+               "mean_oracle": _mean([r["oracle"] for r in runs]), "met": met, "streams": len(runs), "runs": runs}
         summary.append(row)
         if not args.json:
             name = rule + (" (held out)" if rule in HELD_OUT else "")
             print(f"  {name:<29} gap to oracle mean {row['mean_gap']:+.3f} (max {row['max_gap']:+.3f})  rise mean "
-                  f"{row['mean_rise']:+.3f}  both targets met on {met}/{len(runs)} streams")
+                  f"{row['mean_rise']:+.3f}  both targets met on {met}/{len(runs)} streams  (first "
+                  f"{row['mean_first']:.3f}, last {row['mean_last']:.3f}, oracle {row['mean_oracle']:.3f})")
     if args.json:
         print(json.dumps({"model_only": summary}))
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    if args.model_only:
-        return _bench_model_only(args)
-    if args.continue_agent:
-        args.agent = args.continue_agent
-        return _continue(args)
+@contextlib.contextmanager
+def _bench_redis(run_id: str):
+    """An embedded Redis on a free port for this run (unless an external one is configured), and a key prefix.
+
+    The temporary directory (Redis data, the stream files of ``--via-cli``) is removed at the end.
+    """
     from xmrt.config import create_config, get_config
     from xmrt.redis.server import EmbeddedRedis
 
     base = get_config()
-    server = None
-    run_id = uuid.uuid4().hex[:6]
+    server, tmp = None, None
     try:
         if not base.redis_external:
             tmp = tempfile.mkdtemp(prefix="xmrt-bench-eliza-")
@@ -257,17 +278,92 @@ def _bench(args: argparse.Namespace) -> int:
             os.environ["XMRT_DATA_DIR"] = tmp
         os.environ["XMRT_KEY_PREFIX"] = f"bench{run_id}"
         get_config.cache_clear()
-        create_config()  # validate early
-        rules = list(_rules()) if args.rule == "all" else [args.rule]
-        results = []
-        for rule in rules:
+        yield create_config()  # validate early
+    finally:
+        if server is not None:
+            server.stop()
+        if tmp is not None:  # the run's Redis data and stream files (tens of MB); the figures are printed
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rule_list(args: argparse.Namespace) -> list[str]:
+    if args.rule == "all":
+        return list(_rules())
+    rules = [r.strip() for r in args.rule.split(",") if r.strip()]
+    unknown = [r for r in rules if r not in RULE_NAMES]
+    if unknown or not rules:
+        from xmrt.errors import UserError
+
+        raise UserError(f"unknown rule(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(RULE_NAMES)} "
+                        "or all")
+    return rules
+
+
+def _seed_list(args: argparse.Namespace, default: str) -> list[int]:
+    low, _, high = (args.seeds or default).partition("-")
+    return list(range(int(low), int(high or low) + 1))
+
+
+def _bench_via_cli(args: argparse.Namespace) -> int:
+    """Issue 17's check, replicated: each stream decided and fed back through ``xmrt eliza decide``/``feedback``."""
+    from benchmarks.eliza_cli import run_stream, summarise
+    from benchmarks.proposals import HELD_OUT, generate_with_oracle
+
+    run_id = uuid.uuid4().hex[:6]
+    seeds = _seed_list(args, str(args.seed))
+    decide_args = () if args.defer_margin is None else ("--defer-margin", str(args.defer_margin))
+    rows = []
+    with _bench_redis(run_id) as config:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                                         os.environ.get("PYTHONPATH")]))}
+        work = Path(config.data_dir) / "cli-streams"
+        if not args.json:
+            print(f"through the CLI: {args.proposals} proposals in batches of {args.batch}, noise {args.noise}, "
+                  f"sharpness {args.sharpness}, "
+                  f"{'local model on' if args.llm else '--no-llm'}, seeds {seeds[0]}-{seeds[-1]}; a fresh agent and "
+                  f"two new processes (decide, feedback) per batch")
+        for rule in _rule_list(args):
+            for seed in seeds:
+                stream = generate_with_oracle(args.proposals, rule, args.noise, seed, args.sharpness)
+                agent = f"cli-{run_id}-{rule.replace('_', '-')}-{seed}"
+                started = time.perf_counter()
+                run = run_stream(stream, agent=agent, batch=args.batch, workdir=work / agent, env=env,
+                                 use_llm=args.llm, decide_args=decide_args)
+                row = {"rule": rule, "seed": seed, **summarise(run, args.tail),
+                       "seconds": round(time.perf_counter() - started, 1), "batches": run["batches"]}
+                inline = model_only(stream, args.batch, defer_margin=args.defer_margin,
+                                    learning_rate=args.learning_rate or 0.01, tail=args.tail)
+                row["model_only_last"], row["model_only_first"] = inline["last"], inline["first"]
+                rows.append(row)
+                if not args.json:
+                    name = rule + (" (held out)" if rule in HELD_OUT else "")
+                    print(f"  {name:<29} seed {seed}: first {row['first']:.3f}  last {row['last']:.3f}  oracle "
+                          f"{row['oracle']:.3f}  gap {row['gap']:+.3f}  rise {row['rise']:+.3f}  "
+                          f"{'met' if round(row['gap'], 6) <= 0.05 and round(row['rise'], 6) >= 0.10 else 'NOT met'}"
+                          f"  (model only on the same stream: first {inline['first']:.3f}, last "
+                          f"{inline['last']:.3f}; deferred {row['deferred']}, undecided {row['undecided']}; decide "
+                          f"{row['decide_seconds']}s, feedback {row['feedback_seconds']}s in all)")
+    if args.json:
+        print(json.dumps({"via_cli": rows}))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.model_only:
+        return _bench_model_only(args)
+    if args.via_cli:
+        return _bench_via_cli(args)
+    if args.continue_agent:
+        args.agent = args.continue_agent
+        return _continue(args)
+    run_id = uuid.uuid4().hex[:6]
+    results = []
+    with _bench_redis(run_id):
+        for rule in _rule_list(args):
             result = _bench_rule(args, rule, run_id)
             results.append(result)
             if not args.json:
                 _print_rule(result)
-    finally:
-        if server is not None:
-            server.stop()
     if args.json:
         print(json.dumps({"results": results}))
     elif len(results) > 1:
@@ -303,13 +399,19 @@ def register(cli: CommandTree) -> None:
                     handler=_bench, description=__doc__)
     p.add_argument("--proposals", type=int, default=500, help="length of the proposal stream (default 500)")
     p.add_argument("--batch", type=int, default=50, help="proposals per decide/feedback/learn batch (default 50)")
-    p.add_argument("--rule", default="linear", choices=[*RULE_NAMES, "all"],
-                   help="the hidden rule behind the true outcomes (default linear)")
+    p.add_argument("--rule", default="linear", metavar="RULE[,RULE...]|all",
+                   help=f"the hidden rule behind the true outcomes (default linear): {', '.join(RULE_NAMES)}")
     p.add_argument("--agents", default="all", choices=["all", "learning"],
                    help="all: the learning, static and restarted agents; learning: only the first (faster)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="the self-improvement learning rate (default: the context's, 0.01)")
+    p.add_argument("--defer-margin", type=float, default=None,
+                   help="probabilities within this margin of 0.5 are deferred, and a deferral counts as wrong "
+                   "(default: the eliza context's)")
     p.add_argument("--noise", type=float, default=0.1, help="share of outcomes flipped at random (default 0.1)")
+    p.add_argument("--sharpness", type=float, default=2.0, help="slope of the outcome's probability in the rule's "
+                   "score, sigmoid(sharpness * z) (default 2.0; with --noise 0.1 the oracle is about 0.8; "
+                   "--sharpness 4 --noise 0.02 gives about 0.91, the oracle of issue 17's own check)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the stream")
     p.add_argument("--restart-at", type=int, default=400, help="proposals before the restarted agent's new process")
     p.add_argument("--tail", type=int, default=100, help="accuracy is compared over the last N proposals")
@@ -318,6 +420,10 @@ def register(cli: CommandTree) -> None:
     p.add_argument("--no-reflect", action="store_true", help="switch reflection off (to measure what it adds)")
     p.add_argument("--model-only", action="store_true", help="the decision model alone, in process, averaged over "
                    "--seeds (fast; no graphs, Redis, reflection or LLM)")
-    p.add_argument("--seeds", default="11-16", help="streams for --model-only, e.g. 11-16 (default)")
+    p.add_argument("--seeds", default=None, help="streams for --model-only (default 11-16) or --via-cli (default: "
+                   "--seed), e.g. 21-26")
+    p.add_argument("--via-cli", action="store_true", help="issue 17's check: each stream decided and fed back "
+                   "batch by batch through `xmrt eliza decide --json [--no-llm]` and `xmrt eliza feedback` as new "
+                   "processes, a fresh agent per stream, against one embedded Redis (LLM off unless --llm)")
     p.add_argument("--continue-agent", help=argparse.SUPPRESS)
     p.add_argument("--start-batch", type=int, default=0, help=argparse.SUPPRESS)

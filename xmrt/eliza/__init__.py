@@ -12,7 +12,8 @@ category interactions, products of criteria, two that forget old outcomes (half-
 that changes is followed, and ``trees`` (main effects plus boosted depth-2 trees on their residual, for thresholds
 and interactions). The mixture weights are the experts' posterior given their prequential log-loss (the score each
 expert gave a proposal when it was decided, before its outcome was known). ``p`` is the predicted probability of
-success; approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between.
+success; approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between
+(``defer_margin`` is 0 by default: every proposal is decided, and the rationale says when it is a close call).
 
 **Learning.** Every recorded outcome is a labelled example. Self-improvement fits each expert with scikit-learn's
 ``SGDClassifier`` (log-loss, L2), warm-started from its stored weights, on features scaled to unit variance, with

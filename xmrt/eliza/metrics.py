@@ -12,7 +12,7 @@ from typing import Any
 
 
 def decide_from_probability(p: float, defer_margin: float) -> str:
-    """The decision (approve, reject or defer) for a success probability."""
+    """The decision (approve, reject or defer) for a success probability; at margin 0 it never defers."""
     if p >= 0.5 + defer_margin:
         return "approve"
     if p <= 0.5 - defer_margin:

@@ -63,6 +63,10 @@ def _decide(args: argparse.Namespace) -> int:
     graph = redis_graph(builder)
     context = {"agent_id": args.agent, "use_llm": not args.no_llm, "collection": args.collection,
                "llm_scope": "all" if args.llm_all else "close_calls"}
+    if args.defer_margin is not None:
+        if not 0.0 <= args.defer_margin <= 0.5:
+            raise UserError(f"--defer-margin must be between 0 and 0.5, got {args.defer_margin}")
+        context["defer_margin"] = args.defer_margin
     with _agent_lock(args.agent, "xmrt eliza decide", args.lock_wait):
         out = graph.invoke({"proposals": [p.__dict__ for p in proposals]},
                            {"configurable": {"thread_id": f"eliza:{args.agent}"}}, context=context)
@@ -197,6 +201,8 @@ def register(cli: CommandTree) -> None:
     d.add_argument("--no-llm", action="store_true", help="decide on the learned model alone, without the LLM")
     d.add_argument("--llm-all", action="store_true", help="ask the LLM about every proposal (default: only the "
                    "close calls, where its verdict at its learned weight could change the decision)")
+    d.add_argument("--defer-margin", type=float, default=None, help="defer (send to people) the proposals whose "
+                   "success probability is within this margin of 0.5 (default 0: decide every proposal)")
     f = _cycle_command(cli, "feedback", help="record outcomes and self-improve", handler=_feedback,
                        input_help="outcomes JSONL file (id, success), or - for standard input",
                        json_help="print one JSON summary line")
