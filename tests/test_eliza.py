@@ -462,7 +462,7 @@ def test_local_model_scores_verdicts_in_one_forward_pass(app_config):
 
 
 def test_bench_model_only_learns_a_category_rule_in_process():
-    from benchmarks.commands.eliza import model_only
+    from benchmarks.eliza_model_only import model_only
     from benchmarks.proposals import generate_with_oracle
 
     run = model_only(generate_with_oracle(300, rule="category", seed=5), batch=50)
@@ -521,8 +521,8 @@ def test_sharper_streams_keep_their_proposals_and_raise_the_oracle():
 
 def test_a_stream_through_the_cli_matches_the_model_alone_on_its_first_batch(app_config, tmp_path):
     """The replica of issue 17's check: decide and feedback as new processes; the first batch is the prior's."""
-    from benchmarks.commands.eliza import model_only
     from benchmarks.eliza_cli import run_stream, summarise
+    from benchmarks.eliza_model_only import model_only
     from benchmarks.proposals import generate_with_oracle
 
     stream = generate_with_oracle(100, rule="amount", seed=5)

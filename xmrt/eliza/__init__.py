@@ -37,6 +37,7 @@ their public names are re-exported here. Beside them: :mod:`~xmrt.eliza.memory` 
 
 from __future__ import annotations
 
+from xmrt.eliza.explain import confidence_of, rationale  # noqa: F401
 from xmrt.eliza.features import (  # noqa: F401
     AMOUNT_FEATURES,
     MAX_WORDS,
