@@ -6,6 +6,11 @@ exact point of a transaction: after ``MULTI`` and ``after`` queued commands (``a
 right after ``MULTI``; the number of queued commands cuts just before ``EXEC``), or halfway through
 one command's bytes. The action is to cut (close both sockets) or to hold (signal the test and
 wait, e.g. while it kills Redis, then cut). Nothing about Redis is mocked: the proxy only forwards.
+
+Bytes from Redis are split into RESP2/RESP3 replies too, and counted: Redis answers the commands of a
+connection in order, one reply each (push messages aside), so the reply to a given command is known
+by its number. Connections in subscribe mode or with ``CLIENT REPLY OFF`` break that count; the
+saver never uses them.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ class Rule:
     """Where to strike.
 
     ``in_multi_after``: strike before forwarding the command at this position after ``MULTI``
-    (0 = the first queued command). ``after_exec``: forward a transaction's ``EXEC``, then strike
-    while holding back its reply (Redis has run it; the client never hears so). ``partial``: strike
+    (0 = the first queued command). ``after_exec``: forward a transaction's ``EXEC`` and strike once
+    Redis's reply to that ``EXEC`` has arrived (Redis has run it), holding back that reply and every
+    one after it (the client never hears that it ran). ``partial``: strike
     halfway through the first command whose name is in this set (outside or inside a transaction).
     ``times``: how many strikes (None: all). ``match``: strike only a transaction (or, for
     ``partial``, a command) whose arguments hold each of these byte strings; empty: any.
@@ -42,6 +48,54 @@ class Rule:
 
     def matches(self, commands: list[list[bytes]]) -> bool:
         return all(any(m in arg for command in commands for arg in command) for m in self.match)
+
+
+#: RESP reply types of one line; of a length and that many bytes; of that many nested replies.
+_LINE_TYPES = frozenset(b"+-:_,#(")
+_BULK_TYPES = frozenset(b"$!=")
+_AGGREGATE_TYPES = frozenset(b"*~>%|")
+
+
+def _reply_end(buf: bytearray, pos: int = 0) -> int | None:
+    """Where the complete RESP2/RESP3 reply starting at ``pos`` ends, or None if it is incomplete.
+
+    An attribute (``|``) and the reply it annotates are one reply; a push (``>``) is a reply here
+    too (the caller tells it apart by its first byte).
+    """
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind, after = buf[pos], end + 2
+    if kind in _LINE_TYPES:
+        return after
+    if kind in _BULK_TYPES:
+        size = int(buf[pos + 1:end])
+        if size < 0:  # RESP2 null bulk string
+            return after
+        return after + size + 2 if len(buf) >= after + size + 2 else None
+    if kind in _AGGREGATE_TYPES:
+        count = int(buf[pos + 1:end])
+        if count < 0:  # RESP2 null array (an EXEC whose WATCH failed)
+            return after
+        pos = after
+        for _ in range(count * 2 if kind in b"%|" else count):  # a map or attribute: key, value
+            if (pos := _reply_end(buf, pos)) is None:
+                return None
+        return _reply_end(buf, pos) if kind == ord("|") else pos
+    raise ValueError(f"not a RESP reply: {bytes(buf[pos:pos + 40])!r}")
+
+
+@dataclass
+class _Link:
+    """One client connection and its upstream connection: what its two forwarding threads share."""
+
+    client: socket.socket
+    upstream: socket.socket
+    hold: threading.Event = field(default_factory=threading.Event)  # set: replies are no longer passed on
+    sent: int = 0  # commands forwarded whole
+    awaited: int | None = None  # the number of the reply that sets ``replied`` (counting from 1)
+    replied: threading.Event = field(default_factory=threading.Event)  # set: that reply arrived
+    reply: bytes = b""  # and this is it
 
 
 def _parse_command(buf: bytearray) -> tuple[int, list[bytes]] | None:
@@ -79,6 +133,7 @@ class FaultProxy:
     struck: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     commands: list[list[bytes]] = field(default_factory=list)  # every command forwarded in full
+    exec_reply: bytes | None = None  # an ``after_exec`` strike: Redis's reply to the EXEC it held back
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sockets: list[socket.socket] = field(default_factory=list)
     _listener: socket.socket | None = None
@@ -95,6 +150,7 @@ class FaultProxy:
         with self._lock:
             self.struck.clear()
             self.released.clear()
+            self.exec_reply = None
             self.rule = rule
 
     def disarm(self) -> None:
@@ -133,10 +189,9 @@ class FaultProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-            hold = threading.Event()  # set: replies from Redis are no longer passed on
-            held = threading.Event()  # set: a reply arrived and was held back
-            threading.Thread(target=self._downstream, args=(upstream, client, hold, held), daemon=True).start()
-            threading.Thread(target=self._upstream, args=(client, upstream, hold, held), daemon=True).start()
+            link = _Link(client, upstream)
+            threading.Thread(target=self._downstream, args=(link,), daemon=True).start()
+            threading.Thread(target=self._upstream, args=(link,), daemon=True).start()
 
     @staticmethod
     def _cut(*sockets: socket.socket) -> None:
@@ -146,17 +201,27 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 s.close()
 
-    def _downstream(self, upstream: socket.socket, client: socket.socket, hold: threading.Event,
-                    held: threading.Event) -> None:
+    def _downstream(self, link: _Link) -> None:
+        """Pass Redis's bytes on untouched until ``link.hold``; count the replies, whole, as they end."""
+        pending = bytearray()  # the bytes of a reply not yet complete
+        replies = 0
         try:
-            while data := upstream.recv(65536):
-                if not hold.is_set():
-                    client.sendall(data)
-                elif data.rstrip().endswith(b"\r\n") or data.endswith(b"\r\n"):
-                    held.set()
-        except OSError:
+            while data := link.upstream.recv(65536):
+                if not link.hold.is_set():
+                    link.client.sendall(data)
+                pending += data
+                while (end := _reply_end(pending)) is not None:
+                    reply = bytes(pending[:end])
+                    del pending[:end]
+                    if reply[0] == ord(">"):  # a push message answers no command
+                        continue
+                    replies += 1
+                    if replies == link.awaited:
+                        link.reply = reply
+                        link.replied.set()
+        except (OSError, ValueError):
             pass
-        self._cut(upstream, client)
+        self._cut(link.upstream, link.client)
 
     def _strike(self, rule: Rule) -> None:
         rule.strikes += 1
@@ -164,8 +229,8 @@ class FaultProxy:
         if rule.hold:
             self.released.wait(timeout=60)
 
-    def _upstream(self, client: socket.socket, upstream: socket.socket, hold: threading.Event,
-                  held: threading.Event) -> None:
+    def _upstream(self, link: _Link) -> None:
+        client, upstream = link.client, link.upstream
         buf = bytearray()
         queued: int | None = None  # commands queued since MULTI on this connection
         txn: list[list[bytes]] = []  # and those commands
@@ -184,12 +249,15 @@ class FaultProxy:
                             self._cut(client, upstream)
                             return
                         if rule.after_exec and queued is not None and name == b"EXEC" and rule.matches(txn):
-                            hold.set()
+                            # Await the reply to this EXEC itself: replies to MULTI and the queued
+                            # commands may still be on their way, and Redis runs EXEC after them.
+                            link.awaited = link.sent + 1
+                            link.hold.set()
                             upstream.sendall(bytes(buf[:size]))
                             self.commands.append(args)
-                            # Redis replies to EXEC only after running it and writing it to its AOF
-                            held.wait(timeout=10)
-                            self._strike(rule)
+                            if link.replied.wait(timeout=30):  # else no strike: the test sees none
+                                self.exec_reply = link.reply
+                                self._strike(rule)
                             self._cut(client, upstream)
                             return
                         if name.decode(errors="replace") in rule.partial and rule.matches([args]):
@@ -200,6 +268,8 @@ class FaultProxy:
                     upstream.sendall(bytes(buf[:size]))
                     del buf[:size]
                     self.commands.append(args)
+                    if args:  # Redis ignores an empty inline line, and answers every other command
+                        link.sent += 1
                     if name == b"MULTI":
                         queued, txn = 0, []
                     elif name in (b"EXEC", b"DISCARD"):
