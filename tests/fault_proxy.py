@@ -28,15 +28,17 @@ class Rule:
     ``in_multi_after``: strike before forwarding the command at this position after ``MULTI``
     (0 = the first queued command). ``after_exec``: forward a transaction's ``EXEC`` and strike once
     Redis's reply to that ``EXEC`` has arrived (Redis has run it), holding back that reply and every
-    one after it (the client never hears that it ran). ``partial``: strike
+    one after it (the client never hears that it ran). ``lose_reply``: the same for a command outside a
+    transaction whose name is in this set (it runs; its reply is lost). ``partial``: strike
     halfway through the first command whose name is in this set (outside or inside a transaction).
     ``times``: how many strikes (None: all). ``match``: strike only a transaction (or, for
-    ``partial``, a command) whose arguments hold each of these byte strings; empty: any.
+    ``partial`` and ``lose_reply``, a command) whose arguments hold each of these byte strings; empty: any.
     ``hold``: wait for :meth:`FaultProxy.release` before cutting.
     """
 
     in_multi_after: int | None = None
     after_exec: bool = False
+    lose_reply: frozenset[str] = frozenset()
     partial: frozenset[str] = frozenset()
     times: int | None = 1
     match: tuple[bytes, ...] = ()
@@ -248,9 +250,11 @@ class FaultProxy:
                             self._strike(rule)
                             self._cut(client, upstream)
                             return
-                        if rule.after_exec and queued is not None and name == b"EXEC" and rule.matches(txn):
-                            # Await the reply to this EXEC itself: replies to MULTI and the queued
-                            # commands may still be on their way, and Redis runs EXEC after them.
+                        if ((rule.after_exec and queued is not None and name == b"EXEC" and rule.matches(txn))
+                                or (queued is None and name.decode(errors="replace") in rule.lose_reply
+                                    and rule.matches([args]))):
+                            # Await the reply to this command itself: replies to earlier commands (MULTI
+                            # and the queued ones) may still be on their way, and Redis runs it after them.
                             link.awaited = link.sent + 1
                             link.hold.set()
                             upstream.sendall(bytes(buf[:size]))

@@ -38,6 +38,29 @@ def test_lock_excludes_releases_by_token_and_reports_the_holder(config, redis_cl
     assert b.try_acquire() and b.release()
 
 
+def test_a_lost_reply_to_the_lock_set_is_not_mistaken_for_a_busy_lock(config, redis_client):
+    """Redis took the lock but its reply was lost: the client's retry of SET NX must not report our own lock busy."""
+    import redis
+
+    from tests.conftest import free_port
+    from tests.fault_proxy import FaultProxy, Rule
+    from xmrt.redis.clients import client_options
+
+    proxy = FaultProxy(free_port(), config.embedded_redis_port).start()
+    client = redis.Redis(port=proxy.port, **client_options())  # the shared clients' retrying policy
+    try:
+        lock = AgentLock(config, "lost-reply", ttl=30, client=client)
+        proxy.arm(Rule(lose_reply=frozenset({"SET"}), match=(b"lost-reply",)))
+        assert lock.try_acquire("cycle 1")
+        assert proxy.rule.strikes == 1 and proxy.exec_reply == b"+OK\r\n"  # the first SET ran; its reply was lost
+        assert lock.owned()
+        assert not AgentLock(config, "lost-reply", ttl=30, client=redis_client).try_acquire()  # others still wait
+        assert lock.release() and redis_client.get(lock.key) is None
+    finally:
+        client.close()
+        proxy.close()
+
+
 def test_expired_lock_is_taken_over_and_the_old_holder_cannot_touch_it(config, redis_client):
     old = AgentLock(config, "gamma", ttl=0.2, client=redis_client)
     assert old.try_acquire()

@@ -160,10 +160,19 @@ class AgentLock:
             raise RuntimeError(f"lock {self.key} is already held by this object")
         value = json.dumps({"token": secrets.token_hex(16), "owner": _owner(), "purpose": purpose,
                             "since": time.time()})
-        if self.r.set(self.key, value, nx=True, px=max(1, int(self.ttl * 1000))):
+        if self.r.set(self.key, value, nx=True, px=max(1, int(self.ttl * 1000))) or self._landed(value):
             self._value = value
             return True
         return False
+
+    def _landed(self, value: str) -> bool:
+        """Whether the key holds ``value`` after a refused ``SET NX``: the client's retry after a lost reply.
+
+        The shared client retries a command whose reply was lost; when the first ``SET NX`` did run, the retry finds
+        the key taken by our own value (its token is random, so nobody else's can be equal).
+        """
+        raw = self.r.get(self.key)
+        return raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == value
 
     def acquire(self, wait: float = DEFAULT_WAIT, purpose: str = "", poll: float = 0.1,
                 cancel: threading.Event | None = None) -> None:
