@@ -159,6 +159,14 @@ def test_the_two_policies_and_their_shared_clients(config):
         return policies
 
     assert asyncio.run(on_one_loop()) == ((1.0, 2.0, 0), (5.0, 30.0, 6))
+    # A closed loop's client is dropped when the next loop asks (its connections would keep the loop alive).
+    from xmrt.redis.clients import _async
+
+    async def ping():
+        return await async_redis_client(config, fail_fast=True).ping()
+
+    assert asyncio.run(ping()) and asyncio.run(ping())
+    assert len(_async[(config.redis_url, True)]) == 1
     probe = connect(config, timeout=0.5)  # the probe: a client of its own, failing fast with its own timeout
     assert policy(probe) == (0.5, 0.5, 0) and probe is not fast
     probe.close()

@@ -98,6 +98,8 @@ def async_redis_client(config: Config, *, fail_fast: bool = False) -> redis.asyn
     per_loop = _async.setdefault((config.redis_url, fail_fast), weakref.WeakKeyDictionary())
     client = per_loop.get(loop)
     if client is None:
+        for closed in [known for known in per_loop if known.is_closed()]:  # its connections keep the loop alive
+            del per_loop[closed]
         client = new_client(config.redis_url, asyncio_client=True, fail_fast=fail_fast)
         per_loop[loop] = client
     return client
