@@ -292,6 +292,10 @@ def _bench_via_cli(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.defer_margin is not None and not 0.0 <= args.defer_margin <= 0.5:
+        from xmrt.errors import UserError
+
+        raise UserError(f"--defer-margin must be between 0 and 0.5, got {args.defer_margin}")
     if args.model_only:
         from benchmarks.eliza_model_only import bench_model_only
 
