@@ -57,6 +57,22 @@ def test_embedded_start_is_idempotent_and_data_survives_a_restart(tmp_path):
         server.stop()
 
 
+def test_a_data_directory_in_use_on_another_port_is_refused_and_never_stopped_in_its_name(tmp_path):
+    """One data directory, one embedded Redis: a second port neither starts on it nor stops (kills) the first."""
+    first = EmbeddedRedis(tmp_path / "redis", free_port())
+    second = EmbeddedRedis(tmp_path / "redis", free_port())
+    try:
+        first.start()
+        first.client().set("kept", "yes")
+        with pytest.raises(RedisSetupError, match=r"in use by another embedded Redis .*XMRT_DATA_DIR"):
+            second.start()
+        assert second.stop() is False  # nothing runs on its port, and the pid file is the first one's
+        assert first.is_running() and first.client().get("kept") == b"yes"
+    finally:
+        first.stop()
+    assert not first.is_running()
+
+
 def test_cli_start_status_stop(tmp_path):
     port = str(free_port())
     env = {"XMRT_DATA_DIR": str(tmp_path), "XMRT_REDIS_PORT": port}

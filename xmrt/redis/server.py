@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -159,8 +160,34 @@ class EmbeddedRedis(EmbeddedServer, name="Redis", directory_name="redis", error=
         except (redis.RedisError, OSError):
             return False
 
+    def _serves_our_port(self, pid: int) -> bool:
+        """Whether process ``pid`` is the redis-server of our port (its process title names the port)."""
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return True  # no /proc: trust the pid file, as before
+        return re.search(rb":%d(?!\d)" % self.port, title) is not None
+
+    def _our_pid(self) -> int | None:
+        """The pid of the server on our port: the one that answers there, else the pid file's if it serves our port.
+
+        The data directory (its pid file and AOF) is per data directory, not per port: a server started on another
+        port with the same directory must never be stopped or killed in our name.
+        """
+        try:
+            return int(self.client(timeout=1.0).info("server")["process_id"])
+        except (redis.RedisError, OSError, KeyError, ValueError):
+            pid = self.pid()
+            return pid if pid is not None and self._serves_our_port(pid) else None
+
     def prepare(self, timeout: float) -> tuple[list[str], dict[str, Any]]:
         """The data directory, and redis-server's command line (it daemonizes; AOF plus RDB snapshots)."""
+        other = self.pid()
+        if other is not None and not self._serves_our_port(other):
+            raise RedisSetupError(
+                f"the data directory {self.directory} is in use by another embedded Redis (pid {other}, on another "
+                f"port than {self.port}); stop it first (xmrt redis stop --port <its port>) or use another "
+                "XMRT_DATA_DIR")
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             str(server_binary()),
@@ -195,7 +222,7 @@ class EmbeddedRedis(EmbeddedServer, name="Redis", directory_name="redis", error=
         Returns:
             True if a server was stopped, False if none was running.
         """
-        pid = self.pid()
+        pid = self._our_pid()
         if not self.is_running() and pid is None:
             return False
         try:
