@@ -102,25 +102,12 @@ def llm_part(config: Config) -> dict[str, Any]:
 
 def orchestrator_part(config: Config) -> dict[str, Any]:
     """The orchestrator's agent registry (``<prefix>:registry``) and the recorded node latencies."""
+    from xmrt.redis.monitoring import read_node_latencies
+    from xmrt.redis.registry import read_registry
+
     client = redis_client(config, fail_fast=True)
-    try:
-        from xmrt.redis.registry import read_registry
-    except ImportError:  # older checkouts: read the hash directly
-        registry = {}
-        for k, v in client.hgetall(f"{config.key_prefix}:registry").items():
-            name = k.decode() if isinstance(k, bytes) else k
-            try:
-                registry[name] = json.loads(v)
-            except ValueError:
-                registry[name] = v.decode() if isinstance(v, bytes) else v
-    else:
-        registry = read_registry(config, client)
-    try:
-        from xmrt.redis.monitoring import read_node_latencies
-    except ImportError:  # the monitoring module is optional
-        latencies = None
-    else:
-        latencies = read_node_latencies(config, client)
+    registry = read_registry(config, client)
+    latencies = read_node_latencies(config, client)
     return {"registry": registry, "latencies": latencies}
 
 
