@@ -493,6 +493,26 @@ def test_trees_expert_learns_a_threshold_explains_it_and_round_trips():
     assert again.to_dict() == model.to_dict()
 
 
+def test_the_forgetting_expert_relearns_a_changed_rule_on_few_features():
+    """``main_recent`` is L1: after the rule changes it keeps the few features the recent outcomes support."""
+    from benchmarks.proposals import generate_with_oracle
+    from xmrt.eliza import Example
+
+    model = DecisionModel()
+    stream = generate_with_oracle(400, "drift", noise=0.02, seed=21, sharpness=4.0)  # changes at proposal 200
+    model.train([(Example.of(p), ok) for p, ok, _ in stream], learning_rate=0.01, epochs=200)
+    recent, main = model.experts["main_recent"].weights, model.experts["main"].weights
+    learned = [n for n in recent if n != "llm_verdict"]
+    assert len(learned) >= 12 and not any(main[n] == 0.0 for n in learned)  # L2: every feature keeps a weight
+    assert sum(recent[n] == 0.0 for n in learned) >= len(learned) // 2  # L1: most are exactly 0
+    assert set(sorted(learned, key=lambda n: -abs(recent[n]))[:2]) == {"amount:log", "market_timing"}  # the new rule
+    # What an expert is comes from the code, what it learned from storage: one stored while it was L2 becomes L1.
+    raw = json.loads(json.dumps(model.to_dict()))
+    raw["experts"]["main_recent"]["groups"] = []
+    again = DecisionModel.from_dict(raw)
+    assert again.experts["main_recent"].groups == ("sparse",) and again.experts["main_recent"].weights == recent
+
+
 def test_every_proposal_is_decided_by_default_and_a_close_call_says_so(app_config):
     """Default defer margin 0: a coin flip is decided, and its rationale calls it a close call; a margin defers it."""
     graph = redis_graph(eliza_builder)

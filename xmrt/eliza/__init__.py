@@ -9,16 +9,18 @@ New features start at weight 0 and move only by learning from outcomes. The seed
 
 **Model.** A mixture of experts (:data:`EXPERTS`): logistic ones on the criteria alone, main effects, words,
 category interactions, products of criteria, two that forget old outcomes (half-life, default 60) so that a rule
-that changes is followed, and ``trees`` (main effects plus boosted depth-2 trees on their residual, for thresholds
-and interactions). The mixture weights are the experts' posterior given their prequential log-loss (the score each
-expert gave a proposal when it was decided, before its outcome was known). ``p`` is the predicted probability of
-success; approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in between
-(``defer_margin`` is 0 by default: every proposal is decided, and the rationale says when it is a close call).
+that changes is followed (``main_recent`` under an L1 penalty, so it relearns from the few outcomes since a change
+with the few features they support), and ``trees`` (main effects plus boosted depth-2 trees on their residual, for
+thresholds and interactions). The mixture weights are the experts' posterior given their prequential log-loss (the
+score each expert gave a proposal when it was decided, before its outcome was known). ``p`` is the predicted
+probability of success; approve when ``p >= 0.5 + defer_margin``, reject when ``p <= 0.5 - defer_margin``, defer in
+between (``defer_margin`` is 0 by default: every proposal is decided, and the rationale says when it is a close
+call).
 
 **Learning.** Every recorded outcome is a labelled example. Self-improvement fits each expert with scikit-learn's
-``SGDClassifier`` (log-loss, L2), warm-started from its stored weights, on features scaled to unit variance, with
-the ``adaptive`` schedule starting at the configured learning rate (0.01 by default, as in the seed). Nothing is
-incremented by hand: the weights move only by the gradient of recorded outcomes.
+``SGDClassifier`` (log-loss, L2; L1 for ``main_recent``), warm-started from its stored weights, on features scaled
+to unit variance, with the ``adaptive`` schedule starting at the configured learning rate (0.01 by default, as in
+the seed). Nothing is incremented by hand: the weights move only by the gradient of recorded outcomes.
 
 **Accuracy and calibration** (:func:`metrics_of`). A decision with an outcome is correct when it approved a
 success or rejected a failure; a deferral is never correct (otherwise deferring everything would look perfect).
