@@ -102,6 +102,9 @@ class ElizaContext(_DecisionAgentContext):
     min_neighbors: int = knob(5, "Past outcomes needed before reflecting.", ge=0, le=1000)
     neighbor_prior: float = knob(10.0, "Pseudo-count of the model's own estimate when blending in the "
                                  "neighbours' success rate.", ge=0, le=1e6)
+    reflect_half_life: float = knob(100.0, "Outcomes after which reflection's own past record (did its adjustments "
+                                    "lower the log-loss?) counts half when deciding whether it applies.", ge=5,
+                                    le=100_000)
 
     # The chat model in the loop: which proposals it is asked about, and how
     use_llm: bool = knob(True, "Ask the chat model for a verdict; its learned weight decides how much it counts.")

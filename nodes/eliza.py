@@ -204,6 +204,29 @@ def _log_loss(p: Any, y: Any) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
+def _track_record(past: list[dict[str, Any]], half_life: float) -> tuple[bool, str] | None:
+    """Whether reflection's own past adjustments lowered the log-loss of the decisions it reflected on.
+
+    ``past`` holds judged decisions, oldest first; those reflected on carry ``model_score`` and ``reflected_score``
+    (the probability before and after the critique, kept whether or not it was applied). Each weighs
+    ``0.5 ** (outcomes since / half_life)``. None until ``MIN_VALIDATION`` of them have outcomes.
+    """
+    import math
+
+    rows = [(j, d) for j, d in enumerate(past) if "reflected_score" in d and "model_score" in d]
+    if len(rows) < MIN_VALIDATION:
+        return None
+    loss = {"with": 0.0, "without": 0.0}
+    for j, d in rows[-VALIDATION:]:
+        w, y = 0.5 ** ((len(past) - 1 - j) / half_life), bool(d["outcome"]["success"])
+        for name, key in (("with", "reflected_score"), ("without", "model_score")):
+            p = min(max(float(d[key]), 1e-6), 1 - 1e-6)
+            loss[name] -= w * math.log(p if y else 1 - p)
+    n = len(rows[-VALIDATION:])
+    return loss["with"] < loss["without"], (f"its record on {n} past close calls, recent ones weighing most: "
+                                            f"log-loss {loss['with']:.3f} with it, {loss['without']:.3f} without")
+
+
 def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Critique low-margin decisions against the outcomes of the most similar past proposals.
 
@@ -213,7 +236,10 @@ def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     (an interaction it cannot express, a rule that changed) it is signal. So reflection must earn its say: it is
     first tried on the last past decisions in the band, each critiqued by its own neighbours (leave-one-out), and it
     changes today's decisions only if that lowered their log-loss (with fewer than 20 such past decisions it
-    applies, as the seed's reflection did). A flipped decision records its evidence. Bounded by
+    applies, as the seed's reflection did). Once 20 decisions it reflected on have outcomes, its own record decides
+    instead (:func:`_track_record`): each stores the model's probability and the reflected one, whether or not the
+    reflection was applied, and reflection applies only while the reflected ones had the lower log-loss (discounted
+    with ``reflect_half_life``, like the experts' record). A flipped decision records its evidence. Bounded by
     ``max_reflections``; off when learning is off (it uses recorded outcomes).
     """
     import numpy as np
@@ -252,7 +278,10 @@ def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
 
     band = [i for i in range(len(past)) if abs(predicted[i] - 0.5) < ctx.reflect_margin][-VALIDATION:]
     applies, note = True, f"only {len(band)} past decisions in the band to test it on"
-    if len(band) >= MIN_VALIDATION and len(past) > k:
+    record = _track_record(past, ctx.reflect_half_life)
+    if record is not None:
+        applies, note = record
+    elif len(band) >= MIN_VALIDATION and len(past) > k:
         idx = np.array(band)
         tried = np.clip(predicted[idx] + np.array([critique(matrix[i], exclude=i)[0] for i in band]), 0.001, 0.999)
         mine, plain = _log_loss(tried, outcomes[idx]), _log_loss(predicted[idx], outcomes[idx])
@@ -284,8 +313,8 @@ def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
             )
             decision["decision"] = new
             decision["rationale"] += f". Reflection: {entry['why']}"
+        decision["model_score"], decision["reflected_score"] = decision["score"], round(adjusted, 4)
         if applies:
-            decision["model_score"] = decision["score"]
             decision["score"] = round(adjusted, 4)
         reflections.append(entry)
     return {"decisions": decisions, "reflections": reflections}

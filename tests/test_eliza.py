@@ -153,8 +153,28 @@ def test_reflection_flips_low_margin_decisions_with_evidence(app_config):
     (entry,) = out["reflections"]
     assert entry["changed"] and entry["before"] == "approve" and entry["after"] == "reject"
     assert "succeeded 0/12" in entry["why"] and "Reflection" in out["decisions"][0]["rationale"]
+    kept = out["decisions"][0]  # both probabilities are kept, for reflection's own record
+    assert kept["model_score"] == entry["score_before"] > 0.5 > kept["reflected_score"] == entry["score_after"]
     off = cycle(eliza, [proposal("new2", community_support=0.75, hype=0.9)], "reflective", use_llm=False, learn=False)
     assert off["reflections"] == [] and off["decisions"][0]["decision"] == "approve"
+
+
+def test_reflection_applies_only_while_its_own_record_beats_the_model():
+    from nodes.eliza import MIN_VALIDATION, _track_record
+
+    def judged(n: int, model: float, reflected: float, success: bool, plain: int = 0) -> list[dict]:
+        reflected_on = [{"model_score": model, "reflected_score": reflected, "outcome": {"success": success}}] * n
+        return reflected_on + [{"score": 0.9, "outcome": {"success": True}}] * plain
+
+    assert _track_record(judged(MIN_VALIDATION - 1, 0.6, 0.4, False), 100.0) is None  # too few: the trial decides
+    helped, note = _track_record(judged(30, 0.6, 0.4, False), 100.0)
+    assert helped and "log-loss" in note
+    assert not _track_record(judged(30, 0.6, 0.4, True), 100.0)[0]
+    # Recent outcomes weigh most: it helped long ago, then stopped helping, so it stops applying; and back again.
+    assert not _track_record(judged(60, 0.6, 0.4, False) + judged(30, 0.6, 0.4, True), 20.0)[0]
+    assert _track_record(judged(60, 0.6, 0.4, True) + judged(30, 0.6, 0.4, False), 20.0)[0]
+    # Decisions it did not reflect on have no say, but count as time passing.
+    assert not _track_record(judged(30, 0.6, 0.4, False) + judged(30, 0.6, 0.4, True, plain=200), 50.0)[0]
 
 
 def test_prompt_optimizer_versions_instructions_and_rejects_broken_rewrites(app_config):
