@@ -329,9 +329,9 @@ def _fit_expert(expert: Expert, rows: list[dict[str, float]], outcomes: list[boo
 #: The L1 penalty of the ``sparse`` experts: SGD's ``alpha`` is this over the effective number of outcomes (about 170
 #: for ``main_recent`` at the default half-life of 60). Measured (BENCHMARKS.md, "Issue 17, fourth pass"; 6 streams x
 #: 9 rules x 2 seed sets x 2 noise levels): with L2 the forgetting expert kept all 15-odd main effects, and on the rule
-#: that changes halfway its gap to the oracle was 0.067 on the clean streams of seeds 21-26; with L1 at 4 it keeps a
-#: handful and the gap is 0.043 (at 2: 0.055; at 8: no better than L2 on seeds 11-16). An L2 fit of only the outcomes
-#: after the change, were its time known, gets 0.043 too.
+#: that changes halfway the gap to the oracle was 0.067 on the clean streams of seeds 21-26. With L1 at 4 it keeps a
+#: handful and the gap is 0.043 (as a ninth expert beside the L2 one, L1 at 2 / 4 / 8 gave 0.055 / 0.043 / 0.058). An
+#: L2 fit of only the outcomes after the change, were its time known, gets 0.043 too.
 SPARSE_L1 = 4.0
 
 
