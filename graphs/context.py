@@ -102,9 +102,9 @@ class ElizaContext(_DecisionAgentContext):
     min_neighbors: int = knob(5, "Past outcomes needed before reflecting.", ge=0, le=1000)
     neighbor_prior: float = knob(10.0, "Pseudo-count of the model's own estimate when blending in the "
                                  "neighbours' success rate.", ge=0, le=1e6)
-    reflect_half_life: float = knob(100.0, "Outcomes after which reflection's own past record (did its adjustments "
-                                    "lower the log-loss?) counts half when deciding whether it applies.", ge=5,
-                                    le=100_000)
+    reflect_half_life: float = knob(100.0, "Judged decisions after which reflection's own past record (did its "
+                                    "adjustments lower the log-loss?) counts half when deciding whether it applies.",
+                                    ge=5, le=100_000)
 
     # The chat model in the loop: which proposals it is asked about, and how
     use_llm: bool = knob(True, "Ask the chat model for a verdict; its learned weight decides how much it counts.")
@@ -143,8 +143,8 @@ class SelfImproveContext(_DecisionAgentContext):
                                 ge=1e-6, le=10)
     epochs: int = knob(200, "Most SGD passes over the recorded outcomes per training (it stops earlier once the "
                        "step has decayed).", ge=1, le=1000)
-    l2: float = knob(1.0, "L2 penalty on the weights, in outcomes' worth (sklearn alpha = l2 / outcomes).", ge=0,
-                     le=1000)
+    l2: float = knob(1.0, "L2 penalty on the weights, in outcomes' worth (sklearn alpha = l2 / outcomes); the "
+                     "forgetting main-effects expert has a fixed L1 penalty instead.", ge=0, le=1000)
     half_life: float = knob(60.0, "Outcomes after which the forgetting experts weigh an outcome half.", ge=5,
                             le=100_000)
     mixture_half_life: float = knob(100.0, "Outcomes after which an expert's past prediction error counts half "

@@ -209,22 +209,25 @@ def _track_record(past: list[dict[str, Any]], half_life: float) -> tuple[bool, s
 
     ``past`` holds judged decisions, oldest first; those reflected on carry ``model_score`` and ``reflected_score``
     (the probability before and after the critique, kept whether or not it was applied). Each weighs
-    ``0.5 ** (outcomes since / half_life)``. None until ``MIN_VALIDATION`` of them have outcomes.
+    ``0.5 ** (judged decisions decided since / half_life)``, counting every judged decision, reflected on or not (the
+    clock of the forgetting experts). The note gives both mean log-losses. None until ``MIN_VALIDATION`` of them
+    have outcomes.
     """
     import math
 
     rows = [(j, d) for j, d in enumerate(past) if "reflected_score" in d and "model_score" in d]
     if len(rows) < MIN_VALIDATION:
         return None
-    loss = {"with": 0.0, "without": 0.0}
+    loss, total = {"with": 0.0, "without": 0.0}, 0.0
     for j, d in rows[-VALIDATION:]:
         w, y = 0.5 ** ((len(past) - 1 - j) / half_life), bool(d["outcome"]["success"])
+        total += w
         for name, key in (("with", "reflected_score"), ("without", "model_score")):
             p = min(max(float(d[key]), 1e-6), 1 - 1e-6)
             loss[name] -= w * math.log(p if y else 1 - p)
-    n = len(rows[-VALIDATION:])
-    return loss["with"] < loss["without"], (f"its record on {n} past close calls, recent ones weighing most: "
-                                            f"log-loss {loss['with']:.3f} with it, {loss['without']:.3f} without")
+    mine, plain = loss["with"] / total, loss["without"] / total
+    return mine < plain, (f"its own record on {len(rows[-VALIDATION:])} past close calls, recent ones weighing most: "
+                          f"log-loss {mine:.3f} with it, {plain:.3f} without")
 
 
 def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -239,7 +242,7 @@ def reflect(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     applies, as the seed's reflection did). Once 20 decisions it reflected on have outcomes, its own record decides
     instead (:func:`_track_record`): each stores the model's probability and the reflected one, whether or not the
     reflection was applied, and reflection applies only while the reflected ones had the lower log-loss (discounted
-    with ``reflect_half_life``, like the experts' record). A flipped decision records its evidence. Bounded by
+    with ``reflect_half_life``, in judged decisions). A flipped decision records its evidence. Bounded by
     ``max_reflections``; off when learning is off (it uses recorded outcomes).
     """
     import numpy as np

@@ -185,7 +185,8 @@ class DecisionModel:
     ) -> dict[str, Any]:
         """Fit every expert on ``examples`` (oldest first) and re-weigh the mixture; returns loss before and after.
 
-        Each expert is scikit-learn's ``SGDClassifier`` (log-loss, L2 ``alpha = l2 / outcomes``), warm-started from
+        Each expert is scikit-learn's ``SGDClassifier`` (log-loss, L2 ``alpha = l2 / outcomes``; the ``sparse`` ones,
+        ``main_recent``, L1 ``alpha = SPARSE_L1 / effective outcomes`` instead), warm-started from
         its stored weights, on features scaled to unit variance, with the ``adaptive`` schedule: the step starts at
         ``learning_rate`` and is divided by 5 whenever 5 passes bring no improvement; at most ``epochs`` passes.
         Forgetting experts weigh an outcome ``0.5 ** (age / half_life)``. The ``trees`` expert then boosts shallow
