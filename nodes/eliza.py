@@ -213,20 +213,15 @@ def _track_record(past: list[dict[str, Any]], half_life: float) -> tuple[bool, s
     clock of the forgetting experts). The note gives both mean log-losses. None until ``MIN_VALIDATION`` of them
     have outcomes.
     """
-    import math
+    from xmrt.eliza.mixture import discounted_log_loss
 
-    rows = [(j, d) for j, d in enumerate(past) if "reflected_score" in d and "model_score" in d]
+    rows = [(j, d) for j, d in enumerate(past) if "reflected_score" in d and "model_score" in d][-VALIDATION:]
     if len(rows) < MIN_VALIDATION:
         return None
-    loss, total = {"with": 0.0, "without": 0.0}, 0.0
-    for j, d in rows[-VALIDATION:]:
-        w, y = 0.5 ** ((len(past) - 1 - j) / half_life), bool(d["outcome"]["success"])
-        total += w
-        for name, key in (("with", "reflected_score"), ("without", "model_score")):
-            p = min(max(float(d[key]), 1e-6), 1 - 1e-6)
-            loss[name] -= w * math.log(p if y else 1 - p)
-    mine, plain = loss["with"] / total, loss["without"] / total
-    return mine < plain, (f"its own record on {len(rows[-VALIDATION:])} past close calls, recent ones weighing most: "
+    loss, total = discounted_log_loss(["reflected_score", "model_score"], [d["outcome"]["success"] for _, d in rows],
+                                      [d for _, d in rows], half_life, ages=[len(past) - 1 - j for j, _ in rows])
+    mine, plain = loss["reflected_score"] / total, loss["model_score"] / total
+    return mine < plain, (f"its own record on {len(rows)} past close calls, recent ones weighing most: "
                           f"log-loss {mine:.3f} with it, {plain:.3f} without")
 
 

@@ -22,14 +22,26 @@ def posterior_mixture(names: list[str], outcomes: list[bool], scores: list[dict[
     rows = [(s, y) for s, y in zip(scores, outcomes, strict=True) if s and all(n in s for n in names)]
     if not rows:
         return current
-    loss = dict.fromkeys(names, 0.0)
-    m = len(rows)
-    for j, (s, y) in enumerate(rows):
-        discount = 0.5 ** ((m - 1 - j) / half_life)
-        for n in names:
-            p = min(max(float(s[n]), 1e-4), 1 - 1e-4)
-            loss[n] -= discount * math.log(p if y else 1 - p)
+    loss, _ = discounted_log_loss(names, [y for _, y in rows], [s for s, _ in rows], half_life)
     best = min(loss.values())
     raw = {n: math.exp(-(loss[n] - best)) for n in names}
     total = sum(raw.values())
     return {n: v / total for n, v in raw.items()}
+
+
+def discounted_log_loss(names: list[str], outcomes: list[bool], scores: list[dict[str, float]], half_life: float,
+                        ages: list[float] | None = None) -> tuple[dict[str, float], float]:
+    """Each named probability's discounted log-loss over ``scores`` (oldest first), and the summed discount.
+
+    A row weighs ``0.5 ** (age / half_life)``; its age is the number of rows after it unless ``ages`` gives it.
+    Probabilities are clipped to [1e-4, 1 - 1e-4].
+    """
+    m = len(scores)
+    loss, total = dict.fromkeys(names, 0.0), 0.0
+    for j, (s, y) in enumerate(zip(scores, outcomes, strict=True)):
+        discount = 0.5 ** ((m - 1 - j if ages is None else ages[j]) / half_life)
+        total += discount
+        for n in names:
+            p = min(max(float(s[n]), 1e-4), 1 - 1e-4)
+            loss[n] -= discount * math.log(p if y else 1 - p)
+    return loss, total
